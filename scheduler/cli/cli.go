@@ -1,0 +1,161 @@
+// Package cli is the styx-scheduler command line: `serve` (the default) runs
+// a scheduler, `status` prints the fleet and pool from a running one.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/styx-inference/styx/pkg/envflag"
+	"github.com/styx-inference/styx/pkg/logging"
+	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
+	"github.com/styx-inference/styx/scheduler"
+	"github.com/styx-inference/styx/scheduler/internal/pool"
+)
+
+const usage = `styx-scheduler: the STYX scheduler.
+
+Usage:
+  styx-scheduler [serve] [flags]     run a scheduler (several may run; one leads)
+  styx-scheduler status [flags]      print the fleet and the pool of a running scheduler
+
+Run 'styx-scheduler serve -h' or 'styx-scheduler status -h' for the flags.`
+
+// Main runs the command and returns its exit status.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serve(ctx, args, stderr)
+	case "status":
+		return status(ctx, args, stdout, stderr)
+	case "help":
+		fmt.Fprintln(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "unknown command %q\n\n%s\n", cmd, usage)
+	return 2
+}
+
+func serve(ctx context.Context, args []string, stderr io.Writer) int {
+	d := scheduler.DefaultConfig()
+	fs := flag.NewFlagSet("styx-scheduler serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	id := fs.String("id", scheduler.DefaultID(), "scheduler id (unique in the cluster)")
+	etcd := fs.String("etcd-endpoints", strings.Join(d.EtcdEndpoints, ","), "etcd endpoints, comma-separated")
+	fs.StringVar(&d.GRPCAddr, "grpc-addr", d.GRPCAddr, "gRPC listen address (cluster nodes, workers' results, admin)")
+	fs.StringVar(&d.HTTPAddr, "http-addr", d.HTTPAddr, "HTTP listen address (status page, /api/status, /metrics)")
+	fs.StringVar(&d.AdvertiseAddr, "advertise-addr", "", "gRPC address others dial (default: the bound gRPC address)")
+	fs.DurationVar(&d.LeaseTTL, "lease-ttl", d.LeaseTTL, "election lease TTL: a dead leader is replaced within about this long")
+	fs.IntVar(&d.BatchSize, "batch-size", d.BatchSize, "most addresses per batch")
+	fs.DurationVar(&d.BatchInterval, "batch-interval", d.BatchInterval, "longest a partial batch waits for more addresses")
+	fs.IntVar(&d.MaxPending, "max-pending", d.MaxPending, "most addresses waiting in the pool (memory bound)")
+	fs.DurationVar(&d.MaxAge, "max-age", d.MaxAge, "a sighting older than this expires with a notice")
+	fs.DurationVar(&d.DedupWindow, "dedup-window", d.DedupWindow, "a verdict answers repeated sightings of its address for this long")
+	fs.IntVar(&d.MaxFailures, "max-failures", d.MaxFailures, "worker failures a batch may suffer before it is split to isolate a poison address")
+	shed := fs.String("shed", "sample:5", "shedding policy when the fleet cannot keep up: sample:N (admit 1 in N new addresses once half full), newest, oldest; /styx/config/shedding overrides it live")
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	fs.Usage = envflag.Usage(fs, "STYX", "styx-scheduler serve [flags]\n\nRuns a STYX scheduler: campaigns for leadership in etcd; the leader watches /styx/workers/,\ndials every worker, and hands out batches of the addresses cluster nodes stream to it.")
+	if err := envflag.Parse(fs, "STYX", args); err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		return 2
+	}
+	d.ID = *id
+	d.EtcdEndpoints = strings.Split(*etcd, ",")
+	p, err := ParsePolicy(*shed)
+	if err != nil {
+		fmt.Fprintf(stderr, "-shed: %v\n", err)
+		return 2
+	}
+	d.Shed = p
+	log, err := logging.New(stderr, *level)
+	if err != nil {
+		fmt.Fprintf(stderr, "-log-level: %v\n", err)
+		return 2
+	}
+	s, err := scheduler.New(d, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "config: %v\n", err)
+		return 2
+	}
+	if err := s.Run(ctx); err != nil {
+		log.Error().Err(err).Msg("scheduler stopped")
+		return 1
+	}
+	return 0
+}
+
+// ParsePolicy parses "sample:N", "newest" or "oldest".
+func ParsePolicy(s string) (pool.Policy, error) {
+	mode, arg, _ := strings.Cut(s, ":")
+	p := pool.Policy{Mode: mode}
+	if mode == pool.ShedSample {
+		if _, err := fmt.Sscanf(arg, "%d", &p.SampleN); err != nil {
+			return p, fmt.Errorf("sample needs N, e.g. sample:5")
+		}
+	}
+	return p, p.Validate()
+}
+
+func status(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("styx-scheduler status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "127.0.0.1:7070", "scheduler gRPC address")
+	asJSON := fs.Bool("json", false, "print JSON")
+	fs.Usage = envflag.Usage(fs, "STYX", "styx-scheduler status [flags]\n\nPrints the workers and the pool as the scheduler at -addr sees them.")
+	if err := envflag.Parse(fs, "STYX", args); err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		return 2
+	}
+	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		fmt.Fprintf(stderr, "dial %s: %v\n", *addr, err)
+		return 1
+	}
+	defer conn.Close()
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	st, err := styxv1.NewAdminServiceClient(conn).Status(cctx, &styxv1.StatusRequest{})
+	if err != nil {
+		fmt.Fprintf(stderr, "status: %v\n", err)
+		return 1
+	}
+	if *asJSON {
+		b, _ := protojson.Marshal(st)
+		var v any
+		_ = json.Unmarshal(b, &v)
+		out, _ := json.MarshalIndent(v, "", "  ")
+		fmt.Fprintln(stdout, string(out))
+		return 0
+	}
+	fmt.Fprintf(stdout, "scheduler %s leader=%v term=%d leader_id=%s\n", st.SchedulerId, st.Leader, st.Term, st.LeaderId)
+	if p := st.Pool; p != nil {
+		fmt.Fprintf(stdout, "pool: pending=%d in_flight=%d oldest=%dms received=%d examined=%d dedup=%d shed=%d expired=%d reassigned=%d coverage=%.1f%% policy=%s\n",
+			p.Pending, p.InFlight, p.OldestAgeMillis, p.Received, p.Examined, p.Deduplicated, p.Shed, p.Expired, p.Reassigned, 100*p.Coverage, p.ShedPolicy)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "WORKER\tHOST\tNUMA\tCPUS\tSTATE\tCAPACITY\tCREDITS\tIN FLIGHT\tBATCHES\tADDRESSES\tMODEL")
+	for _, w := range st.Workers {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", w.WorkerId, w.Host, w.NumaNode, w.Cpus, w.State, w.Capacity, w.Credits, w.InFlight, w.BatchesDone, w.AddressesDone, w.ModelVersion)
+	}
+	tw.Flush()
+	fmt.Fprintf(stdout, "nodes: %s\n", strings.Join(st.Nodes, ", "))
+	return 0
+}

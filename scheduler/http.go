@@ -1,0 +1,123 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"html/template"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
+	"github.com/styx-inference/styx/scheduler/internal/api"
+)
+
+func (s *Scheduler) httpHandler(h *api.Server) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &collector{s: s})
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, r *http.Request) {
+		st, err := h.Status(r.Context(), &styxv1.StatusRequest{})
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		b, _ := protojson.MarshalOptions{EmitUnpopulated: true, Indent: "  "}.Marshal(st)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(b)
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		st, err := h.Status(ctx, &styxv1.StatusRequest{})
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_ = statusPage.Execute(w, st)
+	})
+	return mux
+}
+
+var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
+	"pct": func(f float64) string { return fmt.Sprintf("%.1f%%", 100*f) },
+}).Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><meta http-equiv="refresh" content="2"><title>STYX</title>
+<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}</style>
+</head><body>
+<h1>STYX scheduler {{.SchedulerId}}</h1>
+<p>{{if .Leader}}Leading, term {{.Term}}.{{else}}Following; leader: {{.LeaderId}}.{{end}} Refreshes every 2 s. Machine-readable: <a href="/api/status">/api/status</a>, <a href="/metrics">/metrics</a>.</p>
+{{with .Pool}}<h2>Pool</h2>
+<table><tr><th>pending</th><th>in flight</th><th>oldest</th><th>received</th><th>examined</th><th>deduplicated</th><th>shed</th><th>expired</th><th>reassigned</th><th>coverage</th><th>policy</th></tr>
+<tr><td>{{.Pending}}</td><td>{{.InFlight}}</td><td>{{.OldestAgeMillis}} ms</td><td>{{.Received}}</td><td>{{.Examined}}</td><td>{{.Deduplicated}}</td><td>{{.Shed}}</td><td>{{.Expired}}</td><td>{{.Reassigned}}</td><td>{{pct .Coverage}}</td><td>{{.ShedPolicy}}</td></tr></table>{{end}}
+<h2>Workers</h2>
+<table><tr><th>id</th><th>host</th><th>NUMA</th><th>CPUs</th><th>state</th><th>capacity</th><th>credits</th><th>in flight</th><th>batches</th><th>addresses</th><th>model</th></tr>
+{{range .Workers}}<tr><td>{{.WorkerId}}</td><td>{{.Host}}</td><td>{{.NumaNode}}</td><td>{{.Cpus}}</td><td>{{.State}}</td><td>{{.Capacity}}</td><td>{{.Credits}}</td><td>{{.InFlight}}</td><td>{{.BatchesDone}}</td><td>{{.AddressesDone}}</td><td>{{.ModelVersion}}</td></tr>{{end}}
+</table>
+<h2>Cluster nodes</h2><ul>{{range .Nodes}}<li>{{.}}</li>{{end}}</ul>
+</body></html>`))
+
+// collector exports the leader's figures at scrape time.
+type collector struct{ s *Scheduler }
+
+var (
+	descLeader   = prometheus.NewDesc("styx_scheduler_leader", "1 when this scheduler leads.", nil, nil)
+	descTerm     = prometheus.NewDesc("styx_scheduler_term", "The leader's fencing term.", nil, nil)
+	descPending  = prometheus.NewDesc("styx_pool_pending", "Addresses waiting for a worker.", nil, nil)
+	descInFlight = prometheus.NewDesc("styx_pool_in_flight", "Addresses out on workers.", nil, nil)
+	descOldest   = prometheus.NewDesc("styx_pool_oldest_age_seconds", "Age of the oldest pending address.", nil, nil)
+	descCoverage = prometheus.NewDesc("styx_pool_coverage_ratio", "Examined / (examined + shed + expired).", nil, nil)
+	descCounter  = prometheus.NewDesc("styx_scheduler_events_total", "Events this term, by kind.", []string{"kind"}, nil)
+	descCredits  = prometheus.NewDesc("styx_worker_credits", "Credits a worker still grants.", []string{"worker_id"}, nil)
+	descWInFl    = prometheus.NewDesc("styx_worker_in_flight_batches", "Batches outstanding on a worker.", []string{"worker_id"}, nil)
+	descWAddrs   = prometheus.NewDesc("styx_worker_addresses_total", "Addresses a worker examined this term.", []string{"worker_id"}, nil)
+)
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descLeader, descTerm, descPending, descInFlight, descOldest, descCoverage, descCounter, descCredits, descWInFl, descWAddrs} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	co := c.s.Current()
+	if co == nil {
+		ch <- prometheus.MustNewConstMetric(descLeader, prometheus.GaugeValue, 0)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(descLeader, prometheus.GaugeValue, 1)
+	ch <- prometheus.MustNewConstMetric(descTerm, prometheus.GaugeValue, float64(co.Term()))
+	ps, ctr, _, age := co.Stats()
+	ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(ps.Pending))
+	ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(ps.InFlight))
+	ch <- prometheus.MustNewConstMetric(descOldest, prometheus.GaugeValue, age.Seconds())
+	ch <- prometheus.MustNewConstMetric(descCoverage, prometheus.GaugeValue, api.Coverage(ps))
+	for k, v := range map[string]uint64{
+		"sightings": ps.Received, "unique": ps.Unique, "deduplicated": ps.Deduplicated, "examined": ps.Examined,
+		"shed": ps.Shed, "expired": ps.Expired, "batches": ctr.Batches, "results": ctr.Results,
+		"stale_results": ctr.StaleResults, "refusals": ctr.Refusals, "reassigned": ctr.Reassigned,
+		"splits": ctr.Splits, "poisoned": ctr.Poisoned, "rejected": ctr.Rejected, "verdicts": ctr.Verdicts,
+		"node_overflows": ctr.NodeOverflows, "lease_losses": ctr.LeaseLosses, "stream_failures": ctr.StreamFailures,
+		"outcomes_dropped": ctr.OutcomesDropped,
+	} {
+		ch <- prometheus.MustNewConstMetric(descCounter, prometheus.CounterValue, float64(v), k)
+	}
+	ws, err := co.State().Snapshot().Workers(nil)
+	if err != nil {
+		return
+	}
+	for _, w := range ws {
+		ch <- prometheus.MustNewConstMetric(descCredits, prometheus.GaugeValue, float64(w.Credits), w.ID)
+		ch <- prometheus.MustNewConstMetric(descWInFl, prometheus.GaugeValue, float64(w.InFlight), w.ID)
+		ch <- prometheus.MustNewConstMetric(descWAddrs, prometheus.CounterValue, float64(w.AddrsDone), w.ID)
+	}
+}

@@ -1,0 +1,217 @@
+// Package api is the scheduler's gRPC edge: SchedulerService for cluster
+// nodes and AdminService for the CLI and dashboard. It maps the
+// coordinator's errors to gRPC status codes; all decisions live in the
+// coordinator.
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"time"
+
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/styx-inference/styx/pkg/keyspace"
+	"github.com/styx-inference/styx/pkg/logging"
+	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
+	"github.com/styx-inference/styx/scheduler/internal/coordinator"
+	"github.com/styx-inference/styx/scheduler/internal/feed"
+	"github.com/styx-inference/styx/scheduler/internal/pool"
+)
+
+// Leadership tells the handlers who leads.
+type Leadership interface {
+	// Current returns the coordinator when this scheduler leads, else nil.
+	Current() *coordinator.Coordinator
+	// Leader returns the known leader (possibly another scheduler).
+	Leader() (keyspace.LeaderInfo, bool)
+	// ID is this scheduler's id.
+	ID() string
+}
+
+// Server implements SchedulerService and AdminService.
+type Server struct {
+	styxv1.UnimplementedSchedulerServiceServer
+	styxv1.UnimplementedAdminServiceServer
+	lead Leadership
+	log  zerolog.Logger
+}
+
+// New returns the gRPC handlers.
+func New(lead Leadership, log zerolog.Logger) *Server {
+	return &Server{lead: lead, log: logging.For(log, "api")}
+}
+
+func (s *Server) notLeader() error {
+	if li, ok := s.lead.Leader(); ok && li.ID != s.lead.ID() {
+		return status.Errorf(codes.FailedPrecondition, "not the leader; leader is %s at %s", li.ID, li.GRPCAddr)
+	}
+	return status.Error(codes.Unavailable, "no leader elected yet")
+}
+
+// Submit implements SchedulerService.
+func (s *Server) Submit(stream styxv1.SchedulerService_SubmitServer) error {
+	co := s.lead.Current()
+	if co == nil {
+		return s.notLeader()
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	hello := first.GetHello()
+	if hello == nil {
+		return status.Error(codes.InvalidArgument, "first message must be hello")
+	}
+	if err := keyspace.ValidID(hello.NodeId); err != nil {
+		return status.Errorf(codes.InvalidArgument, "hello: node id: %v", err)
+	}
+	sub, err := co.Attach(hello.NodeId)
+	if err != nil {
+		return status.Error(codes.Unavailable, err.Error())
+	}
+	defer co.Detach(sub)
+	if err := stream.Send(&styxv1.SubmitResponse{Msg: &styxv1.SubmitResponse_Welcome{Welcome: &styxv1.Welcome{
+		SchedulerId: s.lead.ID(), Term: co.Term(), MaxBatch: uint32(co.MaxSubmitBatch()),
+	}}}); err != nil {
+		return err
+	}
+	// Acks are sent by the writer too, so that one goroutine owns Send.
+	acks := make(chan *styxv1.SubmitResponse, 64)
+	recvErr := make(chan error, 1)
+	go func() {
+		recvErr <- s.recvSightings(stream, co, sub, acks)
+	}()
+	for {
+		select {
+		case m := <-sub.Out():
+			if err := stream.Send(m); err != nil {
+				return err
+			}
+		case m := <-acks:
+			if err := stream.Send(m); err != nil {
+				return err
+			}
+		case err := <-recvErr:
+			// Flush what is queued before ending.
+			for {
+				select {
+				case m := <-acks:
+					_ = stream.Send(m)
+				default:
+					if errors.Is(err, io.EOF) {
+						return nil
+					}
+					return err
+				}
+			}
+		case <-sub.Done():
+			return status.Error(codes.Unavailable, sub.Err().Error())
+		}
+	}
+}
+
+func (s *Server) recvSightings(stream styxv1.SchedulerService_SubmitServer, co *coordinator.Coordinator, sub *coordinator.Submitter, acks chan<- *styxv1.SubmitResponse) error {
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		b := m.GetSightings()
+		if b == nil {
+			return status.Error(codes.InvalidArgument, "expected a sighting batch")
+		}
+		if len(b.Sightings) > co.MaxSubmitBatch() {
+			return status.Errorf(codes.InvalidArgument, "sighting batch of %d exceeds the maximum %d", len(b.Sightings), co.MaxSubmitBatch())
+		}
+		n, err := co.Offer(sub, b)
+		if err != nil {
+			return status.Error(codes.Unavailable, err.Error())
+		}
+		select {
+		case acks <- &styxv1.SubmitResponse{Msg: &styxv1.SubmitResponse_Ack{Ack: &styxv1.Ack{Seq: b.Seq, Accepted: n}}}:
+		case <-sub.Done():
+			return status.Error(codes.Unavailable, sub.Err().Error())
+		case <-stream.Context().Done():
+			return stream.Context().Err()
+		}
+	}
+}
+
+// Feed implements SchedulerService.
+func (s *Server) Feed(req *styxv1.FeedRequest, stream styxv1.SchedulerService_FeedServer) error {
+	co := s.lead.Current()
+	if co == nil {
+		return s.notLeader()
+	}
+	err := co.Feed().Follow(stream.Context(), req.FromRevision, func(evs []*styxv1.FeedEvent) error {
+		for _, e := range evs {
+			if err := stream.Send(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, feed.ErrGap) {
+		return status.Error(codes.OutOfRange, err.Error())
+	}
+	if errors.Is(err, context.Canceled) {
+		return status.FromContextError(err).Err()
+	}
+	return err
+}
+
+// Status implements AdminService.
+func (s *Server) Status(ctx context.Context, _ *styxv1.StatusRequest) (*styxv1.StatusResponse, error) {
+	resp := &styxv1.StatusResponse{SchedulerId: s.lead.ID()}
+	if li, ok := s.lead.Leader(); ok {
+		resp.LeaderId = li.ID
+	}
+	co := s.lead.Current()
+	if co == nil {
+		return resp, nil
+	}
+	resp.Leader, resp.Term = true, co.Term()
+	snap := co.State().Snapshot()
+	ws, err := snap.Workers(nil)
+	if err != nil {
+		return nil, status.Error(codes.Internal, fmt.Sprintf("list workers: %v", err))
+	}
+	for _, w := range ws {
+		resp.Workers = append(resp.Workers, &styxv1.WorkerStatus{
+			WorkerId: w.ID, Address: w.Addr, Host: w.Host, NumaNode: int32(w.NUMANode), Cpus: w.CPUs,
+			Capacity: uint32(w.Capacity), ModelVersion: w.ModelVersion, State: w.State,
+			Credits: uint32(max(w.Credits, 0)), InFlight: uint32(max(w.InFlight, 0)),
+			BatchesDone: w.BatchesDone, AddressesDone: w.AddrsDone,
+		})
+	}
+	ps, ctr, policy, age := co.Stats()
+	resp.Pool = PoolStatus(ps, ctr, policy, age)
+	resp.Nodes = co.Nodes()
+	sort.Strings(resp.Nodes)
+	return resp, nil
+}
+
+// Coverage is the share of resolved sightings that were examined:
+// examined / (examined + shed + expired); 1 when nothing was resolved yet.
+func Coverage(ps pool.Stats) float64 {
+	d := ps.Examined + ps.Shed + ps.Expired
+	if d == 0 {
+		return 1
+	}
+	return float64(ps.Examined) / float64(d)
+}
+
+// PoolStatus converts the coordinator's figures to the wire form.
+func PoolStatus(ps pool.Stats, ctr coordinator.Counters, policy string, age time.Duration) *styxv1.PoolStatus {
+	return &styxv1.PoolStatus{
+		Pending: uint64(ps.Pending), InFlight: uint64(ps.InFlight), OldestAgeMillis: age.Milliseconds(),
+		Received: ps.Received, Examined: ps.Examined, Deduplicated: ps.Deduplicated, Shed: ps.Shed,
+		Expired: ps.Expired, Reassigned: ctr.Reassigned, Verdicts: ctr.Verdicts, Coverage: Coverage(ps), ShedPolicy: policy,
+	}
+}

@@ -1,0 +1,311 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+
+	"github.com/styx-inference/styx/pkg/keyspace"
+	"github.com/styx-inference/styx/pkg/logging"
+	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
+	"github.com/styx-inference/styx/scheduler/internal/state"
+)
+
+// Dialer opens a client connection to a worker's gRPC address.
+type Dialer func(addr string) (*grpc.ClientConn, error)
+
+// workerConn is the leader's connection to one worker. It owns a goroutine
+// that keeps a Work stream open (reconnecting while the worker stays
+// registered) and a sender goroutine per stream session.
+type workerConn struct {
+	id     string
+	reg    keyspace.WorkerRegistration
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	session  uint64
+	out      chan *styxv1.Batch // bounded by the worker's credits
+	sessStop context.CancelFunc
+}
+
+// enqueue hands a batch to the current session without blocking.
+func (wc *workerConn) enqueue(session uint64, b *styxv1.Batch) bool {
+	wc.mu.Lock()
+	defer wc.mu.Unlock()
+	if wc.session != session || wc.out == nil {
+		return false
+	}
+	select {
+	case wc.out <- b:
+		return true
+	default:
+		return false
+	}
+}
+
+func (wc *workerConn) cancelSession() {
+	wc.mu.Lock()
+	defer wc.mu.Unlock()
+	if wc.sessStop != nil {
+		wc.sessStop()
+	}
+}
+
+// watchWorkers lists /styx/workers/ and follows changes, resuming from the
+// last seen revision; on compaction it lists again.
+func (c *Coordinator) watchWorkers(ctx context.Context, cli *clientv3.Client) error {
+	for ctx.Err() == nil {
+		resp, err := cli.Get(ctx, keyspace.WorkersPrefix, clientv3.WithPrefix())
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			c.log.Warn().Err(err).Msg("list workers")
+			sleep(ctx, 500*time.Millisecond)
+			continue
+		}
+		seen := map[string]bool{}
+		for _, kv := range resp.Kvs {
+			if id, ok := keyspace.IDFromKey(keyspace.WorkersPrefix, string(kv.Key)); ok {
+				seen[id] = true
+				c.workerPut(ctx, id, kv.Value)
+			}
+		}
+		c.mu.Lock()
+		var gone []string
+		for id := range c.conns {
+			if !seen[id] {
+				gone = append(gone, id)
+			}
+		}
+		c.mu.Unlock()
+		for _, id := range gone {
+			c.workerDeleted(id)
+		}
+		rev := resp.Header.Revision
+		wctx, cancel := context.WithCancel(ctx)
+		wch := cli.Watch(clientv3.WithRequireLeader(wctx), keyspace.WorkersPrefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+		for wr := range wch {
+			if err := wr.Err(); err != nil {
+				if errors.Is(err, rpctypes.ErrCompacted) {
+					c.log.Info().Msg("worker watch compacted; listing again")
+				} else {
+					c.log.Warn().Err(err).Msg("worker watch")
+				}
+				break
+			}
+			for _, ev := range wr.Events {
+				id, ok := keyspace.IDFromKey(keyspace.WorkersPrefix, string(ev.Kv.Key))
+				if !ok {
+					continue
+				}
+				if ev.Type == mvccpb.DELETE {
+					c.workerDeleted(id)
+				} else {
+					c.workerPut(ctx, id, ev.Kv.Value)
+				}
+			}
+		}
+		cancel()
+	}
+	return nil
+}
+
+func (c *Coordinator) workerPut(ctx context.Context, id string, val []byte) {
+	var reg keyspace.WorkerRegistration
+	if err := keyspace.Decode(val, &reg); err != nil {
+		c.log.Warn().Err(err).Str(logging.WorkerID, id).Msg("bad worker registration ignored")
+		return
+	}
+	if reg.Capacity < 1 {
+		reg.Capacity = 1
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	wc := c.conns[id]
+	if wc != nil && wc.reg.Addr == reg.Addr {
+		wc.reg = reg
+		_ = c.st.Update(func(t *state.Txn) error {
+			w, err := t.Worker(id)
+			if err != nil {
+				return err
+			}
+			nw := *w
+			nw.Capacity, nw.ModelVersion, nw.Host, nw.NUMANode, nw.CPUs = reg.Capacity, reg.ModelVersion, reg.Host, reg.NUMANode, reg.CPUs
+			if reg.Draining && nw.State == state.WorkerReady {
+				nw.State = state.WorkerDraining
+			}
+			return t.UpsertWorkerTxn(&nw)
+		})
+		return
+	}
+	if wc != nil { // moved to a new address: start over
+		wc.cancel()
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	wc = &workerConn{id: id, reg: reg, cancel: cancel}
+	c.conns[id] = wc
+	_ = c.st.Update(func(t *state.Txn) error {
+		return t.UpsertWorkerTxn(&state.Worker{
+			ID: id, Addr: reg.Addr, Host: reg.Host, NUMANode: reg.NUMANode, CPUs: reg.CPUs,
+			Capacity: reg.Capacity, ModelVersion: reg.ModelVersion, State: state.WorkerConnecting, Since: c.now(),
+		})
+	})
+	c.log.Info().Str(logging.WorkerID, id).Str(logging.Addr, reg.Addr).Int("capacity", reg.Capacity).Msg("worker joined")
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.runWorkerConn(wctx, wc)
+	}()
+}
+
+// workerDeleted handles a registration that left etcd: the lease expired
+// (or was revoked). Its batches go back to the pool with the attempt counted.
+func (c *Coordinator) workerDeleted(id string) {
+	c.mu.Lock()
+	wc := c.conns[id]
+	delete(c.conns, id)
+	if wc != nil {
+		c.counters.LeaseLosses++
+	}
+	c.mu.Unlock()
+	if wc == nil {
+		return
+	}
+	wc.cancel()
+	c.log.Info().Str(logging.WorkerID, id).Msg("worker left (lease gone)")
+	c.sessionLost(id, 0, true, "lease gone")
+}
+
+func (c *Coordinator) runWorkerConn(ctx context.Context, wc *workerConn) {
+	log := c.log.With().Str(logging.WorkerID, wc.id).Logger()
+	conn, err := c.cfg.Dialer(wc.reg.Addr)
+	if err != nil {
+		log.Error().Err(err).Msg("dial worker")
+		return
+	}
+	defer conn.Close()
+	client := styxv1.NewWorkerServiceClient(conn)
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		c.mu.Lock()
+		c.nextSession++
+		session := c.nextSession
+		c.mu.Unlock()
+		start := time.Now()
+		err := c.workSession(ctx, client, wc, session)
+		c.mu.Lock()
+		c.counters.StreamFailures++
+		c.mu.Unlock()
+		c.sessionLost(wc.id, session, false, "stream ended")
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > 5*time.Second {
+			backoff = 100 * time.Millisecond
+		}
+		log.Warn().Err(err).Dur("retry_in", backoff).Msg("worker stream ended")
+		sleep(ctx, backoff)
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+func (c *Coordinator) workSession(ctx context.Context, client styxv1.WorkerServiceClient, wc *workerConn, session uint64) error {
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	stream, err := client.Work(sctx)
+	if err != nil {
+		return fmt.Errorf("open work stream: %w", err)
+	}
+	if err := stream.Send(&styxv1.WorkAssign{Msg: &styxv1.WorkAssign_Open{Open: &styxv1.Open{SchedulerId: c.cfg.SchedulerID, Term: c.cfg.Term}}}); err != nil {
+		return fmt.Errorf("send open: %w", err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return fmt.Errorf("await ready: %w", err)
+	}
+	ready := first.GetReady()
+	if ready == nil {
+		return errors.New("worker did not answer open with ready")
+	}
+	out := make(chan *styxv1.Batch, wc.reg.Capacity+int(first.Credit)+16)
+	wc.mu.Lock()
+	wc.session, wc.out, wc.sessStop = session, out, stop
+	wc.mu.Unlock()
+	defer func() {
+		wc.mu.Lock()
+		if wc.session == session {
+			wc.out, wc.sessStop = nil, nil
+		}
+		wc.mu.Unlock()
+	}()
+	c.mu.Lock()
+	_ = c.st.Update(func(t *state.Txn) error {
+		w, err := t.Worker(wc.id)
+		if err != nil {
+			return err
+		}
+		nw := *w
+		nw.Session, nw.Credits, nw.InFlight = session, 0, 0
+		nw.State = state.WorkerReady
+		if ready.Draining || wc.reg.Draining {
+			nw.State = state.WorkerDraining
+		}
+		return t.UpsertWorkerTxn(&nw)
+	})
+	c.mu.Unlock()
+	c.onReport(wc.id, session, first)
+
+	sendErr := make(chan error, 1)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-sctx.Done():
+				return
+			case b := <-out:
+				if err := stream.Send(&styxv1.WorkAssign{Msg: &styxv1.WorkAssign_Batch{Batch: b}}); err != nil {
+					sendErr <- fmt.Errorf("send batch: %w", err)
+					stop()
+					return
+				}
+			}
+		}
+	}()
+	defer wg.Wait()
+	defer stop()
+	for {
+		r, err := stream.Recv()
+		if err != nil {
+			select {
+			case e := <-sendErr:
+				return e
+			default:
+			}
+			if errors.Is(err, io.EOF) {
+				return errors.New("worker closed the stream")
+			}
+			return fmt.Errorf("receive: %w", err)
+		}
+		c.onReport(wc.id, session, r)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

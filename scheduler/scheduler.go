@@ -1,0 +1,402 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/styx-inference/styx/pkg/keyspace"
+	"github.com/styx-inference/styx/pkg/leader"
+	"github.com/styx-inference/styx/pkg/logging"
+	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
+	"github.com/styx-inference/styx/scheduler/internal/api"
+	"github.com/styx-inference/styx/scheduler/internal/coordinator"
+	"github.com/styx-inference/styx/scheduler/internal/pool"
+)
+
+// Config configures a scheduler.
+type Config struct {
+	ID            string
+	EtcdEndpoints []string
+	// Etcd, when set, is used instead of dialing EtcdEndpoints (tests).
+	Etcd *clientv3.Client
+	// GRPCAddr and HTTPAddr are the listen addresses; AdvertiseAddr is the
+	// gRPC address others dial (default: the bound address).
+	GRPCAddr      string
+	HTTPAddr      string
+	AdvertiseAddr string
+	// LeaseTTL is the election session's TTL: a dead leader is replaced
+	// within about this long.
+	LeaseTTL time.Duration
+
+	BatchSize      int
+	BatchInterval  time.Duration
+	MaxPending     int
+	MaxAge         time.Duration
+	DedupWindow    time.Duration
+	MaxRecent      int
+	MaxFailures    int
+	MaxSubmitBatch int
+	FeedSize       int
+	OutQueue       int
+	// Shed is the default shedding policy; /styx/config/shedding overrides it live.
+	Shed pool.Policy
+}
+
+// DefaultConfig returns the defaults the command line starts from.
+func DefaultConfig() Config {
+	return Config{
+		EtcdEndpoints:  []string{"127.0.0.1:2379"},
+		GRPCAddr:       "127.0.0.1:7070",
+		HTTPAddr:       "127.0.0.1:7080",
+		LeaseTTL:       5 * time.Second,
+		BatchSize:      1024,
+		BatchInterval:  20 * time.Millisecond,
+		MaxPending:     1 << 20,
+		MaxAge:         time.Hour,
+		DedupWindow:    10 * time.Minute,
+		MaxRecent:      1 << 20,
+		MaxFailures:    3,
+		MaxSubmitBatch: 16384,
+		FeedSize:       1 << 16,
+		OutQueue:       1024,
+		Shed:           pool.Policy{Mode: pool.ShedSample, SampleN: 5},
+	}
+}
+
+// Validate reports a configuration error.
+func (c Config) Validate() error {
+	if err := keyspace.ValidID(c.ID); err != nil {
+		return fmt.Errorf("scheduler id: %w", err)
+	}
+	if c.Etcd == nil && len(c.EtcdEndpoints) == 0 {
+		return errors.New("no etcd endpoints")
+	}
+	if c.LeaseTTL < time.Second {
+		return fmt.Errorf("lease ttl %s below 1s", c.LeaseTTL)
+	}
+	if c.MaxFailures < 1 {
+		return errors.New("max failures < 1")
+	}
+	return c.coordinatorConfig(1).Validate()
+}
+
+func (c Config) coordinatorConfig(term int64) coordinator.Config {
+	return coordinator.Config{
+		SchedulerID:   c.ID,
+		Term:          term,
+		BatchSize:     c.BatchSize,
+		BatchInterval: c.BatchInterval,
+		Pool: pool.Config{
+			MaxPending: c.MaxPending, MaxAge: int64(c.MaxAge), DedupWindow: int64(c.DedupWindow),
+			MaxRecent: c.MaxRecent, MaxWaiters: 256, Policy: c.Shed,
+		},
+		MaxFailures:    uint32(c.MaxFailures),
+		MaxSubmitBatch: c.MaxSubmitBatch,
+		FeedSize:       c.FeedSize,
+		OutQueue:       c.OutQueue,
+		Dialer:         dialWorker,
+	}
+}
+
+func dialWorker(addr string) (*grpc.ClientConn, error) {
+	return grpc.NewClient(addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+	)
+}
+
+// Scheduler is one STYX scheduler process.
+type Scheduler struct {
+	cfg Config
+	log zerolog.Logger
+
+	current atomic.Pointer[coordinator.Coordinator]
+	leader  atomic.Pointer[keyspace.LeaderInfo]
+	policy  atomic.Pointer[pool.Policy]
+
+	ready    chan struct{}
+	grpcAddr string
+	httpAddr string
+}
+
+// New returns a scheduler; Run starts it.
+func New(cfg Config, log zerolog.Logger) (*Scheduler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Scheduler{cfg: cfg, log: logging.For(log, "scheduler").With().Str("scheduler_id", cfg.ID).Logger(), ready: make(chan struct{})}
+	p := cfg.Shed
+	s.policy.Store(&p)
+	return s, nil
+}
+
+// Ready is closed once both listeners are bound.
+func (s *Scheduler) Ready() <-chan struct{} { return s.ready }
+
+// GRPCAddr is the bound gRPC address (after Ready).
+func (s *Scheduler) GRPCAddr() string { return s.grpcAddr }
+
+// HTTPAddr is the bound HTTP address (after Ready).
+func (s *Scheduler) HTTPAddr() string { return s.httpAddr }
+
+// ID implements api.Leadership.
+func (s *Scheduler) ID() string { return s.cfg.ID }
+
+// Current implements api.Leadership.
+func (s *Scheduler) Current() *coordinator.Coordinator { return s.current.Load() }
+
+// Leader implements api.Leadership.
+func (s *Scheduler) Leader() (keyspace.LeaderInfo, bool) {
+	li := s.leader.Load()
+	if li == nil || li.ID == "" {
+		return keyspace.LeaderInfo{}, false
+	}
+	return *li, true
+}
+
+// IsLeader reports whether this scheduler leads now.
+func (s *Scheduler) IsLeader() bool { return s.current.Load() != nil }
+
+// Run serves until ctx ends. Shutdown order: report NOT_SERVING, resign
+// leadership (a standby takes over at once instead of after the TTL), stop
+// the coordinator (node streams end; nodes re-send to the new leader), stop
+// gRPC gracefully with a deadline, stop HTTP, close etcd.
+func (s *Scheduler) Run(ctx context.Context) error {
+	cli := s.cfg.Etcd
+	if cli == nil {
+		var err error
+		cli, err = clientv3.New(clientv3.Config{Endpoints: s.cfg.EtcdEndpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		if err != nil {
+			return fmt.Errorf("etcd client: %w", err)
+		}
+		defer cli.Close()
+	}
+	gl, err := net.Listen("tcp", s.cfg.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("listen grpc: %w", err)
+	}
+	hl, err := net.Listen("tcp", s.cfg.HTTPAddr)
+	if err != nil {
+		gl.Close()
+		return fmt.Errorf("listen http: %w", err)
+	}
+	s.grpcAddr, s.httpAddr = gl.Addr().String(), hl.Addr().String()
+	adv := s.cfg.AdvertiseAddr
+	if adv == "" {
+		adv = s.grpcAddr
+	}
+
+	gs := grpc.NewServer(
+		grpc.MaxRecvMsgSize(64<<20),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	h := api.New(s, s.log)
+	styxv1.RegisterSchedulerServiceServer(gs, h)
+	styxv1.RegisterAdminServiceServer(gs, h)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus("styx.v1.SchedulerService", healthpb.HealthCheckResponse_NOT_SERVING)
+
+	httpSrv := &http.Server{Handler: s.httpHandler(h), ReadHeaderTimeout: 5 * time.Second}
+
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = gs.Serve(gl) }()
+	go func() { defer wg.Done(); _ = httpSrv.Serve(hl) }()
+	close(s.ready)
+	s.log.Info().Str("grpc", s.grpcAddr).Str("http", s.httpAddr).Msg("serving")
+
+	octx, ocancel := context.WithCancel(ctx)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for li := range leader.Observe(octx, cli) {
+			l := li
+			s.leader.Store(&l)
+		}
+	}()
+	go func() { defer wg.Done(); s.watchPolicy(octx, cli) }()
+
+	info := keyspace.LeaderInfo{ID: s.cfg.ID, GRPCAddr: adv, HTTPAddr: s.httpAddr}
+	err = s.campaignLoop(ctx, cli, info, hs)
+
+	hs.Shutdown()
+	ocancel()
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		gs.Stop()
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = httpSrv.Shutdown(sctx)
+	cancel()
+	wg.Wait()
+	return err
+}
+
+// campaignLoop campaigns, leads until the session is lost or ctx ends, and
+// campaigns again.
+func (s *Scheduler) campaignLoop(ctx context.Context, cli *clientv3.Client, info keyspace.LeaderInfo, hs *health.Server) error {
+	val, err := keyspace.Encode(info)
+	if err != nil {
+		return err
+	}
+	for ctx.Err() == nil {
+		sess, err := concurrency.NewSession(cli, concurrency.WithTTL(int(s.cfg.LeaseTTL/time.Second)), concurrency.WithContext(ctx))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			s.log.Warn().Err(err).Msg("election session")
+			sleepCtx(ctx, 500*time.Millisecond)
+			continue
+		}
+		el := concurrency.NewElection(sess, keyspace.LeaderPrefix)
+		s.log.Info().Msg("campaigning")
+		if err := el.Campaign(ctx, val); err != nil {
+			sess.Close()
+			if ctx.Err() != nil {
+				return nil
+			}
+			s.log.Warn().Err(err).Msg("campaign")
+			continue
+		}
+		term := el.Rev()
+		s.lead(ctx, cli, sess, el, term, hs)
+		if ctx.Err() != nil {
+			rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = el.Resign(rctx)
+			cancel()
+			sess.Close()
+			return nil
+		}
+		sess.Close()
+	}
+	return nil
+}
+
+func (s *Scheduler) lead(ctx context.Context, cli *clientv3.Client, sess *concurrency.Session, el *concurrency.Election, term int64, hs *health.Server) {
+	log := s.log.With().Int64(logging.Term, term).Logger()
+	cc := s.cfg.coordinatorConfig(term)
+	cc.Pool.Policy = *s.policy.Load()
+	co, err := coordinator.New(cc, s.log)
+	if err != nil {
+		log.Error().Err(err).Msg("start coordinator")
+		return
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-sess.Done():
+			log.Warn().Msg("election session lost; stepping down")
+			cancel()
+		case <-lctx.Done():
+		}
+	}()
+	s.current.Store(co)
+	hs.SetServingStatus("styx.v1.SchedulerService", healthpb.HealthCheckResponse_SERVING)
+	log.Info().Msg("leading")
+	if err := co.Run(lctx, cli); err != nil {
+		log.Error().Err(err).Msg("coordinator stopped")
+	}
+	hs.SetServingStatus("styx.v1.SchedulerService", healthpb.HealthCheckResponse_NOT_SERVING)
+	s.current.Store(nil)
+	log.Info().Msg("no longer leading")
+}
+
+// watchPolicy follows /styx/config/shedding and applies it live.
+func (s *Scheduler) watchPolicy(ctx context.Context, cli *clientv3.Client) {
+	apply := func(v []byte) {
+		var sp keyspace.ShedPolicy
+		if err := keyspace.Decode(v, &sp); err != nil {
+			s.log.Warn().Err(err).Msg("bad shedding policy ignored")
+			return
+		}
+		p := pool.Policy{Mode: sp.Mode, SampleN: sp.SampleN}
+		if err := p.Validate(); err != nil {
+			s.log.Warn().Err(err).Msg("bad shedding policy ignored")
+			return
+		}
+		s.policy.Store(&p)
+		if co := s.current.Load(); co != nil {
+			_ = co.SetPolicy(p)
+		}
+		s.log.Info().Str("policy", p.String()).Msg("shedding policy set")
+	}
+	for ctx.Err() == nil {
+		resp, err := cli.Get(ctx, keyspace.ShedPolicyKey)
+		if err != nil {
+			sleepCtx(ctx, time.Second)
+			continue
+		}
+		if len(resp.Kvs) > 0 {
+			apply(resp.Kvs[0].Value)
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		for wr := range cli.Watch(clientv3.WithRequireLeader(wctx), keyspace.ShedPolicyKey, clientv3.WithRev(resp.Header.Revision+1)) {
+			if wr.Err() != nil {
+				break
+			}
+			for _, ev := range wr.Events {
+				if ev.Type == clientv3.EventTypePut {
+					apply(ev.Kv.Value)
+				} else {
+					def := s.cfg.Shed
+					s.policy.Store(&def)
+					if co := s.current.Load(); co != nil {
+						_ = co.SetPolicy(def)
+					}
+				}
+			}
+		}
+		cancel()
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// DefaultID is <hostname>-<pid>-style id safe for the keyspace.
+func DefaultID() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "scheduler"
+	}
+	h = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' {
+			return r
+		}
+		return '-'
+	}, h)
+	return fmt.Sprintf("%s-%d", h, os.Getpid())
+}
