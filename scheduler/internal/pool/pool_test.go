@@ -13,7 +13,9 @@ func cfg() Config {
 	return Config{MaxPending: 100, MaxAge: 3600 * sec, DedupWindow: 600 * sec, MaxRecent: 1000, MaxWaiters: 4, Policy: Policy{Mode: ShedNewest}}
 }
 
-func addr(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}) }
+func addr(i int) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+}
 
 func mustNew(t *testing.T, c Config) *Pool {
 	t.Helper()

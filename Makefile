@@ -1,0 +1,59 @@
+# STYX. `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/bin
+PKGS := ./...
+APT_PACKAGES := libloc-database location protobuf-compiler
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
+TEST_TIMEOUT ?= 30m
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-10s %s\n", $$1, $$2}'
+
+.PHONY: deps
+deps: ## install the system packages STYX needs (idempotent)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+.PHONY: build
+build: ## build every binary into bin/ (static, CGO_ENABLED=0)
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./scheduler/cmd/styx-scheduler ./worker/cmd/styx-worker ./clusternode/cmd/styx-node ./trainer/cmd/styx-trainer ./deploy/dev/cmd/styx-dev
+
+.PHONY: run
+run: deps build ## run an all-in-one cluster: embedded etcd, a scheduler, two workers, a node and a load generator
+	$(BIN)/styx-dev --bin $(BIN)
+
+.PHONY: test
+test: deps ## run every test with the race detector
+	$(GO) test -race -timeout $(TEST_TIMEOUT) $(PKGS)
+
+.PHONY: bench
+bench: deps build ## run the benchmarks and print figures
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./pkg/locdb/
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./integration/
+
+.PHONY: proto
+proto: deps ## regenerate the protobuf code (committed)
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+	PATH=$(BIN):$$PATH protoc -I proto --go_out=paths=source_relative:proto --go-grpc_out=paths=source_relative:proto proto/styx/v1/styx.proto
+
+.PHONY: check
+check: deps ## vet, gofmt, staticcheck, and generated code up to date
+	$(GO) vet $(PKGS)
+	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) run $(STATICCHECK) $(PKGS)
+	@$(MAKE) -s proto
+	@git diff --exit-code -- proto || { echo "generated protobuf code differs from proto/: run make proto and commit"; exit 1; }
+
+.PHONY: clean
+clean: ## remove build output
+	rm -rf $(BIN)

@@ -1,0 +1,116 @@
+// Command styx-node is the STYX cluster node.
+//
+//	styx-node [serve] [flags]   answer queries and stream sightings (default)
+//	styx-node lookup [flags] ADDR...   look addresses up in the location database
+//
+// Every serve flag may also be set as STYX_<FLAG> (upper case, '-' as '_').
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/styx-inference/styx/clusternode"
+	"github.com/styx-inference/styx/clusternode/internal/lookupcmd"
+	"github.com/styx-inference/styx/pkg/envflag"
+	"github.com/styx-inference/styx/pkg/logging"
+)
+
+const usage = `usage: styx-node [serve] [flags]
+       styx-node lookup [flags] ADDR...
+
+serve   answer proxy queries over HTTP and stream newly seen addresses to STYX
+lookup  look addresses up in the location database ("styx-node lookup -h")`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serve(ctx, args, stderr)
+	case "lookup":
+		return lookupcmd.Run(ctx, args, stdout, stderr)
+	case "help":
+		fmt.Fprintln(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "styx-node: unknown command %q\n%s\n", cmd, usage)
+	return 2
+}
+
+func serve(ctx context.Context, args []string, stderr io.Writer) int {
+	cfg := clusternode.DefaultConfig()
+	fs := flag.NewFlagSet("styx-node serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	endpoints := fs.String("etcd-endpoints", strings.Join(cfg.EtcdEndpoints, ","), "etcd client endpoints, comma separated")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "query API listen address (host:port; port 0 picks one)")
+	fs.StringVar(&cfg.ID, "id", "", "node id, unique in the cluster (default <host>-<http port>)")
+	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory of the node's verdict store ("+clusternode.StoreFile+")")
+	fs.StringVar(&cfg.DBPath, "db", cfg.DBPath, "location database file")
+	fs.StringVar(&cfg.DBKeyPath, "db-key", "", "public key the location database is signed with (default the system's)")
+	fs.BoolVar(&cfg.SkipVerify, "skip-verify", false, "do not verify the location database signature")
+	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", cfg.LeaseTTL, "registration lease TTL (whole seconds, at least 1s)")
+	fs.DurationVar(&cfg.DedupWindow, "dedup-window", cfg.DedupWindow, "an address seen again within this window is not streamed again (0: stream every query)")
+	fs.IntVar(&cfg.DedupMax, "dedup-max", cfg.DedupMax, "addresses the dedup window remembers at most")
+	fs.IntVar(&cfg.MaxPending, "max-pending", cfg.MaxPending, "sightings streamed and awaiting an outcome at most; beyond, new ones are not submitted (counted as not_submitted)")
+	fs.IntVar(&cfg.BatchSize, "batch-size", cfg.BatchSize, "sightings per batch at most (the leader may lower it)")
+	fs.DurationVar(&cfg.BatchInterval, "batch-interval", cfg.BatchInterval, "longest wait before a partial batch is sent")
+	fs.IntVar(&cfg.MaxAddresses, "max-addresses", cfg.MaxAddresses, "addresses per POST query at most")
+	fs.Int64Var(&cfg.MaxBody, "max-body", cfg.MaxBody, "bytes per POST body at most")
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	fs.Usage = envflag.Usage(fs, "STYX", "usage: styx-node [serve] [flags]\n\nAnswers proxy queries over HTTP (GET /v2/{ip}, POST /v2/) and streams newly seen addresses to STYX.")
+	if err := envflag.Parse(fs, "STYX", args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, "styx-node:", err)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "styx-node: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	cfg.EtcdEndpoints = splitList(*endpoints)
+
+	log, err := logging.New(stderr, *level)
+	if err != nil {
+		fmt.Fprintln(stderr, "styx-node: log level:", err)
+		return 2
+	}
+	n, err := clusternode.New(cfg, log)
+	if err != nil {
+		log.Error().Err(err).Msg("start node")
+		return 1
+	}
+	if err := n.Run(ctx); err != nil {
+		log.Error().Err(err).Msg("node failed")
+		return 1
+	}
+	return 0
+}
+
+func splitList(s string) []string {
+	var out []string
+	for p := range strings.SplitSeq(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -1,0 +1,384 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+
+	"github.com/styx-inference/styx/clusternode/internal/store"
+	"github.com/styx-inference/styx/pkg/locdb"
+	"github.com/styx-inference/styx/pkg/logging"
+	"github.com/styx-inference/styx/pkg/raven"
+)
+
+// LicenceHeader carries the location data credit on every /v2 response.
+const LicenceHeader = "X-Data-Licence"
+
+// VerdictStore is what the API needs from the node's store.
+type VerdictStore interface {
+	Lookup(addr netip.Addr) (store.Entry, error)
+	Touch(addr netip.Addr, t time.Time)
+}
+
+// Config configures the API.
+type Config struct {
+	NodeID  string
+	Store   VerdictStore
+	Locator raven.Locator
+	// Engine answers addresses the store has no verdict for.
+	Engine raven.Engine
+	// Sighted, when set, is called for every answered address that is
+	// global unicast and not private (the ones worth streaming to STYX).
+	// It must not block.
+	Sighted func(addr netip.Addr, now time.Time)
+	// MaxAddresses per query and MaxBody bytes per POST body.
+	MaxAddresses int
+	MaxBody      int64
+	// Registerer receives the API's metrics; Gatherer serves /metrics.
+	// Either may be nil.
+	Registerer prometheus.Registerer
+	Gatherer   prometheus.Gatherer
+	// Health, when set, adds fields to /healthz (e.g. uplink state).
+	Health func() map[string]any
+	// Now defaults to time.Now.
+	Now func() time.Time
+}
+
+// Validate reports a configuration error.
+func (c Config) Validate() error {
+	switch {
+	case c.NodeID == "":
+		return errors.New("api: empty node id")
+	case c.Store == nil:
+		return errors.New("api: nil store")
+	case c.Locator == nil:
+		return errors.New("api: nil locator")
+	case c.Engine == nil:
+		return errors.New("api: nil engine")
+	case c.MaxAddresses < 1:
+		return fmt.Errorf("api: max addresses %d below 1", c.MaxAddresses)
+	case c.MaxBody < 1:
+		return fmt.Errorf("api: max body %d below 1", c.MaxBody)
+	}
+	return nil
+}
+
+// API is the HTTP handler.
+type API struct {
+	cfg Config
+	log zerolog.Logger
+	mux *http.ServeMux
+
+	requests    *prometheus.CounterVec
+	addresses   *prometheus.CounterVec
+	latency     prometheus.Histogram
+	storeErrors prometheus.Counter
+}
+
+// New returns the API handler.
+func New(cfg Config, log zerolog.Logger) (*API, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	a := &API{
+		cfg: cfg,
+		log: logging.For(log, "api"),
+		mux: http.NewServeMux(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "styx_node", Name: "queries_total", Help: "Query API requests by HTTP status code.",
+		}, []string{"code"}),
+		addresses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "styx_node", Name: "query_addresses_total", Help: "Addresses answered, by source (store or engine).",
+		}, []string{"source"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "styx_node", Name: "query_duration_seconds", Help: "Query API request latency.",
+			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+		}),
+		storeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "styx_node", Name: "query_store_errors_total", Help: "Store reads that failed (the engine answered).",
+		}),
+	}
+	if cfg.Registerer != nil {
+		for _, c := range []prometheus.Collector{a.requests, a.addresses, a.latency, a.storeErrors} {
+			if err := cfg.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("api: register metrics: %w", err)
+			}
+		}
+	}
+	a.mux.HandleFunc("/v2", a.serveQuery)
+	a.mux.HandleFunc("/v2/", a.serveQuery)
+	a.mux.HandleFunc("/healthz", a.serveHealth)
+	if cfg.Gatherer != nil {
+		a.mux.Handle("/metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+	}
+	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		status, out, pretty := errorBody(&Error{Status: http.StatusNotFound, Message: "not found: the API lives under /v2/"}, true)
+		a.writeJSON(w, status, out, pretty)
+	})
+	return a, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+
+func (a *API) serveHealth(w http.ResponseWriter, r *http.Request) {
+	o := object{{"status", "ok"}, {"node", a.cfg.NodeID}}
+	if a.cfg.Health != nil {
+		h := a.cfg.Health()
+		for _, k := range slices.Sorted(maps.Keys(h)) {
+			o = append(o, field{k, h[k]})
+		}
+	}
+	a.writeJSON(w, http.StatusOK, o, true)
+}
+
+func (a *API) serveQuery(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	w.Header().Set(LicenceHeader, locdb.Attribution)
+	w.Header().Set("Cache-Control", "no-store")
+	status, out, pretty := a.query(w, r, start)
+	a.writeJSON(w, status, out, pretty)
+	a.requests.WithLabelValues(strconv.Itoa(status)).Inc()
+	a.latency.Observe(time.Since(start).Seconds())
+}
+
+// query answers a /v2 request: status, body and whether to indent it.
+func (a *API) query(w http.ResponseWriter, r *http.Request, start time.Time) (int, object, bool) {
+	now := a.cfg.Now()
+	var body []byte
+	if r.Method == http.MethodPost {
+		var err error
+		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxBody))
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return errorBody(&Error{Status: http.StatusRequestEntityTooLarge,
+					Message: fmt.Sprintf("body larger than %d bytes", a.cfg.MaxBody)}, true)
+			}
+			return errorBody(badRequest("read body: %v", err), true)
+		}
+	}
+	req, perr := Parse(r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Get("Content-Type"), body, a.cfg.MaxAddresses)
+	if perr != nil {
+		if perr.Status == http.StatusMethodNotAllowed {
+			w.Header().Set("Allow", "GET, HEAD, POST")
+		}
+		a.log.Debug().Str("path", r.URL.Path).Int("status", perr.Status).Str("message", perr.Message).Msg("query refused")
+		return errorBody(perr, req.Flags.Pretty)
+	}
+	status, out := a.answer(req, now, start)
+	return status, out, req.Flags.Pretty
+}
+
+func errorBody(e *Error, pretty bool) (int, object, bool) {
+	return e.Status, object{{"status", "error"}, {"message", e.Message}}, pretty
+}
+
+// answer builds the response for a parsed request.
+func (a *API) answer(req Request, now, start time.Time) (int, object) {
+	f := req.Flags
+	var bad int
+	for _, it := range req.Items {
+		if it.Err != "" {
+			bad++
+		}
+	}
+	if bad == len(req.Items) {
+		msg := "no valid IP address supplied"
+		if len(req.Items) == 1 {
+			msg = req.Items[0].Raw + ": " + req.Items[0].Err
+		}
+		return http.StatusBadRequest, object{{"status", "error"}, {"message", msg}}
+	}
+	out := object{{"status", "ok"}}
+	if bad > 0 {
+		out[0].v = "warning"
+		out = append(out, field{"message", fmt.Sprintf("%d of %d addresses could not be checked", bad, len(req.Items))})
+	}
+	if f.Node {
+		out = append(out, field{"node", a.cfg.NodeID})
+	}
+	if f.Short && len(req.Items) == 1 {
+		out = append(out, a.address(req.Items[0].Addr, f, now)...)
+	} else {
+		for _, it := range req.Items {
+			if it.Err != "" {
+				out = append(out, field{it.Raw, object{{"error", it.Err}}})
+				continue
+			}
+			out = append(out, field{it.Raw, a.address(it.Addr, f, now)})
+		}
+	}
+	if f.Time {
+		out = append(out, field{"query time", fmt.Sprintf("%.3fs", time.Since(start).Seconds())})
+	}
+	return http.StatusOK, out
+}
+
+// address answers one address and records the sighting.
+func (a *API) address(addr netip.Addr, f Flags, now time.Time) object {
+	e, err := a.cfg.Store.Lookup(addr)
+	if err != nil {
+		a.storeErrors.Inc()
+		a.log.Warn().Err(err).Str(logging.Addr, addr.String()).Msg("store lookup failed, using the engine")
+	}
+	a.cfg.Store.Touch(addr, now)
+	if a.cfg.Sighted != nil && Streamable(addr) {
+		a.cfg.Sighted(addr, now)
+	}
+
+	var v raven.Verdict
+	if e.HasVerdict && (f.Days == 0 || now.Sub(e.Verdict.Inferred) <= time.Duration(f.Days)*24*time.Hour) {
+		v = raven.Verdict{Proxy: e.Verdict.Proxy, Type: e.Verdict.Type, Risk: e.Verdict.Risk, Port: e.Verdict.Port}
+		a.addresses.WithLabelValues("store").Inc()
+	} else {
+		v = a.cfg.Engine.Examine(addr)
+		a.addresses.WithLabelValues("engine").Inc()
+	}
+
+	o := make(object, 0, 12)
+	if f.ASN {
+		if n, ok := a.cfg.Locator.Lookup(addr); ok {
+			if n.ASN != 0 {
+				o = append(o, field{"asn", "AS" + strconv.FormatUint(uint64(n.ASN), 10)})
+			}
+			o = append(o, field{"range", n.Prefix.String()})
+			if n.ASName != "" {
+				o = append(o, field{"provider", n.ASName})
+			}
+			if n.ContinentName != "" {
+				o = append(o, field{"continent", n.ContinentName})
+			}
+			if n.Continent != "" {
+				o = append(o, field{"continentcode", n.Continent})
+			}
+			if n.CountryName != "" {
+				o = append(o, field{"country", n.CountryName})
+			}
+			if n.Country != "" {
+				o = append(o, field{"isocode", n.Country})
+			}
+		}
+	}
+	proxy := v.Proxy || (f.VPN > 0 && (v.Type == raven.TypeHosting || v.Type == "VPN"))
+	o = append(o, field{"proxy", yesNo(proxy)})
+	if v.Type != "" {
+		o = append(o, field{"type", v.Type})
+	}
+	if proxy && v.Port != 0 {
+		o = append(o, field{"port", v.Port})
+	}
+	if f.Risk > 0 {
+		o = append(o, field{"risk", v.Risk})
+	}
+	if f.Seen && proxy && !e.LastSeen.IsZero() {
+		o = append(o,
+			field{"last seen human", HumanAgo(now.Sub(e.LastSeen))},
+			field{"last seen unix", strconv.FormatInt(e.LastSeen.Unix(), 10)})
+	}
+	return o
+}
+
+// Streamable reports whether an address is worth sending to STYX: global
+// unicast and not private.
+func Streamable(a netip.Addr) bool {
+	a = a.Unmap()
+	return a.IsGlobalUnicast() && !a.IsPrivate()
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// HumanAgo formats a duration as proxycheck does ("6 hours, 8 minutes, 3
+// seconds ago"): at most three units, largest first.
+func HumanAgo(d time.Duration) string {
+	if d < time.Second {
+		return "0 seconds ago"
+	}
+	units := []struct {
+		name string
+		size time.Duration
+	}{{"day", 24 * time.Hour}, {"hour", time.Hour}, {"minute", time.Minute}, {"second", time.Second}}
+	var parts []string
+	for _, u := range units {
+		if n := d / u.size; n > 0 && len(parts) < 3 {
+			s := strconv.FormatInt(int64(n), 10) + " " + u.name
+			if n != 1 {
+				s += "s"
+			}
+			parts = append(parts, s)
+			d -= n * u.size
+		}
+	}
+	return strings.Join(parts, ", ") + " ago"
+}
+
+func (a *API) writeJSON(w http.ResponseWriter, status int, o object, pretty bool) {
+	var b []byte
+	var err error
+	if pretty {
+		b, err = json.MarshalIndent(o, "", "    ")
+	} else {
+		b, err = json.Marshal(o)
+	}
+	if err != nil {
+		a.log.Error().Err(err).Msg("encode response")
+		status = http.StatusInternalServerError
+		b = []byte(`{"status":"error","message":"internal error"}`)
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// field and object make a JSON object whose keys keep their order.
+type field struct {
+	k string
+	v any
+}
+
+type object []field
+
+// MarshalJSON implements json.Marshaler.
+func (o object) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i, f := range o {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		k, err := json.Marshal(f.k)
+		if err != nil {
+			return nil, err
+		}
+		v, err := json.Marshal(f.v)
+		if err != nil {
+			return nil, err
+		}
+		b.Write(k)
+		b.WriteByte(':')
+		b.Write(v)
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}

@@ -1,0 +1,40 @@
+// Package api is the cluster node's customer query API, modelled on the
+// public proxycheck.io v2 API:
+//
+//	GET  /v2/{ip}?vpn=1&asn=1&risk=1&seen=1&days=7&node=1&time=1&short=1&p=0
+//	POST /v2/?flags...   body: ips=1.2.3.4,2001:db8::1 (form-encoded)
+//	GET  /healthz
+//	GET  /metrics        (Prometheus)
+//
+// Answers are immediate: from the node's verdict store when it holds a
+// verdict, else from the local real-time engine; the API never waits for
+// STYX. Every answered address is passed on (Config.Sighted) so the node can
+// stream it to STYX for post-processing.
+//
+// Flags (each an integer; anything else is a 400):
+//
+//	vpn=1..3  hosting and VPN networks count as proxies (proxy "yes")
+//	asn=1     adds asn, range, provider, continent, continentcode, country, isocode
+//	risk=1|2  adds risk (0..100); 2 is accepted as 1 (no attack history yet)
+//	seen=1    adds "last seen human" / "last seen unix" for proxies: the
+//	          last time this node was asked about the address (before now)
+//	days=N    stored verdicts inferred more than N days ago are ignored (the
+//	          engine answers instead); default: no limit
+//	tag=...   accepted and ignored (at most 256 bytes)
+//	node=1    adds "node": the node's id
+//	time=1    adds "query time"
+//	short=1   a single address's fields are not nested under the address
+//	p=0       compact JSON; the default (p=1) is indented, as proxycheck does
+//
+// Output keys keep proxycheck's order. Errors are JSON
+// {"status":"error","message":...} with a 4xx status; in a multi-address
+// answer an address that cannot be checked gets {"error":...} under its own
+// key and the status becomes "warning".
+//
+// Licence: country, continent, ASN and provider come from the IPFire
+// Location database. Every /v2 response carries the credit in the header
+// X-Data-Licence ("IPFire Location database, https://location.ipfire.org/,
+// CC BY-SA 4.0"); a header rather than a JSON field keeps the body
+// compatible with proxycheck clients, which treat unknown top-level keys as
+// addresses.
+package api

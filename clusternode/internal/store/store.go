@@ -1,0 +1,440 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/styx-inference/styx/pkg/logging"
+	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
+)
+
+var (
+	bucketVerdicts = []byte("verdicts")
+	bucketSeen     = []byte("seen")
+	bucketMeta     = []byte("meta")
+
+	keyFeedRevision = []byte("feed_revision")
+	keySightingHWM  = []byte("sighting_hwm")
+)
+
+// Defaults for Config.
+const (
+	DefaultTouchMax      = 100_000
+	DefaultFlushInterval = time.Second
+)
+
+// Config configures a Store.
+type Config struct {
+	// Path of the bbolt file; created when missing.
+	Path string
+	// TouchMax bounds the last-seen times held between flushes; beyond it
+	// touches of new addresses are dropped and counted. Default 100,000.
+	TouchMax int
+	// FlushInterval is how often Run writes the held last-seen times.
+	// Default 1 s.
+	FlushInterval time.Duration
+}
+
+// Validate reports a configuration error.
+func (c Config) Validate() error {
+	if c.Path == "" {
+		return errors.New("store: empty path")
+	}
+	if c.TouchMax < 0 {
+		return fmt.Errorf("store: negative touch max %d", c.TouchMax)
+	}
+	if c.FlushInterval < 0 {
+		return fmt.Errorf("store: negative flush interval %s", c.FlushInterval)
+	}
+	return nil
+}
+
+// Verdict is a stored verdict.
+type Verdict struct {
+	Proxy        bool
+	Type         string
+	Risk         uint32
+	Port         uint32
+	ModelVersion string
+	Evidence     []string
+	Inferred     time.Time
+}
+
+// Entry is what the store knows about one address.
+type Entry struct {
+	Verdict    Verdict
+	HasVerdict bool
+	// LastSeen is the last time the address was queried here (zero when
+	// never), including touches not yet flushed.
+	LastSeen time.Time
+}
+
+// Item is one verdict to write, keyed by Addr (the verdict's own address
+// field is ignored).
+type Item struct {
+	Addr    netip.Addr
+	Verdict *styxv1.Verdict
+}
+
+// Store is the node's bbolt database. Its methods are safe for concurrent
+// use.
+type Store struct {
+	cfg Config
+	db  *bolt.DB
+	log zerolog.Logger
+
+	mu      sync.Mutex // guards touches; never held during a bbolt transaction
+	touches map[netip.Addr]int64
+	dropped atomic.Uint64
+	kick    chan struct{} // cap 1: the touch table is full, flush now
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open opens (or creates) the store at cfg.Path.
+func Open(cfg Config, log zerolog.Logger) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.TouchMax == 0 {
+		cfg.TouchMax = DefaultTouchMax
+	}
+	if cfg.FlushInterval == 0 {
+		cfg.FlushInterval = DefaultFlushInterval
+	}
+	db, err := bolt.Open(cfg.Path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", cfg.Path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketVerdicts, bucketSeen, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return fmt.Errorf("create bucket %s: %w", b, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("store: init %s: %w", cfg.Path, err)
+	}
+	return &Store{
+		cfg:     cfg,
+		db:      db,
+		log:     logging.For(log, "store"),
+		touches: make(map[netip.Addr]int64),
+		kick:    make(chan struct{}, 1),
+	}, nil
+}
+
+// key returns the 16-byte key of addr (IPv4 as IPv4-mapped IPv6).
+func key(addr netip.Addr) [16]byte { return addr.As16() }
+
+// Normalize returns addr as the store keys it: unmapped, without zone.
+func Normalize(addr netip.Addr) netip.Addr { return addr.Unmap().WithZone("") }
+
+// encodeVerdict returns the stored value of v: 8 bytes of inference time
+// (big-endian, sign bit flipped so that byte order is time order) followed
+// by the deterministic protobuf encoding of v without its address. Comparing
+// two values as bytes orders them by inference time first.
+func encodeVerdict(v *styxv1.Verdict) ([]byte, error) {
+	c := proto.CloneOf(v)
+	c.Address = nil
+	body, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("encode verdict: %w", err)
+	}
+	out := make([]byte, 8, 8+len(body))
+	binary.BigEndian.PutUint64(out, uint64(v.GetInferredUnixNano())^(1<<63))
+	return append(out, body...), nil
+}
+
+func decodeVerdict(b []byte) (Verdict, error) {
+	if len(b) < 8 {
+		return Verdict{}, fmt.Errorf("stored verdict of %d bytes", len(b))
+	}
+	var pv styxv1.Verdict
+	if err := proto.Unmarshal(b[8:], &pv); err != nil {
+		return Verdict{}, fmt.Errorf("decode verdict: %w", err)
+	}
+	return Verdict{
+		Proxy:        pv.GetProxy(),
+		Type:         pv.GetType(),
+		Risk:         pv.GetRisk(),
+		Port:         pv.GetPort(),
+		ModelVersion: pv.GetModelVersion(),
+		Evidence:     pv.GetEvidence(),
+		Inferred:     time.Unix(0, pv.GetInferredUnixNano()),
+	}, nil
+}
+
+func putU64(b *bolt.Bucket, k []byte, v uint64) error {
+	var buf [8]byte
+	binary.BigEndian.PutUint64(buf[:], v)
+	return b.Put(k, buf[:])
+}
+
+func getU64(b *bolt.Bucket, k []byte) uint64 {
+	v := b.Get(k)
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+// Lookup returns what the store knows about addr.
+func (s *Store) Lookup(addr netip.Addr) (Entry, error) {
+	addr = Normalize(addr)
+	k := key(addr)
+	var e Entry
+	var seen int64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketVerdicts).Get(k[:]); v != nil {
+			d, err := decodeVerdict(v)
+			if err != nil {
+				return fmt.Errorf("%s: %w", addr, err)
+			}
+			e.Verdict, e.HasVerdict = d, true
+		}
+		if v := tx.Bucket(bucketSeen).Get(k[:]); len(v) == 8 {
+			seen = int64(binary.BigEndian.Uint64(v))
+		}
+		return nil
+	})
+	if err != nil {
+		return Entry{}, fmt.Errorf("store: lookup: %w", err)
+	}
+	s.mu.Lock()
+	if t, ok := s.touches[addr]; ok && t > seen {
+		seen = t
+	}
+	s.mu.Unlock()
+	if seen != 0 {
+		e.LastSeen = time.Unix(0, seen)
+	}
+	return e, nil
+}
+
+// Put writes verdicts in one transaction and returns how many changed the
+// store (see the package comment for the ordering rule).
+func (s *Store) Put(items []Item) (changed int, err error) {
+	if len(items) == 0 {
+		return 0, nil
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		changed, err = putTxn(tx, items)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: put %d verdicts: %w", len(items), err)
+	}
+	return changed, nil
+}
+
+// ApplyFeed writes verdicts from the feed and raises the stored feed
+// revision to rev, in one transaction.
+func (s *Store) ApplyFeed(items []Item, rev uint64) (changed int, err error) {
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		changed, err = putTxn(tx, items)
+		if err != nil {
+			return err
+		}
+		meta := tx.Bucket(bucketMeta)
+		if rev > getU64(meta, keyFeedRevision) {
+			return putU64(meta, keyFeedRevision, rev)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: apply feed up to revision %d: %w", rev, err)
+	}
+	return changed, nil
+}
+
+func putTxn(tx *bolt.Tx, items []Item) (int, error) {
+	b := tx.Bucket(bucketVerdicts)
+	changed := 0
+	for _, it := range items {
+		if !it.Addr.IsValid() || it.Verdict == nil {
+			return changed, fmt.Errorf("invalid item for %v", it.Addr)
+		}
+		val, err := encodeVerdict(it.Verdict)
+		if err != nil {
+			return changed, err
+		}
+		k := key(Normalize(it.Addr))
+		if old := b.Get(k[:]); old != nil && bytes.Compare(val, old) <= 0 {
+			continue // the same verdict, or an older one
+		}
+		if err := b.Put(k[:], val); err != nil {
+			return changed, fmt.Errorf("put %s: %w", it.Addr, err)
+		}
+		changed++
+	}
+	return changed, nil
+}
+
+// Revision returns the stored feed revision (0 when none).
+func (s *Store) Revision() (uint64, error) {
+	var rev uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		rev = getU64(tx.Bucket(bucketMeta), keyFeedRevision)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: read revision: %w", err)
+	}
+	return rev, nil
+}
+
+// SetRevision overwrites the stored feed revision (also downwards: used to
+// restart the feed from "now").
+func (s *Store) SetRevision(rev uint64) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		return putU64(tx.Bucket(bucketMeta), keyFeedRevision, rev)
+	})
+	if err != nil {
+		return fmt.Errorf("store: set revision %d: %w", rev, err)
+	}
+	return nil
+}
+
+// ReserveIDs durably reserves n sighting ids and returns the first one. The
+// block starts at the later of the stored high-water mark and now in Unix
+// nanoseconds, so ids are never reused across restarts (and stay unique
+// even if the file were lost, unless the clock went back).
+func (s *Store) ReserveIDs(n uint64, now time.Time) (first uint64, err error) {
+	if n == 0 {
+		return 0, errors.New("store: reserve 0 ids")
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		first = max(getU64(meta, keySightingHWM), uint64(max(now.UnixNano(), 1)))
+		return putU64(meta, keySightingHWM, first+n)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: reserve %d sighting ids: %w", n, err)
+	}
+	return first, nil
+}
+
+// Len returns the number of stored verdicts.
+func (s *Store) Len() int {
+	n := 0
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucketVerdicts).Stats().KeyN
+		return nil
+	})
+	return n
+}
+
+// Touch records that addr was queried at t. It never blocks on I/O; when
+// the table of unflushed touches is full, the touch is dropped and counted.
+func (s *Store) Touch(addr netip.Addr, t time.Time) {
+	addr = Normalize(addr)
+	ns := t.UnixNano()
+	s.mu.Lock()
+	old, ok := s.touches[addr]
+	switch {
+	case ok:
+		if ns > old {
+			s.touches[addr] = ns
+		}
+	case len(s.touches) < s.cfg.TouchMax:
+		s.touches[addr] = ns
+	default:
+		s.dropped.Add(1)
+	}
+	full := len(s.touches) >= s.cfg.TouchMax
+	s.mu.Unlock()
+	if full {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// TouchesDropped counts touches dropped because the table was full.
+func (s *Store) TouchesDropped() uint64 { return s.dropped.Load() }
+
+// Flush writes the held last-seen times in one transaction.
+func (s *Store) Flush() error {
+	s.mu.Lock()
+	t := s.touches
+	if len(t) == 0 {
+		s.mu.Unlock()
+		return nil
+	}
+	s.touches = make(map[netip.Addr]int64, len(t))
+	s.mu.Unlock()
+
+	addrs := make([]netip.Addr, 0, len(t))
+	for a := range t {
+		addrs = append(addrs, a)
+	}
+	slices.SortFunc(addrs, netip.Addr.Compare) // sequential keys write faster
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketSeen)
+		for _, a := range addrs {
+			k := key(a)
+			ns := t[a]
+			if v := b.Get(k[:]); len(v) == 8 && int64(binary.BigEndian.Uint64(v)) >= ns {
+				continue
+			}
+			if err := putU64(b, k[:], uint64(ns)); err != nil {
+				return fmt.Errorf("put last seen of %s: %w", a, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: flush %d last-seen times: %w", len(addrs), err)
+	}
+	return nil
+}
+
+// Run flushes last-seen times every FlushInterval (or at once when the
+// table is full) until ctx ends. Close flushes the rest.
+func (s *Store) Run(ctx context.Context) error {
+	tick := time.NewTicker(s.cfg.FlushInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		case <-s.kick:
+		}
+		if err := s.Flush(); err != nil {
+			s.log.Error().Err(err).Msg("flush last-seen times")
+		}
+	}
+}
+
+// Close flushes the held last-seen times and closes the file. It is
+// idempotent.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		ferr := s.Flush()
+		cerr := s.db.Close()
+		if cerr != nil {
+			cerr = fmt.Errorf("store: close: %w", cerr)
+		}
+		s.closeErr = errors.Join(ferr, cerr)
+	})
+	return s.closeErr
+}

@@ -1,0 +1,224 @@
+package store
+
+import (
+	"context"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
+
+	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func open(t *testing.T, path string) *Store {
+	t.Helper()
+	s, err := Open(Config{Path: path}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+var (
+	addr4 = netip.MustParseAddr("192.0.2.7")
+	addr6 = netip.MustParseAddr("2001:db8::7")
+	t0    = time.Unix(1_700_000_000, 0)
+)
+
+func verdict(proxy bool, typ string, risk uint32, inferred time.Time) *styxv1.Verdict {
+	return &styxv1.Verdict{
+		Proxy: proxy, Type: typ, Risk: risk, ModelVersion: "m1",
+		Evidence: []string{"test:e"}, Port: 8080, InferredUnixNano: inferred.UnixNano(),
+	}
+}
+
+func mustGet(t *testing.T, s *Store, a netip.Addr) Entry {
+	t.Helper()
+	e, err := s.Lookup(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func TestReopenKeepsData(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "node.db")
+	s := open(t, path)
+	if _, err := s.Put([]Item{{addr4, verdict(true, "VPN", 80, t0)}, {addr6, verdict(false, "", 0, t0)}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ApplyFeed(nil, 42); err != nil {
+		t.Fatal(err)
+	}
+	s.Touch(addr4, t0.Add(time.Minute))
+	first, err := s.ReserveIDs(100, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second close: %v", err)
+	}
+
+	s = open(t, path)
+	defer s.Close()
+	e := mustGet(t, s, addr4)
+	want := Verdict{Proxy: true, Type: "VPN", Risk: 80, Port: 8080, ModelVersion: "m1", Evidence: []string{"test:e"}, Inferred: t0}
+	if !e.HasVerdict || !equalVerdict(e.Verdict, want) {
+		t.Fatalf("after reopen: %+v, want %+v", e, want)
+	}
+	if !e.LastSeen.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("last seen %v, want %v (flushed by Close)", e.LastSeen, t0.Add(time.Minute))
+	}
+	if e := mustGet(t, s, addr6); !e.HasVerdict || e.Verdict.Proxy {
+		t.Fatalf("v6 after reopen: %+v", e)
+	}
+	if rev, err := s.Revision(); err != nil || rev != 42 {
+		t.Fatalf("revision %d, %v; want 42", rev, err)
+	}
+	// Ids never go back, even when the clock does.
+	next, err := s.ReserveIDs(10, t0.Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next < first+100 {
+		t.Fatalf("reserved %d after reopen, overlaps the block [%d, %d)", next, first, first+100)
+	}
+	if s.Len() != 2 {
+		t.Fatalf("Len %d, want 2", s.Len())
+	}
+}
+
+func equalVerdict(a, b Verdict) bool {
+	return a.Proxy == b.Proxy && a.Type == b.Type && a.Risk == b.Risk && a.Port == b.Port &&
+		a.ModelVersion == b.ModelVersion && slices.Equal(a.Evidence, b.Evidence) && a.Inferred.Equal(b.Inferred)
+}
+
+func TestPutOrdering(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "node.db"))
+	defer s.Close()
+
+	put := func(v *styxv1.Verdict) int {
+		t.Helper()
+		n, err := s.Put([]Item{{addr4, v}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	v1 := verdict(true, "VPN", 80, t0)
+	if n := put(v1); n != 1 {
+		t.Fatalf("first put changed %d", n)
+	}
+	if n := put(verdict(true, "VPN", 80, t0)); n != 0 {
+		t.Fatalf("same verdict again changed %d, want 0 (idempotent)", n)
+	}
+	if n := put(verdict(false, "", 0, t0.Add(-time.Second))); n != 0 {
+		t.Fatalf("older verdict changed %d, want 0", n)
+	}
+	if e := mustGet(t, s, addr4); !e.Verdict.Proxy {
+		t.Fatalf("older verdict overwrote a newer one: %+v", e)
+	}
+	if n := put(verdict(false, "", 5, t0.Add(time.Second))); n != 1 {
+		t.Fatalf("newer verdict changed %d, want 1", n)
+	}
+	if e := mustGet(t, s, addr4); e.Verdict.Proxy || e.Verdict.Risk != 5 {
+		t.Fatalf("newer verdict not applied: %+v", e)
+	}
+	// Same address spelt as IPv4-mapped IPv6 is the same key.
+	if e := mustGet(t, s, netip.MustParseAddr("::ffff:192.0.2.7")); !e.HasVerdict || e.Verdict.Risk != 5 {
+		t.Fatalf("mapped lookup: %+v", e)
+	}
+}
+
+// Two different verdicts with the same inference time converge on the same
+// winner whatever the arrival order.
+func TestPutTieBreakConverges(t *testing.T) {
+	a, b := verdict(true, "VPN", 70, t0), verdict(true, "Hosting", 60, t0)
+	var got []Verdict
+	for _, order := range [][]*styxv1.Verdict{{a, b}, {b, a}, {a, b, a, b}} {
+		s := open(t, filepath.Join(t.TempDir(), "node.db"))
+		for _, v := range order {
+			if _, err := s.Put([]Item{{addr4, v}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got = append(got, mustGet(t, s, addr4).Verdict)
+		s.Close()
+	}
+	for i := range got {
+		if !equalVerdict(got[i], got[0]) {
+			t.Fatalf("order %d converged on %+v, order 0 on %+v", i, got[i], got[0])
+		}
+	}
+}
+
+func TestFeedRevisionOnlyRises(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "node.db"))
+	defer s.Close()
+	for _, rev := range []uint64{5, 9, 7} {
+		if _, err := s.ApplyFeed([]Item{{addr6, verdict(false, "", 1, t0)}}, rev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rev, _ := s.Revision(); rev != 9 {
+		t.Fatalf("revision %d, want 9", rev)
+	}
+	if err := s.SetRevision(0); err != nil {
+		t.Fatal(err)
+	}
+	if rev, _ := s.Revision(); rev != 0 {
+		t.Fatalf("revision %d after reset, want 0", rev)
+	}
+}
+
+func TestTouchBoundedAndFlushed(t *testing.T) {
+	s, err := Open(Config{Path: filepath.Join(t.TempDir(), "node.db"), TouchMax: 2, FlushInterval: time.Hour}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	a, b, c := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("192.0.2.3")
+	s.Touch(a, t0)
+	s.Touch(a, t0.Add(-time.Minute)) // older: ignored
+	s.Touch(b, t0)
+	s.Touch(c, t0) // table full: dropped
+	if s.TouchesDropped() != 1 {
+		t.Fatalf("dropped %d, want 1", s.TouchesDropped())
+	}
+	// A full table wakes Run at once, long before the hour.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.mu.Lock()
+		n := len(s.touches)
+		s.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("full touch table not flushed")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if e := mustGet(t, s, a); !e.LastSeen.Equal(t0) {
+		t.Fatalf("last seen of a = %v, want %v", e.LastSeen, t0)
+	}
+	if e := mustGet(t, s, c); !e.LastSeen.IsZero() {
+		t.Fatalf("dropped touch stored: %v", e.LastSeen)
+	}
+}

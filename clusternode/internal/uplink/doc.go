@@ -1,0 +1,18 @@
+// Package uplink is a cluster node's link to the STYX leader.
+//
+// Offer turns every address not seen within the dedup window into a
+// Sighting with a node-local id (reserved in blocks from the store, so never
+// reused across restarts) and keeps it in a bounded pending table until its
+// Outcome arrives. Run follows the leader through etcd, keeps one Submit
+// stream to it (Hello, Welcome, then SightingBatches up; Acks and
+// OutcomeBatches down, in any order) and follows its verdict Feed.
+//
+// Every (re)connection re-sends every pending sighting: the scheduler
+// dedups, and an Outcome for an id no longer pending is counted and ignored,
+// so delivery is idempotent. VERDICT outcomes and feed events go to the
+// store; EXPIRED, SHED and REJECTED outcomes are counted by kind. When the
+// pending table is full new sightings are not submitted, and counted.
+//
+// Lock order: Uplink.mu is a leaf; it is never held across I/O except the
+// rare id-block reservation (one small bbolt write per IDBlock sightings).
+package uplink

@@ -1,0 +1,53 @@
+package uplink
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Register adds the uplink's metrics to reg. They read the same counters
+// as Stats.
+func (u *Uplink) Register(reg prometheus.Registerer) error {
+	counter := func(name, help string, f func(Stats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "styx_node", Name: name, Help: help},
+			func() float64 { return float64(f(u.Stats())) })
+	}
+	outcomes := func(kind string, f func(Stats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "styx_node", Name: "outcomes_total", Help: "Sightings resolved, by outcome kind.",
+			ConstLabels: prometheus.Labels{"kind": kind},
+		}, func() float64 { return float64(f(u.Stats())) })
+	}
+	cs := []prometheus.Collector{
+		counter("sightings_submitted_total", "Sightings created and queued for the leader.", func(s Stats) uint64 { return s.Submitted }),
+		counter("sightings_not_submitted_total", "Addresses not submitted because the pending table was full (or no id could be reserved).", func(s Stats) uint64 { return s.NotSubmitted }),
+		counter("sightings_deduplicated_total", "Addresses not submitted because they were seen within the dedup window.", func(s Stats) uint64 { return s.Deduplicated }),
+		counter("sightings_resent_total", "Sightings sent again after a reconnect or leader change.", func(s Stats) uint64 { return s.Resent }),
+		counter("sighting_batches_sent_total", "Sighting batches sent.", func(s Stats) uint64 { return s.BatchesSent }),
+		counter("sightings_acked_total", "Sightings the leader acknowledged.", func(s Stats) uint64 { return s.Acked }),
+		outcomes("verdict", func(s Stats) uint64 { return s.Verdicts }),
+		outcomes("expired", func(s Stats) uint64 { return s.Expired }),
+		outcomes("shed", func(s Stats) uint64 { return s.Shed }),
+		outcomes("rejected", func(s Stats) uint64 { return s.Rejected }),
+		outcomes("unspecified", func(s Stats) uint64 { return s.Unspecified }),
+		counter("outcomes_duplicate_total", "Outcomes for sightings already resolved (ignored).", func(s Stats) uint64 { return s.DuplicateOutcomes }),
+		counter("verdict_errors_total", "Verdict outcomes not stored (error verdict, missing verdict or store failure).", func(s Stats) uint64 { return s.VerdictErrors }),
+		counter("submit_sessions_total", "Submit streams the leader welcomed.", func(s Stats) uint64 { return s.Sessions }),
+		counter("feed_events_total", "Verdict feed events applied.", func(s Stats) uint64 { return s.FeedEvents }),
+		counter("feed_gaps_total", "Feed restarts from now because the stored revision was too old.", func(s Stats) uint64 { return s.FeedGaps }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "styx_node", Name: "sightings_pending", Help: "Sightings submitted and waiting for their outcome."},
+			func() float64 { return float64(u.Stats().Pending) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "styx_node", Name: "uplink_connected", Help: "1 while a submit stream to the leader is up."},
+			func() float64 {
+				if u.connected.Load() {
+					return 1
+				}
+				return 0
+			}),
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}

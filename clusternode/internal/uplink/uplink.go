@@ -1,0 +1,453 @@
+package uplink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+
+	"github.com/styx-inference/styx/clusternode/internal/store"
+	"github.com/styx-inference/styx/pkg/keyspace"
+	"github.com/styx-inference/styx/pkg/logging"
+	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
+)
+
+// IDBlock is how many sighting ids one store reservation covers.
+const IDBlock = 1 << 20
+
+// Store is the part of the node's store the uplink writes to.
+type Store interface {
+	ReserveIDs(n uint64, now time.Time) (first uint64, err error)
+	Put(items []store.Item) (changed int, err error)
+	ApplyFeed(items []store.Item, rev uint64) (changed int, err error)
+	Revision() (uint64, error)
+	SetRevision(rev uint64) error
+}
+
+// Config configures an Uplink.
+type Config struct {
+	NodeID string
+	// Leaders sends the current leader each time it changes (the zero
+	// LeaderInfo when there is none) and is closed when ctx ends:
+	// leader.Observe bound to an etcd client.
+	Leaders func(ctx context.Context) <-chan keyspace.LeaderInfo
+	Store   Store
+	// DedupWindow: an address offered again within it is not submitted
+	// again. 0 disables dedup.
+	DedupWindow time.Duration
+	// DedupMax bounds the addresses the dedup window remembers; when half
+	// of it is reached the window rotates early (forgetting the oldest).
+	DedupMax int
+	// MaxPending bounds the sightings submitted but without outcome.
+	MaxPending int
+	// BatchSize is the largest SightingBatch sent (lowered to the leader's
+	// max_batch); a full batch goes at once, a partial one after
+	// BatchInterval.
+	BatchSize     int
+	BatchInterval time.Duration
+	// BackoffMin and BackoffMax bound the reconnect delay (defaults 100 ms
+	// and 5 s).
+	BackoffMin, BackoffMax time.Duration
+	// FlushTimeout bounds the final send of queued sightings when Run's
+	// context ends (default 2 s).
+	FlushTimeout time.Duration
+	// DialOptions are added to the defaults (insecure transport).
+	DialOptions []grpc.DialOption
+	// OnOutcome, when set, is called exactly once per resolved sighting,
+	// after a verdict has been stored. It must not block.
+	OnOutcome func(sightingID uint64, addr netip.Addr, kind styxv1.OutcomeKind)
+}
+
+// Validate reports a configuration error.
+func (c Config) Validate() error {
+	switch {
+	case c.NodeID == "":
+		return errors.New("uplink: empty node id")
+	case c.Leaders == nil:
+		return errors.New("uplink: nil Leaders")
+	case c.Store == nil:
+		return errors.New("uplink: nil Store")
+	case c.DedupWindow < 0:
+		return fmt.Errorf("uplink: negative dedup window %s", c.DedupWindow)
+	case c.DedupWindow > 0 && c.DedupMax < 2:
+		return fmt.Errorf("uplink: dedup max %d below 2", c.DedupMax)
+	case c.MaxPending < 1:
+		return fmt.Errorf("uplink: max pending %d below 1", c.MaxPending)
+	case c.BatchSize < 1:
+		return fmt.Errorf("uplink: batch size %d below 1", c.BatchSize)
+	case c.BatchInterval <= 0:
+		return fmt.Errorf("uplink: batch interval %s not positive", c.BatchInterval)
+	case c.BackoffMin < 0 || c.BackoffMax < c.BackoffMin:
+		return fmt.Errorf("uplink: backoff bounds %s..%s", c.BackoffMin, c.BackoffMax)
+	}
+	return nil
+}
+
+// Stats are the uplink's counters since start.
+type Stats struct {
+	Submitted    uint64 // sightings created (each has a new id)
+	NotSubmitted uint64 // addresses not submitted: pending table full or no id
+	Deduplicated uint64 // addresses skipped because seen within the window
+	Pending      int    // sightings without outcome
+	Resent       uint64 // sightings sent again after a reconnect or leader change
+
+	Verdicts    uint64
+	Expired     uint64
+	Shed        uint64
+	Rejected    uint64
+	Unspecified uint64 // outcomes of unknown kind (resolved all the same)
+	// DuplicateOutcomes counts outcomes for ids already resolved (ignored).
+	DuplicateOutcomes uint64
+	// VerdictErrors counts verdicts not stored: the address could not be
+	// examined, the verdict was missing, or the store write failed.
+	VerdictErrors uint64
+
+	BatchesSent uint64
+	Acked       uint64 // sightings the leader acknowledged
+	Sessions    uint64 // Submit streams that got a Welcome
+	Connected   bool   // a Submit stream is up now
+
+	FeedEvents uint64
+	FeedGaps   uint64 // feed restarts from "now" after OUT_OF_RANGE
+}
+
+type pendingEntry struct {
+	addr  netip.Addr
+	seen  int64 // Unix nanoseconds
+	sends uint32
+}
+
+// Uplink submits sightings to the leader and applies what comes back.
+type Uplink struct {
+	cfg Config
+	log zerolog.Logger
+
+	mu      sync.Mutex
+	pending map[uint64]pendingEntry
+	queue   []uint64 // ids to send, FIFO from head; may hold resolved ids (skipped)
+	head    int
+	full    bool // the pending table was found full (for logging the transition)
+	nextID  uint64
+	idLimit uint64
+	dedup   window
+
+	notify    chan struct{} // cap 1: a full batch is queued
+	fullBatch atomic.Int64  // batch size of the current stream
+	// npending is len(pending), but lowered only once an outcome has been
+	// fully applied (stored, counted, reported): a reader that sees it drop
+	// sees the rest too.
+	npending atomic.Int64
+
+	submitted, notSubmitted, deduplicated, resent       atomic.Uint64
+	verdicts, expired, shed, rejected, unspecified      atomic.Uint64
+	duplicates, verdictErrors, batches, acked, sessions atomic.Uint64
+	feedEvents, feedGaps                                atomic.Uint64
+	connected                                           atomic.Bool
+}
+
+// New returns an Uplink; Offer works at once, Run connects.
+func New(cfg Config, log zerolog.Logger) (*Uplink, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.BackoffMin == 0 {
+		cfg.BackoffMin = 100 * time.Millisecond
+	}
+	if cfg.BackoffMax == 0 {
+		cfg.BackoffMax = 5 * time.Second
+	}
+	if cfg.FlushTimeout == 0 {
+		cfg.FlushTimeout = 2 * time.Second
+	}
+	u := &Uplink{
+		cfg:     cfg,
+		log:     logging.For(log, "uplink"),
+		pending: make(map[uint64]pendingEntry),
+		dedup:   window{d: int64(cfg.DedupWindow), max: cfg.DedupMax},
+		notify:  make(chan struct{}, 1),
+	}
+	u.fullBatch.Store(int64(cfg.BatchSize))
+	return u, nil
+}
+
+// Offer submits addr, seen at now, unless it was offered within the dedup
+// window. It reports whether a new sighting was created. It never blocks on
+// the network.
+func (u *Uplink) Offer(addr netip.Addr, now time.Time) bool {
+	addr = store.Normalize(addr)
+	if !addr.IsValid() {
+		return false
+	}
+	ns := now.UnixNano()
+	u.mu.Lock()
+	if u.dedup.seen(addr, ns) {
+		u.mu.Unlock()
+		u.deduplicated.Add(1)
+		return false
+	}
+	if len(u.pending) >= u.cfg.MaxPending {
+		first := !u.full
+		u.full = true
+		u.mu.Unlock()
+		u.notSubmitted.Add(1)
+		if first {
+			u.log.Warn().Int("max_pending", u.cfg.MaxPending).Msg("pending table full, new sightings are not submitted")
+		}
+		return false
+	}
+	id, err := u.newIDLocked(now)
+	if err != nil {
+		u.mu.Unlock()
+		u.notSubmitted.Add(1)
+		u.log.Error().Err(err).Msg("no sighting id, address not submitted")
+		return false
+	}
+	u.pending[id] = pendingEntry{addr: addr, seen: ns}
+	u.npending.Add(1)
+	u.queue = append(u.queue, id)
+	u.dedup.add(addr, ns)
+	queued := len(u.queue) - u.head
+	u.mu.Unlock()
+	u.submitted.Add(1)
+	if int64(queued) >= u.fullBatch.Load() {
+		select {
+		case u.notify <- struct{}{}:
+		default:
+		}
+	}
+	return true
+}
+
+func (u *Uplink) newIDLocked(now time.Time) (uint64, error) {
+	if u.nextID == u.idLimit {
+		first, err := u.cfg.Store.ReserveIDs(IDBlock, now)
+		if err != nil {
+			return 0, err
+		}
+		u.nextID, u.idLimit = first, first+IDBlock
+	}
+	id := u.nextID
+	u.nextID++
+	return id, nil
+}
+
+// restartQueue queues every pending sighting again, oldest id first, for a
+// new stream. It returns how many are queued.
+func (u *Uplink) restartQueue() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	ids := make([]uint64, 0, len(u.pending))
+	for id := range u.pending {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	u.queue, u.head = ids, 0
+	return len(ids)
+}
+
+// takeBatch pops up to n queued sightings that are still pending. With
+// onlyFull it takes nothing unless n are queued.
+func (u *Uplink) takeBatch(n int, onlyFull bool) []*styxv1.Sighting {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if onlyFull && len(u.queue)-u.head < n {
+		return nil
+	}
+	var out []*styxv1.Sighting
+	for len(out) < n && u.head < len(u.queue) {
+		id := u.queue[u.head]
+		u.head++
+		e, ok := u.pending[id]
+		if !ok {
+			continue // resolved while queued
+		}
+		if e.sends > 0 {
+			u.resent.Add(1)
+		}
+		e.sends++
+		u.pending[id] = e
+		out = append(out, &styxv1.Sighting{Id: id, Address: e.addr.AsSlice(), SeenUnixNano: e.seen})
+	}
+	switch {
+	case u.head == len(u.queue):
+		u.queue, u.head = u.queue[:0], 0
+	case u.head > 4096 && u.head > len(u.queue)/2:
+		n := copy(u.queue, u.queue[u.head:])
+		u.queue, u.head = u.queue[:n], 0
+	}
+	return out
+}
+
+type resolved struct {
+	id     uint64
+	addr   netip.Addr
+	kind   styxv1.OutcomeKind
+	reason string
+}
+
+// resolve applies a batch of outcomes: each pending sighting is resolved
+// exactly once; outcomes for unknown ids are counted and ignored.
+func (u *Uplink) resolve(outs []*styxv1.Outcome) {
+	res := make([]resolved, 0, len(outs))
+	var items []store.Item
+	u.mu.Lock()
+	for _, o := range outs {
+		e, ok := u.pending[o.GetSightingId()]
+		if !ok {
+			u.duplicates.Add(1)
+			continue
+		}
+		delete(u.pending, o.GetSightingId())
+		res = append(res, resolved{id: o.GetSightingId(), addr: e.addr, kind: o.GetKind(), reason: o.GetReason()})
+		if o.GetKind() != styxv1.OutcomeKind_OUTCOME_KIND_VERDICT {
+			continue
+		}
+		if it, ok := u.verdictItem(e.addr, o.GetVerdict()); ok {
+			items = append(items, it)
+		} else {
+			u.verdictErrors.Add(1)
+		}
+	}
+	roomAgain := u.full && len(u.pending) < u.cfg.MaxPending
+	if roomAgain {
+		u.full = false
+	}
+	u.mu.Unlock()
+	if roomAgain {
+		u.log.Info().Msg("pending table has room again")
+	}
+
+	if len(items) > 0 {
+		if _, err := u.cfg.Store.Put(items); err != nil {
+			u.verdictErrors.Add(uint64(len(items)))
+			u.log.Error().Err(err).Int(logging.Count, len(items)).Msg("store verdicts")
+		}
+	}
+	for _, r := range res {
+		switch r.kind {
+		case styxv1.OutcomeKind_OUTCOME_KIND_VERDICT:
+			u.verdicts.Add(1)
+		case styxv1.OutcomeKind_OUTCOME_KIND_EXPIRED:
+			u.expired.Add(1)
+		case styxv1.OutcomeKind_OUTCOME_KIND_SHED:
+			u.shed.Add(1)
+		case styxv1.OutcomeKind_OUTCOME_KIND_REJECTED:
+			u.rejected.Add(1)
+		default:
+			u.unspecified.Add(1)
+		}
+		if r.kind != styxv1.OutcomeKind_OUTCOME_KIND_VERDICT {
+			u.log.Debug().Uint64("sighting_id", r.id).Str(logging.Addr, r.addr.String()).
+				Str("kind", r.kind.String()).Str(logging.Reason, r.reason).Msg("sighting resolved without verdict")
+		}
+		if u.cfg.OnOutcome != nil {
+			u.cfg.OnOutcome(r.id, r.addr, r.kind)
+		}
+	}
+	u.npending.Add(-int64(len(res)))
+}
+
+// verdictItem returns the store item for a verdict about a sighting of
+// addr; ok is false when there is nothing to store.
+func (u *Uplink) verdictItem(addr netip.Addr, v *styxv1.Verdict) (store.Item, bool) {
+	if v == nil || v.GetError() != "" {
+		return store.Item{}, false
+	}
+	if va, ok := netip.AddrFromSlice(v.GetAddress()); ok && store.Normalize(va) != addr {
+		u.log.Warn().Str(logging.Addr, addr.String()).Str("verdict_addr", va.String()).
+			Msg("verdict names another address than its sighting, stored under the sighting's")
+	}
+	return store.Item{Addr: addr, Verdict: v}, true
+}
+
+// feedItems converts feed events into store items, skipping verdicts that
+// carry an error or no valid address.
+func feedItems(evs []*styxv1.FeedEvent) (items []store.Item, maxRev uint64, skipped int) {
+	items = make([]store.Item, 0, len(evs))
+	for _, ev := range evs {
+		maxRev = max(maxRev, ev.GetRevision())
+		v := ev.GetVerdict()
+		a, ok := netip.AddrFromSlice(v.GetAddress())
+		if v == nil || !ok || v.GetError() != "" {
+			skipped++
+			continue
+		}
+		items = append(items, store.Item{Addr: store.Normalize(a), Verdict: v})
+	}
+	return items, maxRev, skipped
+}
+
+// Stats returns the counters.
+func (u *Uplink) Stats() Stats {
+	pending := int(u.npending.Load())
+	return Stats{
+		Submitted:         u.submitted.Load(),
+		NotSubmitted:      u.notSubmitted.Load(),
+		Deduplicated:      u.deduplicated.Load(),
+		Pending:           pending,
+		Resent:            u.resent.Load(),
+		Verdicts:          u.verdicts.Load(),
+		Expired:           u.expired.Load(),
+		Shed:              u.shed.Load(),
+		Rejected:          u.rejected.Load(),
+		Unspecified:       u.unspecified.Load(),
+		DuplicateOutcomes: u.duplicates.Load(),
+		VerdictErrors:     u.verdictErrors.Load(),
+		BatchesSent:       u.batches.Load(),
+		Acked:             u.acked.Load(),
+		Sessions:          u.sessions.Load(),
+		Connected:         u.connected.Load(),
+		FeedEvents:        u.feedEvents.Load(),
+		FeedGaps:          u.feedGaps.Load(),
+	}
+}
+
+// window remembers recently offered addresses in two generations: an
+// address inserted at t stays in cur or prev for at least d, and is dropped
+// within 2d. Not safe for concurrent use (the Uplink's mutex guards it).
+type window struct {
+	d         int64 // nanoseconds; 0 disables the window
+	max       int
+	cur, prev map[netip.Addr]int64
+	rotated   int64
+}
+
+func (w *window) rotate(now int64) {
+	if w.d == 0 {
+		return
+	}
+	if w.cur == nil || now-w.rotated >= 2*w.d {
+		w.cur, w.prev, w.rotated = make(map[netip.Addr]int64), nil, now
+		return
+	}
+	if now-w.rotated >= w.d || len(w.cur) >= w.max/2 {
+		w.prev, w.cur, w.rotated = w.cur, make(map[netip.Addr]int64, len(w.cur)), now
+	}
+}
+
+func (w *window) seen(a netip.Addr, now int64) bool {
+	if w.d == 0 {
+		return false
+	}
+	w.rotate(now)
+	t, ok := w.cur[a]
+	if !ok {
+		t, ok = w.prev[a]
+	}
+	return ok && now-t < w.d
+}
+
+func (w *window) add(a netip.Addr, now int64) {
+	if w.d == 0 {
+		return
+	}
+	w.rotate(now)
+	w.cur[a] = now
+}

@@ -1,0 +1,488 @@
+package clusternode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/rs/zerolog"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/styx-inference/styx/clusternode/internal/api"
+	"github.com/styx-inference/styx/clusternode/internal/store"
+	"github.com/styx-inference/styx/clusternode/internal/uplink"
+	"github.com/styx-inference/styx/pkg/keyspace"
+	"github.com/styx-inference/styx/pkg/leader"
+	"github.com/styx-inference/styx/pkg/locdb"
+	"github.com/styx-inference/styx/pkg/logging"
+	"github.com/styx-inference/styx/pkg/raven"
+	"github.com/styx-inference/styx/pkg/registration"
+	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
+)
+
+// StoreFile is the name of the bbolt file under Config.DataDir.
+const StoreFile = "styx-node.db"
+
+// Config configures a Node. DefaultConfig holds the defaults the flags use.
+type Config struct {
+	EtcdEndpoints []string // etcd client endpoints
+	HTTPAddr      string   // query API listen address; port 0 picks one
+	ID            string   // node id; "" means <host>-<http port>
+	DataDir       string   // holds StoreFile
+
+	DBPath     string // location database
+	DBKeyPath  string // its signing key; "" means locdb.DefaultKeyPath
+	SkipVerify bool   // skip the database signature check
+
+	LeaseTTL time.Duration // registration lease
+
+	DedupWindow   time.Duration // an address seen again within it is not streamed again
+	DedupMax      int           // addresses the dedup window remembers
+	MaxPending    int           // sightings sent without outcome; beyond, not submitted (counted)
+	BatchSize     int           // sightings per batch (lowered to the leader's max_batch)
+	BatchInterval time.Duration // a partial batch waits at most this long
+
+	MaxAddresses int   // addresses per query
+	MaxBody      int64 // bytes per POST body
+
+	ShutdownTimeout time.Duration // bound on the graceful HTTP shutdown
+
+	// Optional, mostly for tests.
+
+	// Locator replaces the database at DBPath (which is then not opened).
+	Locator raven.Locator
+	// Engine answers queries without a stored verdict; default the rule
+	// engine over the location database.
+	Engine raven.Engine
+	// OnOutcome is called exactly once per resolved sighting (after a
+	// verdict is stored). It must not block.
+	OnOutcome func(sightingID uint64, addr netip.Addr, kind styxv1.OutcomeKind)
+	// ReconnectMin and ReconnectMax bound the delay between attempts to
+	// reach the leader (defaults 100 ms and 5 s).
+	ReconnectMin, ReconnectMax time.Duration
+}
+
+// DefaultConfig returns the defaults: a node on one machine.
+func DefaultConfig() Config {
+	return Config{
+		EtcdEndpoints:   []string{"127.0.0.1:2379"},
+		HTTPAddr:        "127.0.0.1:8080",
+		DataDir:         "./styx-node-data",
+		DBPath:          locdb.DefaultPath,
+		LeaseTTL:        5 * time.Second,
+		DedupWindow:     10 * time.Minute,
+		DedupMax:        1_000_000,
+		MaxPending:      1_000_000,
+		BatchSize:       1024,
+		BatchInterval:   20 * time.Millisecond,
+		MaxAddresses:    1000,
+		MaxBody:         1 << 20,
+		ShutdownTimeout: 5 * time.Second,
+	}
+}
+
+// Validate reports a configuration error. An empty ID is valid (New
+// derives it).
+func (c Config) Validate() error {
+	var errs []error
+	check := func(bad bool, format string, args ...any) {
+		if bad {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	check(len(c.EtcdEndpoints) == 0, "no etcd endpoints")
+	for _, e := range c.EtcdEndpoints {
+		check(strings.TrimSpace(e) == "", "empty etcd endpoint")
+	}
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		errs = append(errs, fmt.Errorf("http address %q: %w", c.HTTPAddr, err))
+	}
+	if c.ID != "" {
+		if err := keyspace.ValidID(c.ID); err != nil {
+			errs = append(errs, fmt.Errorf("node id: %w", err))
+		}
+	}
+	check(c.DataDir == "", "empty data dir")
+	check(c.DBPath == "" && c.Locator == nil, "no location database path")
+	check(c.LeaseTTL < time.Second, "lease ttl %s below 1s", c.LeaseTTL)
+	check(c.DedupWindow < 0, "negative dedup window %s", c.DedupWindow)
+	check(c.DedupWindow > 0 && c.DedupMax < 2, "dedup max %d below 2", c.DedupMax)
+	check(c.MaxPending < 1, "max pending %d below 1", c.MaxPending)
+	check(c.BatchSize < 1, "batch size %d below 1", c.BatchSize)
+	check(c.BatchInterval <= 0, "batch interval %s not positive", c.BatchInterval)
+	check(c.MaxAddresses < 1, "max addresses %d below 1", c.MaxAddresses)
+	check(c.MaxBody < 1, "max body %d below 1", c.MaxBody)
+	check(c.ShutdownTimeout <= 0, "shutdown timeout %s not positive", c.ShutdownTimeout)
+	check(c.ReconnectMin < 0 || (c.ReconnectMax != 0 && c.ReconnectMax < c.ReconnectMin),
+		"reconnect bounds %s..%s", c.ReconnectMin, c.ReconnectMax)
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("clusternode: config: %w", err)
+	}
+	return nil
+}
+
+// DefaultID returns "<host>-<port>" for an HTTP listen address, with
+// characters a key element cannot hold replaced by '-'.
+func DefaultID(httpAddr string) string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "node"
+	}
+	_, port, _ := net.SplitHostPort(httpAddr)
+	id := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.' {
+			return r
+		}
+		return '-'
+	}, host+"-"+port)
+	return id
+}
+
+// Stats are the node's sighting and outcome counters since start.
+type Stats struct {
+	Submitted    uint64 // sightings created
+	NotSubmitted uint64 // addresses not submitted: pending table full
+	Deduplicated uint64 // addresses not submitted: seen within the dedup window
+	Pending      int    // sightings without outcome
+	Resent       uint64 // sightings sent again after a reconnect or leader change
+
+	Verdicts, Expired, Shed, Rejected uint64 // outcomes by kind
+	// DuplicateOutcomes counts outcomes for sightings already resolved.
+	DuplicateOutcomes uint64
+
+	Connected  bool   // a Submit stream to the leader is up
+	FeedEvents uint64 // verdict feed events applied
+	FeedGaps   uint64 // feed restarts from "now" (revision too old)
+}
+
+// Node is a cluster node.
+type Node struct {
+	cfg Config
+	log zerolog.Logger
+
+	store   *store.Store
+	db      *locdb.DB // nil when Config.Locator was given
+	up      *uplink.Uplink
+	handler http.Handler
+	reg     *prometheus.Registry
+
+	ready    chan struct{}
+	httpAddr atomic.Pointer[string]
+	started  atomic.Bool
+
+	cliMu sync.Mutex
+	cli   *clientv3.Client // set by Run before the uplink starts
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New opens the node's local state (store, location database) and builds
+// its parts; Run brings it onto the network. Call Run once, or Close when
+// Run is never called.
+func New(cfg Config, log zerolog.Logger) (*Node, error) {
+	if cfg.ID == "" {
+		cfg.ID = DefaultID(cfg.HTTPAddr)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:   cfg,
+		log:   log.With().Str(logging.NodeID, cfg.ID).Logger(),
+		reg:   prometheus.NewRegistry(),
+		ready: make(chan struct{}),
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = n.Close()
+		}
+	}()
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("clusternode: data dir: %w", err)
+	}
+	var err error
+	if n.store, err = store.Open(store.Config{Path: filepath.Join(cfg.DataDir, StoreFile)}, n.log); err != nil {
+		return nil, err
+	}
+	loc := cfg.Locator
+	if loc == nil {
+		if n.db, err = locdb.Open(locdb.Config{Path: cfg.DBPath, KeyPath: cfg.DBKeyPath, SkipVerify: cfg.SkipVerify}); err != nil {
+			return nil, fmt.Errorf("clusternode: location database: %w", err)
+		}
+		loc = n.db
+	}
+	engine := cfg.Engine
+	if engine == nil {
+		engine = raven.NewRule(loc)
+	}
+
+	n.up, err = uplink.New(uplink.Config{
+		NodeID:        cfg.ID,
+		Leaders:       n.leaders,
+		Store:         n.store,
+		DedupWindow:   cfg.DedupWindow,
+		DedupMax:      cfg.DedupMax,
+		MaxPending:    cfg.MaxPending,
+		BatchSize:     cfg.BatchSize,
+		BatchInterval: cfg.BatchInterval,
+		BackoffMin:    cfg.ReconnectMin,
+		BackoffMax:    cfg.ReconnectMax,
+		OnOutcome:     cfg.OnOutcome,
+	}, n.log)
+	if err != nil {
+		return nil, fmt.Errorf("clusternode: %w", err)
+	}
+	if err := n.up.Register(n.reg); err != nil {
+		return nil, fmt.Errorf("clusternode: uplink metrics: %w", err)
+	}
+	for _, c := range []prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "styx_node", Name: "last_seen_dropped_total",
+			Help: "Last-seen updates dropped because the unflushed table was full.",
+		}, func() float64 { return float64(n.store.TouchesDropped()) }),
+	} {
+		if err := n.reg.Register(c); err != nil {
+			return nil, fmt.Errorf("clusternode: metrics: %w", err)
+		}
+	}
+
+	n.handler, err = api.New(api.Config{
+		NodeID:       cfg.ID,
+		Store:        n.store,
+		Locator:      loc,
+		Engine:       engine,
+		Sighted:      func(a netip.Addr, t time.Time) { n.up.Offer(a, t) },
+		MaxAddresses: cfg.MaxAddresses,
+		MaxBody:      cfg.MaxBody,
+		Registerer:   n.reg,
+		Gatherer:     n.reg,
+		Health: func() map[string]any {
+			s := n.up.Stats()
+			return map[string]any{"uplink_connected": s.Connected, "pending": s.Pending}
+		},
+	}, n.log)
+	if err != nil {
+		return nil, fmt.Errorf("clusternode: %w", err)
+	}
+	ok = true
+	return n, nil
+}
+
+// leaders observes the leader through the etcd client Run created.
+func (n *Node) leaders(ctx context.Context) <-chan keyspace.LeaderInfo {
+	n.cliMu.Lock()
+	cli := n.cli
+	n.cliMu.Unlock()
+	return leader.Observe(ctx, cli)
+}
+
+// ID is the node's id.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// Ready is closed once the query API listens.
+func (n *Node) Ready() <-chan struct{} { return n.ready }
+
+// HTTPAddr is the address the query API listens on, "" before Ready.
+func (n *Node) HTTPAddr() string {
+	if p := n.httpAddr.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// Handler is the query API's HTTP handler (also usable without Run).
+func (n *Node) Handler() http.Handler { return n.handler }
+
+// Submit offers addresses as if they had been queried: each one not seen
+// within the dedup window becomes a sighting. It returns how many did.
+func (n *Node) Submit(addrs ...netip.Addr) int {
+	now := time.Now()
+	c := 0
+	for _, a := range addrs {
+		if n.up.Offer(a, now) {
+			c++
+		}
+	}
+	return c
+}
+
+// Stats returns the sighting and outcome counters.
+func (n *Node) Stats() Stats {
+	s := n.up.Stats()
+	return Stats{
+		Submitted: s.Submitted, NotSubmitted: s.NotSubmitted, Deduplicated: s.Deduplicated,
+		Pending: s.Pending, Resent: s.Resent,
+		Verdicts: s.Verdicts, Expired: s.Expired, Shed: s.Shed, Rejected: s.Rejected,
+		DuplicateOutcomes: s.DuplicateOutcomes,
+		Connected:         s.Connected, FeedEvents: s.FeedEvents, FeedGaps: s.FeedGaps,
+	}
+}
+
+// Run serves until ctx ends, then shuts down in order: stop accepting HTTP
+// (bounded by ShutdownTimeout), flush and stop the uplink, revoke the
+// registration lease, close the store. It returns nil after a clean stop.
+func (n *Node) Run(ctx context.Context) (err error) {
+	if !n.started.CompareAndSwap(false, true) {
+		return errors.New("clusternode: Run called twice")
+	}
+	defer func() {
+		if cerr := n.Close(); err == nil {
+			err = cerr
+		}
+	}()
+
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   n.cfg.EtcdEndpoints,
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		return fmt.Errorf("clusternode: etcd client: %w", err)
+	}
+	defer cli.Close()
+	n.cliMu.Lock()
+	n.cli = cli
+	n.cliMu.Unlock()
+
+	ln, err := net.Listen("tcp", n.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("clusternode: listen: %w", err)
+	}
+	addr := ln.Addr().String()
+	n.httpAddr.Store(&addr)
+	srv := &http.Server{
+		Handler:           n.handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	registrar, err := registration.New(registration.Config{
+		Client: cli,
+		Key:    keyspace.NodeKey(n.cfg.ID),
+		TTL:    n.cfg.LeaseTTL,
+		Value: func() (string, error) {
+			return keyspace.Encode(keyspace.NodeRegistration{ID: n.cfg.ID, HTTPAddr: addr, Host: hostname(), Build: build()})
+		},
+	}, n.log)
+	if err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("clusternode: %w", err)
+	}
+
+	httpErr := make(chan error, 1)
+	go func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			httpErr <- fmt.Errorf("clusternode: serve http: %w", err)
+		}
+		close(httpErr)
+	}()
+	upCtx, stopUplink := context.WithCancel(context.WithoutCancel(ctx))
+	upDone := start(func() error { return n.up.Run(upCtx) })
+	regCtx, stopRegistrar := context.WithCancel(context.WithoutCancel(ctx))
+	regDone := start(func() error { return registrar.Run(regCtx) })
+	storeCtx, stopStore := context.WithCancel(context.WithoutCancel(ctx))
+	storeDone := start(func() error { return n.store.Run(storeCtx) })
+
+	close(n.ready)
+	n.log.Info().Str("http_addr", addr).Msg("node serving")
+
+	select {
+	case <-ctx.Done():
+	case err = <-httpErr:
+	}
+	n.log.Info().Msg("node shutting down")
+
+	// 1. Stop accepting HTTP; let requests in flight finish.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.ShutdownTimeout)
+	if serr := srv.Shutdown(sctx); serr != nil {
+		n.log.Warn().Err(serr).Msg("http shutdown deadline passed, closing connections")
+		_ = srv.Close()
+	}
+	cancel()
+	if herr := <-httpErr; err == nil {
+		err = herr
+	}
+	// 2. Flush what is queued to the leader and stop the uplink.
+	stopUplink()
+	<-upDone
+	// 3. Leave: revoke the registration lease.
+	stopRegistrar()
+	<-regDone
+	// 4. Close the store (the deferred Close flushes last-seen times).
+	stopStore()
+	<-storeDone
+	n.log.Info().Msg("node stopped")
+	return err
+}
+
+// start runs f in a goroutine; the channel is closed when it returns.
+func start(f func() error) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = f() // these components report through logs and counters
+	}()
+	return done
+}
+
+// Close releases the local state (store, location database). Run calls
+// it; call it only when Run is never called. It is idempotent.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		var errs []error
+		if n.store != nil {
+			errs = append(errs, n.store.Close())
+		}
+		if n.db != nil {
+			errs = append(errs, n.db.Close())
+		}
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return ""
+	}
+	return h
+}
+
+// build names the binary's version: its module version, else its VCS
+// revision, else "dev".
+func build() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "dev"
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" {
+			return s.Value
+		}
+	}
+	return "dev"
+}

@@ -1,0 +1,63 @@
+// Command styx-dev runs an all-in-one STYX cluster on this machine (what
+// `make run` starts): embedded etcd, one scheduler, workers and a cluster
+// node from the built binaries, and a load generator.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/styx-inference/styx/deploy/dev"
+	"github.com/styx-inference/styx/pkg/envflag"
+)
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	cfg := dev.DefaultConfig()
+	if exe, err := os.Executable(); err == nil {
+		cfg.BinDir = filepath.Dir(exe)
+	}
+	fs := flag.NewFlagSet("styx-dev", flag.ContinueOnError)
+	fs.StringVar(&cfg.BinDir, "bin", cfg.BinDir, "directory holding styx-scheduler, styx-worker and styx-node")
+	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory for etcd data, the node's store and the logs (default: a new temporary directory, removed at exit)")
+	fs.StringVar(&cfg.EtcdAddr, "etcd-addr", cfg.EtcdAddr, "embedded etcd client listen address")
+	fs.StringVar(&cfg.SchedGRPC, "scheduler-grpc-addr", cfg.SchedGRPC, "scheduler gRPC listen address")
+	fs.StringVar(&cfg.SchedHTTP, "scheduler-http-addr", cfg.SchedHTTP, "scheduler HTTP listen address (status page)")
+	fs.StringVar(&cfg.NodeHTTP, "node-http-addr", cfg.NodeHTTP, "cluster node query API listen address")
+	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "worker processes to start")
+	fs.StringVar(&cfg.DBPath, "db", cfg.DBPath, "location database file")
+	fs.IntVar(&cfg.Rate, "rate", cfg.Rate, "addresses per second the load generator queries (0 = no load)")
+	fs.DurationVar(&cfg.Interval, "interval", cfg.Interval, "time between summary lines")
+	fs.DurationVar(&cfg.Duration, "duration", 0, "stop after this long (0 = run until Ctrl-C)")
+	fs.Usage = envflag.Usage(fs, "STYX", "styx-dev [flags]\n\nRuns an all-in-one STYX cluster on 127.0.0.1: embedded etcd, one scheduler, workers and one\ncluster node (child processes; their logs go to <data-dir>/logs), and a load generator that\nqueries the node for addresses sampled from the location database. Prints the URLs and, every\n-interval, a summary line. Ctrl-C stops everything.")
+	if err := envflag.Parse(fs, "STYX", os.Args[1:]); err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		return 2
+	}
+	if cfg.DataDir == "" {
+		dir, err := os.MkdirTemp("", "styx-dev-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		cfg.DataDir = dir
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := dev.Run(ctx, cfg, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "styx-dev:", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,139 @@
+package dev
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/styx-inference/styx/pkg/locdb"
+)
+
+// perRequest is how many addresses one POST /v2/ query carries.
+const perRequest = 100
+
+// sampleNetworks picks n networks uniformly from the database (reservoir
+// sampling over one walk of the tree).
+func sampleNetworks(path string, n int, rng *rand.Rand) ([]netip.Prefix, error) {
+	db, err := locdb.Open(locdb.Config{Path: path})
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	out := make([]netip.Prefix, 0, n)
+	seen := 0
+	for nw := range db.Networks() {
+		seen++
+		if len(out) < n {
+			out = append(out, nw.Prefix)
+		} else if j := rng.IntN(seen); j < n {
+			out[j] = nw.Prefix
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s holds no networks", path)
+	}
+	return out, nil
+}
+
+// randomIn returns a uniformly random address inside p.
+func randomIn(p netip.Prefix, rng *rand.Rand) netip.Addr {
+	a := p.Addr()
+	if a.Is4() {
+		b := a.As4()
+		host := 32 - p.Bits()
+		v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+		if host > 0 {
+			v |= rng.Uint32() & (1<<host - 1)
+		}
+		return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+	}
+	b := a.As16()
+	for bit := p.Bits(); bit < 128; bit++ {
+		if rng.IntN(2) == 1 {
+			b[bit/8] |= 0x80 >> (bit % 8)
+		}
+	}
+	return netip.AddrFrom16(b)
+}
+
+// load sends the node query batches at a steady rate: every 100 ms, a
+// tenth of the rate, as POST /v2/ requests of perRequest addresses.
+type load struct {
+	base string
+	nets []netip.Prefix // each query asks for a random address inside one of these
+	rate int
+
+	queries atomic.Uint64 // addresses answered
+	errors  atomic.Uint64 // requests that failed
+	proxies atomic.Uint64 // answers that named a proxy
+}
+
+func (l *load) run(ctx context.Context) {
+	if l.rate == 0 {
+		return
+	}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
+	client := &http.Client{Timeout: 10 * time.Second}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	var owed float64
+	var list strings.Builder
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		owed += float64(l.rate) / 10
+		for owed >= 1 && ctx.Err() == nil {
+			n := min(perRequest, int(owed))
+			owed -= float64(n)
+			list.Reset()
+			for i := range n {
+				if i > 0 {
+					list.WriteByte(',')
+				}
+				list.WriteString(randomIn(l.nets[rng.IntN(len(l.nets))], rng).String())
+			}
+			l.query(ctx, client, list.String(), n)
+		}
+		if owed > float64(l.rate) {
+			owed = float64(l.rate) // the node is slower than the rate: do not build a backlog
+		}
+	}
+}
+
+var proxyYes = []byte(`"proxy":"yes"`)
+
+func (l *load) query(ctx context.Context, client *http.Client, ips string, n int) {
+	body := url.Values{"ips": {ips}}.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.base+"/v2/?vpn=1&asn=1", strings.NewReader(body))
+	if err != nil {
+		l.errors.Add(1)
+		return
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := client.Do(req)
+	if err != nil {
+		if ctx.Err() == nil {
+			l.errors.Add(1)
+		}
+		return
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		l.errors.Add(1)
+		return
+	}
+	l.queries.Add(uint64(n))
+	l.proxies.Add(uint64(bytes.Count(bytes.ReplaceAll(b, []byte(" "), nil), proxyYes)))
+}

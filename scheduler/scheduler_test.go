@@ -1,0 +1,654 @@
+package scheduler_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/styx-inference/styx/pkg/embedetcd"
+	"github.com/styx-inference/styx/pkg/keyspace"
+	"github.com/styx-inference/styx/pkg/leader"
+	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
+	"github.com/styx-inference/styx/scheduler"
+	"github.com/styx-inference/styx/scheduler/internal/pool"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+		goleak.IgnoreAnyFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
+		goleak.IgnoreTopFunction("go.etcd.io/etcd/client/pkg/v3/logutil.(*MergeLogger).outputLoop"),
+	)
+}
+
+// ---- fixture: etcd + schedulers ----
+
+func startEtcd(t *testing.T) (*embedetcd.Server, *clientv3.Client) {
+	t.Helper()
+	srv, err := embedetcd.Start(embedetcd.Config{Dir: t.TempDir(), ClientAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := srv.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close(); srv.Close() })
+	return srv, cli
+}
+
+type runningScheduler struct {
+	*scheduler.Scheduler
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+}
+
+// stop cancels the scheduler and waits for Run to return; safe to call twice.
+func (r *runningScheduler) stop() { r.once.Do(func() { r.cancel(); <-r.done }) }
+
+func startScheduler(t *testing.T, etcdEndpoint, id string, mod func(*scheduler.Config)) *runningScheduler {
+	t.Helper()
+	cfg := scheduler.DefaultConfig()
+	cfg.ID = id
+	cfg.EtcdEndpoints = []string{etcdEndpoint}
+	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.LeaseTTL = 2 * time.Second
+	cfg.BatchSize = 256
+	cfg.BatchInterval = 5 * time.Millisecond
+	if mod != nil {
+		mod(&cfg)
+	}
+	s, err := scheduler.New(cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &runningScheduler{Scheduler: s, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- s.Run(ctx) }()
+	<-s.Ready()
+	t.Cleanup(r.stop)
+	return r
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// ---- fake worker: real gRPC on loopback, registered on a real lease ----
+
+type fakeWorker struct {
+	styxv1.UnimplementedWorkerServiceServer
+	id       string
+	capacity int
+	delay    time.Duration
+	// poison: a batch containing this address breaks the stream.
+	poison netip.Addr
+
+	srv      *grpc.Server
+	addr     string
+	lease    clientv3.LeaseID
+	cli      *clientv3.Client
+	mu       sync.Mutex
+	maxOut   int
+	out      int
+	addrs    atomic.Int64
+	batches  atomic.Int64
+	frozen   atomic.Bool // holds batches without answering
+	wg       sync.WaitGroup
+	streamMu sync.Mutex
+	streams  []context.CancelFunc
+}
+
+func startFakeWorker(t *testing.T, cli *clientv3.Client, id string, capacity int, delay time.Duration) *fakeWorker {
+	t.Helper()
+	w := &fakeWorker{id: id, capacity: capacity, delay: delay, cli: cli}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.addr = l.Addr().String()
+	w.srv = grpc.NewServer()
+	styxv1.RegisterWorkerServiceServer(w.srv, w)
+	go func() { _ = w.srv.Serve(l) }()
+	g, err := cli.Grant(context.Background(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.lease = g.ID
+	val, _ := keyspace.Encode(keyspace.WorkerRegistration{ID: id, Addr: w.addr, Host: "test", NUMANode: -1, Capacity: capacity, ModelVersion: "fake"})
+	if _, err := cli.Put(context.Background(), keyspace.WorkerKey(id), val, clientv3.WithLease(g.ID)); err != nil {
+		t.Fatal(err)
+	}
+	kctx, kcancel := context.WithCancel(context.Background())
+	ka, err := cli.KeepAlive(kctx, g.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		for range ka {
+		}
+	}()
+	t.Cleanup(func() {
+		kcancel()
+		w.wg.Wait()
+		w.srv.Stop()
+	})
+	return w
+}
+
+// expireLease revokes the worker's lease, as if it stopped renewing.
+func (w *fakeWorker) expireLease(t *testing.T) {
+	if _, err := w.cli.Revoke(context.Background(), w.lease); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (w *fakeWorker) Work(stream styxv1.WorkerService_WorkServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	open := first.GetOpen()
+	if open == nil {
+		return errors.New("want open")
+	}
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	w.streamMu.Lock()
+	w.streams = append(w.streams, cancel)
+	w.streamMu.Unlock()
+	var sendMu sync.Mutex
+	send := func(r *styxv1.WorkReport) error {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		return stream.Send(r)
+	}
+	if err := send(&styxv1.WorkReport{Credit: uint32(w.capacity), Msg: &styxv1.WorkReport_Ready{Ready: &styxv1.Ready{WorkerId: w.id, ModelVersion: "fake"}}}); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		b := m.GetBatch()
+		w.mu.Lock()
+		w.out++
+		w.maxOut = max(w.maxOut, w.out)
+		w.mu.Unlock()
+		for _, a := range b.Addresses {
+			if ip, _ := netip.AddrFromSlice(a); w.poison.IsValid() && ip == w.poison {
+				return errors.New("worker crashed on poison")
+			}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case <-time.After(w.delay):
+			case <-ctx.Done():
+				return
+			}
+			for w.frozen.Load() {
+				select {
+				case <-time.After(5 * time.Millisecond):
+				case <-ctx.Done():
+					return
+				}
+			}
+			res := &styxv1.Result{BatchId: b.BatchId, Term: b.Term, Attempt: b.Attempt}
+			for _, a := range b.Addresses {
+				res.Verdicts = append(res.Verdicts, &styxv1.Verdict{Address: a, ModelVersion: "fake", Risk: uint32(a[len(a)-1]) % 101})
+			}
+			w.mu.Lock()
+			w.out--
+			w.mu.Unlock()
+			w.addrs.Add(int64(len(b.Addresses)))
+			w.batches.Add(1)
+			_ = send(&styxv1.WorkReport{Credit: 1, Msg: &styxv1.WorkReport_Result{Result: res}})
+		}()
+	}
+}
+
+// ---- fake node: a raw Submit stream with the node's re-send rule ----
+
+type fakeNode struct {
+	id  string
+	cli *clientv3.Client
+
+	mu       sync.Mutex
+	pending  map[uint64]netip.Addr
+	outcomes map[uint64][]styxv1.OutcomeKind
+	dups     int
+	verdicts map[netip.Addr]int
+	nextID   uint64
+	kick     chan struct{}
+}
+
+func newFakeNode(id string, cli *clientv3.Client) *fakeNode {
+	return &fakeNode{id: id, cli: cli, pending: map[uint64]netip.Addr{}, outcomes: map[uint64][]styxv1.OutcomeKind{}, verdicts: map[netip.Addr]int{}, kick: make(chan struct{}, 1)}
+}
+
+func (n *fakeNode) add(addrs ...netip.Addr) {
+	n.mu.Lock()
+	for _, a := range addrs {
+		n.nextID++
+		n.pending[n.nextID] = a
+	}
+	n.mu.Unlock()
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (n *fakeNode) resolved() (total, pending int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.outcomes), len(n.pending)
+}
+
+// run keeps a session with the current leader; on every (re)connect it
+// sends all pending sightings.
+func (n *fakeNode) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		li, _, err := leader.Current(ctx, n.cli)
+		if err != nil {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		_ = n.session(ctx, li.GRPCAddr)
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (n *fakeNode) session(ctx context.Context, addr string) error {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := styxv1.NewSchedulerServiceClient(conn).Submit(sctx)
+	if err != nil {
+		return err
+	}
+	if err := st.Send(&styxv1.SubmitRequest{Msg: &styxv1.SubmitRequest_Hello{Hello: &styxv1.Hello{NodeId: n.id}}}); err != nil {
+		return err
+	}
+	wm, err := st.Recv()
+	if err != nil {
+		return err
+	}
+	maxBatch := int(wm.GetWelcome().GetMaxBatch())
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			m, err := st.Recv()
+			if err != nil {
+				errc <- err
+				return
+			}
+			if ob := m.GetOutcomes(); ob != nil {
+				n.mu.Lock()
+				for _, o := range ob.Outcomes {
+					a, ok := n.pending[o.SightingId]
+					if !ok {
+						n.dups++
+						continue
+					}
+					delete(n.pending, o.SightingId)
+					n.outcomes[o.SightingId] = append(n.outcomes[o.SightingId], o.Kind)
+					if o.Kind == styxv1.OutcomeKind_OUTCOME_KIND_VERDICT {
+						n.verdicts[a]++
+					}
+				}
+				n.mu.Unlock()
+			}
+		}
+	}()
+	sent := map[uint64]bool{}
+	var seq uint64
+	for {
+		n.mu.Lock()
+		var batch []*styxv1.Sighting
+		for id, a := range n.pending {
+			if sent[id] {
+				continue
+			}
+			sent[id] = true
+			b := a.As16()
+			if a.Is4() {
+				b4 := a.As4()
+				batch = append(batch, &styxv1.Sighting{Id: id, Address: b4[:], SeenUnixNano: time.Now().UnixNano()})
+			} else {
+				batch = append(batch, &styxv1.Sighting{Id: id, Address: b[:], SeenUnixNano: time.Now().UnixNano()})
+			}
+			if len(batch) == maxBatch {
+				break
+			}
+		}
+		n.mu.Unlock()
+		if len(batch) > 0 {
+			seq++
+			if err := st.Send(&styxv1.SubmitRequest{Msg: &styxv1.SubmitRequest_Sightings{Sightings: &styxv1.SightingBatch{Seq: seq, Sightings: batch}}}); err != nil {
+				return err
+			}
+			continue
+		}
+		select {
+		case err := <-errc:
+			return err
+		case <-n.kick:
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func runNodes(t *testing.T, nodes ...*fakeNode) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Add(1)
+		go func() { defer wg.Done(); n.run(ctx) }()
+	}
+	t.Cleanup(func() { cancel(); wg.Wait() })
+}
+
+func ipv4(i int) netip.Addr {
+	return netip.AddrFrom4([4]byte{100, byte(i >> 16), byte(i >> 8), byte(i)})
+}
+
+func checkExactlyOnce(t *testing.T, n *fakeNode, want int) {
+	t.Helper()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(n.outcomes) != want || len(n.pending) != 0 {
+		t.Fatalf("node %s: %d outcomes, %d pending, want %d and 0", n.id, len(n.outcomes), len(n.pending), want)
+	}
+	for id, ks := range n.outcomes {
+		if len(ks) != 1 {
+			t.Fatalf("node %s: sighting %d got %d outcomes", n.id, id, len(ks))
+		}
+	}
+}
+
+// ---- tests ----
+
+func TestEverySightingOneOutcomeDedupAcrossNodes(t *testing.T) {
+	srv, cli := startEtcd(t)
+	s := startScheduler(t, srv.Endpoint(), "s1", nil)
+	waitFor(t, 10*time.Second, "leadership", s.IsLeader)
+	ws := []*fakeWorker{
+		startFakeWorker(t, cli, "w1", 2, time.Millisecond),
+		startFakeWorker(t, cli, "w2", 2, time.Millisecond),
+		startFakeWorker(t, cli, "w3", 4, time.Millisecond),
+	}
+	const total = 100_000
+	n1, n2 := newFakeNode("node-1", cli), newFakeNode("node-2", cli)
+	// Both nodes see the same 50,000 addresses: each is inferred once.
+	var a1, a2 []netip.Addr
+	for i := 0; i < total/2; i++ {
+		a1 = append(a1, ipv4(i))
+		a2 = append(a2, ipv4(i))
+	}
+	n1.add(a1...)
+	n2.add(a2...)
+	runNodes(t, n1, n2)
+	waitFor(t, 60*time.Second, "every outcome", func() bool {
+		r1, _ := n1.resolved()
+		r2, _ := n2.resolved()
+		return r1+r2 == total
+	})
+	checkExactlyOnce(t, n1, total/2)
+	checkExactlyOnce(t, n2, total/2)
+	var inferred int64
+	for _, w := range ws {
+		inferred += w.addrs.Load()
+		w.mu.Lock()
+		if w.maxOut > w.capacity {
+			t.Errorf("worker %s held %d batches with %d credits", w.id, w.maxOut, w.capacity)
+		}
+		w.mu.Unlock()
+	}
+	if inferred != total/2 {
+		t.Fatalf("inferred %d addresses, want %d (each distinct address once)", inferred, total/2)
+	}
+}
+
+func TestWorkerLeaseExpiryRequeues(t *testing.T) {
+	srv, cli := startEtcd(t)
+	s := startScheduler(t, srv.Endpoint(), "s1", nil)
+	waitFor(t, 10*time.Second, "leadership", s.IsLeader)
+	bad := startFakeWorker(t, cli, "frozen", 4, 0)
+	bad.frozen.Store(true)
+	n := newFakeNode("node-1", cli)
+	for i := 0; i < 2000; i++ {
+		n.add(ipv4(i))
+	}
+	runNodes(t, n)
+	waitFor(t, 10*time.Second, "batches held by the frozen worker", func() bool {
+		bad.mu.Lock()
+		defer bad.mu.Unlock()
+		return bad.out > 0
+	})
+	good := startFakeWorker(t, cli, "good", 4, 0)
+	bad.expireLease(t)
+	waitFor(t, 20*time.Second, "every outcome", func() bool { r, _ := n.resolved(); return r == 2000 })
+	checkExactlyOnce(t, n, 2000)
+	// The frozen worker wakes up: its stale results must not count.
+	bad.frozen.Store(false)
+	time.Sleep(200 * time.Millisecond)
+	n.mu.Lock()
+	dups := n.dups
+	n.mu.Unlock()
+	if dups != 0 {
+		t.Fatalf("%d duplicate outcomes after the stale worker woke up", dups)
+	}
+	if good.addrs.Load() == 0 {
+		t.Fatal("the good worker got nothing")
+	}
+}
+
+func TestPoisonAddressIsolated(t *testing.T) {
+	srv, cli := startEtcd(t)
+	s := startScheduler(t, srv.Endpoint(), "s1", func(c *scheduler.Config) { c.BatchSize = 64; c.MaxFailures = 2 })
+	waitFor(t, 10*time.Second, "leadership", s.IsLeader)
+	poison := ipv4(77)
+	for i := 0; i < 3; i++ {
+		w := startFakeWorker(t, cli, fmt.Sprintf("w%d", i), 2, 0)
+		w.poison = poison
+	}
+	n := newFakeNode("node-1", cli)
+	for i := 0; i < 500; i++ {
+		n.add(ipv4(i))
+	}
+	runNodes(t, n)
+	waitFor(t, 60*time.Second, "every outcome", func() bool { r, _ := n.resolved(); return r == 500 })
+	checkExactlyOnce(t, n, 500)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.verdicts[poison] != 1 {
+		t.Fatalf("poison address outcomes: %d", n.verdicts[poison])
+	}
+}
+
+func TestFlowControlProportionalToCapacity(t *testing.T) {
+	srv, cli := startEtcd(t)
+	s := startScheduler(t, srv.Endpoint(), "s1", func(c *scheduler.Config) { c.BatchSize = 16 })
+	waitFor(t, 10*time.Second, "leadership", s.IsLeader)
+	small := startFakeWorker(t, cli, "small", 1, 10*time.Millisecond)
+	big := startFakeWorker(t, cli, "big", 4, 10*time.Millisecond)
+	slow := startFakeWorker(t, cli, "slow", 4, 40*time.Millisecond)
+	n := newFakeNode("node-1", cli)
+	for i := 0; i < 20000; i++ {
+		n.add(ipv4(i))
+	}
+	runNodes(t, n)
+	waitFor(t, 60*time.Second, "every outcome", func() bool { r, _ := n.resolved(); return r == 20000 })
+	r := float64(big.batches.Load()) / float64(small.batches.Load())
+	rs := float64(slow.batches.Load()) / float64(big.batches.Load())
+	t.Logf("batches: small=%d big=%d slow=%d big/small=%.2f slow/big=%.2f", small.batches.Load(), big.batches.Load(), slow.batches.Load(), r, rs)
+	if r < 2.5 || r > 5.5 {
+		t.Errorf("big/small = %.2f, want about 4", r)
+	}
+	if rs > 0.5 {
+		t.Errorf("slow/big = %.2f, want about 0.25", rs)
+	}
+}
+
+func TestOverloadShedsWithNotices(t *testing.T) {
+	srv, cli := startEtcd(t)
+	s := startScheduler(t, srv.Endpoint(), "s1", func(c *scheduler.Config) {
+		c.MaxPending = 2000
+		c.Shed = pool.Policy{Mode: pool.ShedSample, SampleN: 5}
+	})
+	waitFor(t, 10*time.Second, "leadership", s.IsLeader)
+	startFakeWorker(t, cli, "w1", 1, 20*time.Millisecond)
+	n := newFakeNode("node-1", cli)
+	const total = 30000
+	for i := 0; i < total; i++ {
+		n.add(ipv4(i))
+	}
+	runNodes(t, n)
+	waitFor(t, 120*time.Second, "every outcome", func() bool { r, _ := n.resolved(); return r == total })
+	checkExactlyOnce(t, n, total)
+	n.mu.Lock()
+	kinds := map[styxv1.OutcomeKind]int{}
+	for _, ks := range n.outcomes {
+		kinds[ks[0]]++
+	}
+	n.mu.Unlock()
+	t.Logf("outcomes by kind: %v", kinds)
+	if kinds[styxv1.OutcomeKind_OUTCOME_KIND_SHED] == 0 {
+		t.Fatal("no shed notices under overload")
+	}
+	st, err := statusOf(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Pool.Pending > 2000 {
+		t.Fatalf("pending %d above the bound", st.Pool.Pending)
+	}
+}
+
+func statusOf(s *runningScheduler) (*styxv1.StatusResponse, error) {
+	conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return styxv1.NewAdminServiceClient(conn).Status(ctx, &styxv1.StatusRequest{})
+}
+
+func TestFailoverLosesNothing(t *testing.T) {
+	srv, cli := startEtcd(t)
+	s1 := startScheduler(t, srv.Endpoint(), "s1", nil)
+	waitFor(t, 10*time.Second, "s1 leads", s1.IsLeader)
+	s2 := startScheduler(t, srv.Endpoint(), "s2", nil)
+	startFakeWorker(t, cli, "w1", 2, 5*time.Millisecond)
+	startFakeWorker(t, cli, "w2", 2, 5*time.Millisecond)
+	n := newFakeNode("node-1", cli)
+	const total = 20000
+	for i := 0; i < total; i++ {
+		n.add(ipv4(i))
+	}
+	runNodes(t, n)
+	waitFor(t, 30*time.Second, "some outcomes", func() bool { r, _ := n.resolved(); return r > 1000 })
+	s1.stop()
+	waitFor(t, 10*time.Second, "s2 leads", s2.IsLeader)
+	waitFor(t, 60*time.Second, "every outcome", func() bool { r, _ := n.resolved(); return r == total })
+	checkExactlyOnce(t, n, total)
+	// A follower points nodes to the leader.
+	st, err := statusOf(s2)
+	if err != nil || !st.Leader || st.LeaderId != "s2" {
+		t.Fatalf("status after failover: %v %v", st, err)
+	}
+}
+
+func TestBadInputOnSubmit(t *testing.T) {
+	srv, _ := startEtcd(t)
+	s := startScheduler(t, srv.Endpoint(), "s1", func(c *scheduler.Config) { c.MaxSubmitBatch = 10 })
+	waitFor(t, 10*time.Second, "leadership", s.IsLeader)
+	conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := styxv1.NewSchedulerServiceClient(conn)
+
+	// No hello first.
+	st, _ := c.Submit(ctx)
+	_ = st.Send(&styxv1.SubmitRequest{Msg: &styxv1.SubmitRequest_Sightings{Sightings: &styxv1.SightingBatch{}}})
+	if _, err := st.Recv(); err == nil {
+		t.Fatal("sightings before hello accepted")
+	}
+	// Bad node id.
+	st, _ = c.Submit(ctx)
+	_ = st.Send(&styxv1.SubmitRequest{Msg: &styxv1.SubmitRequest_Hello{Hello: &styxv1.Hello{NodeId: "a/b"}}})
+	if _, err := st.Recv(); err == nil {
+		t.Fatal("bad node id accepted")
+	}
+	// Malformed addresses are rejected one by one; an oversized batch ends the stream.
+	st, _ = c.Submit(ctx)
+	_ = st.Send(&styxv1.SubmitRequest{Msg: &styxv1.SubmitRequest_Hello{Hello: &styxv1.Hello{NodeId: "n"}}})
+	if _, err := st.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	_ = st.Send(&styxv1.SubmitRequest{Msg: &styxv1.SubmitRequest_Sightings{Sightings: &styxv1.SightingBatch{Seq: 1, Sightings: []*styxv1.Sighting{
+		{Id: 1, Address: []byte{1, 2, 3}}, {Id: 2, Address: make([]byte, 16)},
+	}}}})
+	rejected := 0
+	for rejected < 2 {
+		m, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range m.GetOutcomes().GetOutcomes() {
+			if o.Kind != styxv1.OutcomeKind_OUTCOME_KIND_REJECTED || o.Reason == "" {
+				t.Fatalf("outcome %v", o)
+			}
+			rejected++
+		}
+	}
+	_ = st.Send(&styxv1.SubmitRequest{Msg: &styxv1.SubmitRequest_Sightings{Sightings: &styxv1.SightingBatch{Seq: 2, Sightings: make([]*styxv1.Sighting, 11)}}})
+	for {
+		if _, err := st.Recv(); err != nil {
+			break
+		}
+	}
+	_ = os.Getpid
+}

@@ -1,0 +1,24 @@
+// Package worker is the styx-worker role: the Raven post-processing server.
+// A Worker serves styx.v1.WorkerService (plus gRPC health and reflection),
+// registers itself under /styx/workers/<id> on an etcd lease, and examines
+// the batches the STYX leader sends it with a raven.Engine, within the
+// credits it granted.
+//
+// Several Workers can run in one process, each with its own listener,
+// registration and metrics registry; only NUMA pinning is process-wide, so
+// in-process clusters leave NUMANode empty:
+//
+//	cfg := worker.DefaultConfig()
+//	cfg.Etcd = cli // or EtcdEndpoints
+//	cfg.EngineName = worker.EngineNop
+//	w, err := worker.New(cfg, log)
+//	if err != nil {
+//		return err
+//	}
+//	go w.Run(ctx)
+//	<-w.Ready()
+//	addr := w.Addr() // 127.0.0.1:<port>
+//
+// Supervise is the --numa-node=all mode: one pinned child process per NUMA
+// node.
+package worker

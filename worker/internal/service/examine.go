@@ -1,0 +1,94 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/styx-inference/styx/pkg/raven"
+	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
+)
+
+// job is an accepted batch being examined.
+type job struct {
+	sess   *session
+	batch  *styxv1.Batch
+	engine raven.Engine
+	model  string
+	// verdicts[i] is written by exactly one chunk; the goroutine finishing
+	// the last chunk reads them all (ordered by the remaining counter).
+	verdicts  []styxv1.Verdict
+	remaining atomic.Int32 // chunks not yet examined
+	busy      atomic.Int64 // nanoseconds
+}
+
+// chunk is the addresses [lo, hi) of a job: the unit of work of the pool.
+type chunk struct {
+	job    *job
+	lo, hi int
+}
+
+// examineLoop is one pool goroutine.
+func (s *Service) examineLoop(ctx context.Context) {
+	for {
+		select {
+		case c := <-s.work:
+			s.examine(c)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (s *Service) examine(c chunk) {
+	j := c.job
+	if j.sess.ctx.Err() != nil {
+		return // the session is over: nobody would read the result
+	}
+	start := time.Now()
+	if c.lo == 0 && s.cfg.BatchDelay > 0 {
+		t := time.NewTimer(s.cfg.BatchDelay)
+		select {
+		case <-t.C:
+		case <-j.sess.ctx.Done():
+			t.Stop()
+			return
+		}
+	}
+	inferred := time.Now().UnixNano()
+	for i := c.lo; i < c.hi; i++ {
+		raw := j.batch.Addresses[i]
+		v := &j.verdicts[i]
+		v.Address = raw
+		v.ModelVersion = j.model
+		v.InferredUnixNano = inferred
+		addr, _ := netip.AddrFromSlice(raw) // length checked on admission
+		rv, err := examineOne(j.engine, addr.Unmap())
+		if err != nil {
+			v.Error = err.Error()
+			continue
+		}
+		v.Proxy = rv.Proxy
+		v.Type = rv.Type
+		v.Risk = rv.Risk
+		v.Port = rv.Port
+		v.Evidence = rv.Evidence
+	}
+	j.busy.Add(int64(time.Since(start)))
+	if j.remaining.Add(-1) == 0 {
+		s.finish(j)
+	}
+}
+
+// examineOne runs the engine on one address; a panic becomes that
+// address's error verdict instead of taking the worker down.
+func examineOne(e raven.Engine, addr netip.Addr) (v raven.Verdict, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("engine panic on %s: %v", addr, r)
+		}
+	}()
+	return e.Examine(addr), nil
+}

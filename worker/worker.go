@@ -1,0 +1,500 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"github.com/styx-inference/styx/pkg/keyspace"
+	"github.com/styx-inference/styx/pkg/locdb"
+	"github.com/styx-inference/styx/pkg/logging"
+	"github.com/styx-inference/styx/pkg/raven"
+	"github.com/styx-inference/styx/pkg/registration"
+	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
+	"github.com/styx-inference/styx/worker/internal/numa"
+	"github.com/styx-inference/styx/worker/internal/service"
+)
+
+// Timeouts of the shutdown steps that have no flag.
+const (
+	// refreshTimeout bounds writing Draining=true to etcd.
+	refreshTimeout = 2 * time.Second
+	// gracefulStopTimeout bounds GracefulStop before Stop cuts the rest.
+	gracefulStopTimeout = 5 * time.Second
+	// metricsShutdownTimeout bounds the /metrics server's shutdown.
+	metricsShutdownTimeout = 2 * time.Second
+)
+
+// gRPC keepalive: the server pings an idle scheduler connection every
+// keepaliveTime; clients may ping no more often than keepaliveMinTime.
+const (
+	keepaliveTime    = 15 * time.Second
+	keepaliveTimeout = 5 * time.Second
+	keepaliveMinTime = 5 * time.Second
+)
+
+// Worker is one styx-worker: a WorkerService on gRPC, registered in etcd.
+// Several Workers can run in one process (nothing is global) as long as
+// none of them pins (NUMANode "").
+type Worker struct {
+	cfg   Config
+	base  zerolog.Logger // without a component, for the sub-components
+	log   zerolog.Logger
+	ready chan struct{}
+	drain chan struct{}
+	once  sync.Once // closes drain
+	ran   sync.Once
+
+	mu          sync.Mutex // guards the fields below, set before ready closes
+	addr        string
+	advertise   string
+	id          string
+	metricsAddr string
+}
+
+// New checks cfg and returns a Worker; Run starts it. NUMANode AllNodes is
+// refused here: it is Supervise's job.
+func New(cfg Config, log zerolog.Logger) (*Worker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.NUMANode == AllNodes {
+		return nil, fmt.Errorf("worker config: numa node %q runs one process per node: use Supervise", AllNodes)
+	}
+	if cfg.Host == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("host name: %w", err)
+		}
+		cfg.Host = h
+	}
+	if cfg.Build == "" {
+		cfg.Build = buildVersion()
+	}
+	return &Worker{
+		cfg:   cfg,
+		base:  log,
+		log:   logging.For(log, "worker"),
+		ready: make(chan struct{}),
+		drain: make(chan struct{}),
+	}, nil
+}
+
+// Ready is closed once the gRPC listener is bound and serving; Addr, ID and
+// AdvertiseAddr are valid from then on. It stays open if Run fails before.
+func (w *Worker) Ready() <-chan struct{} { return w.ready }
+
+// Addr is the bound gRPC address ("" before Ready).
+func (w *Worker) Addr() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.addr
+}
+
+// AdvertiseAddr is the address registered for schedulers ("" before Ready).
+func (w *Worker) AdvertiseAddr() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.advertise
+}
+
+// ID is the worker id ("" before Ready).
+func (w *Worker) ID() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.id
+}
+
+// MetricsAddr is the bound /metrics address ("" when off or before Ready).
+func (w *Worker) MetricsAddr() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.metricsAddr
+}
+
+// Drain starts draining without stopping: health turns NOT_SERVING, the
+// registration says draining, no credit is granted and new batches are
+// refused; in-flight batches are still answered. Run keeps serving until
+// its context ends. Drain may be called before or during Run, repeatedly.
+func (w *Worker) Drain() { w.once.Do(func() { close(w.drain) }) }
+
+// Run runs the worker until ctx ends, then drains and stops (see the
+// shutdown order below). A Worker runs once.
+//
+// Start-up order: pin (if asked), open the engine, listen, serve gRPC
+// (WorkerService, health, reflection), register in etcd.
+//
+// Shutdown order, on ctx end:
+//  1. drain: mark the service draining (no credit, new batches refused),
+//     health NOT_SERVING, registration rewritten with Draining=true, so the
+//     scheduler stops sending but still owns the in-flight batches;
+//  2. wait until every in-flight batch is answered, or DrainTimeout;
+//  3. leave membership: stop the registrar, which revokes the lease (the
+//     key disappears at once; whatever is still in flight is requeued by
+//     the scheduler);
+//  4. end the remaining sessions (UNAVAILABLE) and GracefulStop the gRPC
+//     server, falling back to Stop after a deadline;
+//  5. stop the examining pool, the /metrics server;
+//  6. close state: the location database, the etcd client if owned.
+func (w *Worker) Run(ctx context.Context) error {
+	first := false
+	w.ran.Do(func() { first = true })
+	if !first {
+		return errors.New("worker: Run called twice")
+	}
+	cfg := w.cfg
+
+	// Pin first, so that everything allocated from here on is local.
+	numaNode, cpus, err := w.pin()
+	if err != nil {
+		return err
+	}
+
+	engine, closeEngine, err := w.openEngine()
+	if err != nil {
+		return err
+	}
+	defer closeEngine()
+
+	capacity := cfg.Capacity
+	if capacity == 0 {
+		capacity = 2 * runtime.GOMAXPROCS(0)
+	}
+
+	var lc net.ListenConfig
+	lis, err := lc.Listen(ctx, "tcp", cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
+	}
+	// Until the servers own them, the listeners are closed on any error.
+	var metricsLis net.Listener
+	serving := false
+	defer func() {
+		if !serving {
+			lis.Close()
+			if metricsLis != nil {
+				metricsLis.Close()
+			}
+		}
+	}()
+	bound := lis.Addr().String()
+	advertise := cfg.AdvertiseAddr
+	if advertise == "" {
+		advertise = advertiseFor(bound, cfg.Host)
+	}
+	id := cfg.ID
+	if id == "" {
+		id = defaultID(cfg.Host, numaNode, bound)
+	}
+	if err := keyspace.ValidID(id); err != nil {
+		return fmt.Errorf("worker id (set --id): %w", err)
+	}
+	log := w.log.With().Str(logging.WorkerID, id).Logger()
+	subLog := w.base.With().Str(logging.WorkerID, id).Logger() // for components
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	svc, err := service.New(service.Config{
+		WorkerID:   id,
+		Capacity:   capacity,
+		Engine:     engine,
+		MaxBatch:   cfg.MaxBatch,
+		BatchDelay: cfg.BatchDelay,
+		Metrics:    service.NewMetrics(reg),
+	}, subLog)
+	if err != nil {
+		return err
+	}
+
+	maxBatch := cfg.MaxBatch
+	if maxBatch == 0 {
+		maxBatch = service.DefaultMaxBatch
+	}
+	srv := grpc.NewServer(
+		// A batch is at most maxBatch addresses of 16 bytes plus framing.
+		grpc.MaxRecvMsgSize(max(4<<20, maxBatch*20+4096)),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
+	)
+	hs := health.NewServer()
+	styxv1.RegisterWorkerServiceServer(srv, svc)
+	healthpb.RegisterHealthServer(srv, hs)
+	reflection.Register(srv)
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(styxv1.WorkerService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+
+	var metricsSrv *http.Server
+	if cfg.MetricsAddr != "" {
+		metricsLis, err = lc.Listen(ctx, "tcp", cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("listen on %s for metrics: %w", cfg.MetricsAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	}
+
+	cli := cfg.Etcd
+	if cli == nil {
+		cli, err = clientv3.New(clientv3.Config{
+			Endpoints:   cfg.EtcdEndpoints,
+			DialTimeout: 5 * time.Second,
+			Logger:      zap.NewNop(),
+		})
+		if err != nil {
+			return fmt.Errorf("etcd client for %v: %w", cfg.EtcdEndpoints, err)
+		}
+		defer cli.Close()
+	}
+
+	value := func() (string, error) {
+		return keyspace.Encode(keyspace.WorkerRegistration{
+			ID:           id,
+			Addr:         advertise,
+			Host:         cfg.Host,
+			NUMANode:     numaNode,
+			CPUs:         cpus,
+			Capacity:     capacity,
+			ModelVersion: svc.ModelVersion(),
+			Build:        cfg.Build,
+			Draining:     svc.Draining(),
+		})
+	}
+	registrar, err := registration.New(registration.Config{
+		Client: cli,
+		Key:    keyspace.WorkerKey(id),
+		TTL:    cfg.LeaseTTL,
+		Value:  value,
+		OnLost: func() {
+			// The scheduler sees the key go and requeues what this worker
+			// held: end the sessions so no result of a lost batch is sent.
+			log.Warn().Msg("registration lost, ending sessions")
+			svc.EndSessions(status.Error(codes.Unavailable, "worker registration lost"))
+		},
+	}, subLog)
+	if err != nil {
+		return err
+	}
+
+	// Every goroutine below is waited for before Run returns.
+	serving = true
+	var wg sync.WaitGroup
+	svcCtx, stopSvc := context.WithCancel(context.Background())
+	defer stopSvc()
+	wg.Go(func() { _ = svc.Run(svcCtx) })
+
+	serveErr := make(chan error, 1)
+	wg.Go(func() { serveErr <- srv.Serve(lis) })
+
+	metricsErr := make(chan error, 1)
+	if metricsSrv != nil {
+		wg.Go(func() { metricsErr <- metricsSrv.Serve(metricsLis) })
+	}
+
+	regCtx, stopReg := context.WithCancel(context.Background())
+	defer stopReg()
+	regDone := make(chan struct{})
+	wg.Go(func() {
+		defer close(regDone)
+		_ = registrar.Run(regCtx)
+	})
+
+	w.mu.Lock()
+	w.addr, w.advertise, w.id = bound, advertise, id
+	if metricsLis != nil {
+		w.metricsAddr = metricsLis.Addr().String()
+	}
+	w.mu.Unlock()
+	close(w.ready)
+	log.Info().Str(logging.Addr, bound).Str("advertise_addr", advertise).Int("numa_node", numaNode).
+		Str("cpus", cpus).Int("capacity", capacity).Int("gomaxprocs", runtime.GOMAXPROCS(0)).
+		Str(logging.Model, svc.ModelVersion()).Msg("worker serving")
+
+	drained := false
+	startDrain := func() {
+		if drained {
+			return
+		}
+		drained = true
+		svc.Drain()
+		hs.Shutdown() // every service NOT_SERVING, for good
+		// Not registered yet: the next registration carries Draining.
+		if registrar.Lease() != 0 {
+			rctx, cancel := context.WithTimeout(context.Background(), refreshTimeout)
+			defer cancel()
+			if err := registrar.Refresh(rctx); err != nil {
+				log.Warn().Err(err).Msg("mark registration draining")
+			}
+		}
+		log.Info().Int("in_flight", svc.InFlight()).Msg("draining")
+	}
+
+	var runErr error
+	drainReq := w.drain
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case <-drainReq:
+			drainReq = nil
+			startDrain()
+		case err := <-serveErr:
+			runErr = fmt.Errorf("serve grpc: %w", err)
+			break wait
+		case err := <-metricsErr:
+			runErr = fmt.Errorf("serve metrics: %w", err)
+			break wait
+		}
+	}
+
+	// 1. Drain.
+	startDrain()
+	// 2. Wait for in-flight batches.
+	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+	if err := svc.WaitIdle(dctx); err != nil {
+		log.Warn().Err(err).Msg("drain timed out, leaving with batches in flight")
+	}
+	cancel()
+	// 3. Leave membership: the registrar revokes the lease as it returns.
+	stopReg()
+	<-regDone
+	// 4. End sessions (and refuse new ones), stop gRPC.
+	svc.Stop(status.Error(codes.Unavailable, "worker stopping"))
+	gracefulStop(srv, gracefulStopTimeout)
+	// 5. Stop the pool and /metrics.
+	stopSvc()
+	if metricsSrv != nil {
+		mctx, cancel := context.WithTimeout(context.Background(), metricsShutdownTimeout)
+		if err := metricsSrv.Shutdown(mctx); err != nil {
+			metricsSrv.Close()
+		}
+		cancel()
+	}
+	wg.Wait()
+	// 6. Close state (deferred: the engine's database, the etcd client).
+	log.Info().Msg("worker stopped")
+	return runErr
+}
+
+// gracefulStop stops srv gracefully, or forcibly after timeout.
+func gracefulStop(srv *grpc.Server, timeout time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		srv.GracefulStop()
+		close(done)
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		srv.Stop()
+		<-done
+	}
+}
+
+// pin pins the process when NUMANode names a node. It returns the node
+// (-1 when not pinned) and the CPUs the worker runs on, as a cpulist.
+func (w *Worker) pin() (int, string, error) {
+	node, _ := w.cfg.numaNode() // validated in New
+	if node < 0 {
+		cpus := ""
+		if set, err := numa.Affinity(0); err == nil {
+			cpus = set.String()
+		}
+		return -1, cpus, nil
+	}
+	topo, err := numa.Read(w.cfg.Sysfs)
+	if err != nil {
+		return 0, "", fmt.Errorf("numa topology: %w", err)
+	}
+	n, ok := topo.Node(node)
+	if !ok {
+		return 0, "", fmt.Errorf("numa node %d not found under %s", node, w.cfg.Sysfs)
+	}
+	if err := numa.Pin(n.CPUs); err != nil {
+		return 0, "", fmt.Errorf("pin to numa node %d: %w", node, err)
+	}
+	log := w.log.With().Int("numa_node", node).Str("cpus", n.CPUs.String()).Logger()
+	switch err := numa.PreferMemory(node); {
+	case err == nil:
+	case numa.IsUnsupported(err):
+		log.Info().Err(err).Msg("memory policy not available, relying on cpu affinity")
+	default:
+		log.Warn().Err(err).Msg("set preferred memory node")
+	}
+	log.Info().Int("gomaxprocs", runtime.GOMAXPROCS(0)).Msg("pinned")
+	return node, n.CPUs.String(), nil
+}
+
+// openEngine returns the configured engine and a function releasing it.
+func (w *Worker) openEngine() (raven.Engine, func(), error) {
+	nothing := func() {}
+	switch {
+	case w.cfg.Engine != nil:
+		return w.cfg.Engine, nothing, nil
+	case w.cfg.EngineName == EngineNop:
+		return raven.Nop{}, nothing, nil
+	}
+	db, err := locdb.Open(locdb.Config{Path: w.cfg.DBPath, KeyPath: w.cfg.DBKeyPath, SkipVerify: w.cfg.SkipVerify})
+	if err != nil {
+		return nil, nil, fmt.Errorf("open location database: %w", err)
+	}
+	w.log.Info().Str("path", w.cfg.DBPath).Int("networks", db.NetworkCount()).Msg("location database open")
+	return raven.NewRule(db), func() { closeLogged(w.log, "close location database", db) }, nil
+}
+
+func closeLogged(log zerolog.Logger, what string, c io.Closer) {
+	if err := c.Close(); err != nil {
+		log.Warn().Err(err).Msg(what)
+	}
+}
+
+// advertiseFor is the address to register for a bound address: the bound
+// one, with host in place of an unspecified IP (0.0.0.0, ::).
+func advertiseFor(bound, host string) string {
+	h, port, err := net.SplitHostPort(bound)
+	if err != nil {
+		return bound
+	}
+	if ip := net.ParseIP(h); ip != nil && ip.IsUnspecified() && host != "" {
+		return net.JoinHostPort(host, port)
+	}
+	return bound
+}
+
+// defaultID is <host>-numa<N> when pinned to node N, <host>-<port>
+// otherwise (several unpinned workers may share a host).
+func defaultID(host string, numaNode int, bound string) string {
+	if numaNode >= 0 {
+		return host + "-numa" + strconv.Itoa(numaNode)
+	}
+	_, port, err := net.SplitHostPort(bound)
+	if err != nil {
+		port = "0"
+	}
+	return host + "-" + port
+}
