@@ -274,7 +274,7 @@ func (s *Scheduler) campaignLoop(ctx context.Context, cli *clientv3.Client, info
 			sleepCtx(ctx, 500*time.Millisecond)
 			continue
 		}
-		el := concurrency.NewElection(sess, keyspace.LeaderPrefix)
+		el := concurrency.NewElection(sess, strings.TrimSuffix(keyspace.LeaderPrefix, "/")) // keys are /styx/leader/<lease>
 		s.log.Info().Msg("campaigning")
 		if err := el.Campaign(ctx, val); err != nil {
 			sess.Close()

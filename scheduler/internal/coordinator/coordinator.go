@@ -274,7 +274,7 @@ func (c *Coordinator) dispatchOneTxn(t *state.Txn, now time.Time) (bool, error) 
 		if w.State != state.WorkerReady || c.conns[w.ID] == nil {
 			continue
 		}
-		cands = append(cands, dispatch.Candidate{ID: w.ID, Capacity: w.Capacity, Credits: w.Credits, InFlight: w.InFlight})
+		cands = append(cands, dispatch.Candidate{ID: w.ID, Capacity: w.Capacity, Credits: w.Credits, InFlight: w.InFlight, Done: w.BatchesDone})
 		idx = append(idx, w)
 	}
 	i := dispatch.Pick(cands)

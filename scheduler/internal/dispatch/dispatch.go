@@ -7,14 +7,18 @@ package dispatch
 type Candidate struct {
 	ID       string
 	Capacity int // credits it grants in total
-	Credits  int // credits it still has
-	InFlight int
+	Credits  int    // credits it still has
+	InFlight int    // batches it holds
+	Done     uint64 // batches it has finished
 }
 
 // Pick returns the index of the worker that should get the next batch, or
 // -1 when no worker has a credit. It favours the worker with the largest
 // share of its capacity free, so hosts of different sizes fill in
-// proportion; ties go to the lower index (callers pass a stable order).
+// proportion. Among equals it picks the worker that has received the
+// fewest batches for its capacity, so a lightly loaded fleet still shares
+// the work; remaining ties go to the lower index (callers pass a stable
+// order).
 //
 // Credit-based flow control does the rest: a worker that finishes faster
 // grants credits back sooner and so receives more batches.
@@ -29,13 +33,21 @@ func Pick(cs []Candidate) int {
 		if den <= 0 {
 			den = 1
 		}
-		// compare c.Credits/den > bestNum/bestDen without floats
-		if best < 0 || c.Credits*bestDen > bestNum*den {
+		if best < 0 {
+			best, bestNum, bestDen = i, c.Credits, den
+			continue
+		}
+		// compare c.Credits/den with bestNum/bestDen without floats
+		l, r := c.Credits*bestDen, bestNum*den
+		if l > r || (l == r && served(c)*uint64(bestDen) < served(cs[best])*uint64(den)) {
 			best, bestNum, bestDen = i, c.Credits, den
 		}
 	}
 	return best
 }
+
+// served is how many batches c has been given.
+func served(c Candidate) uint64 { return c.Done + uint64(max(c.InFlight, 0)) }
 
 // Retry says what to do with a batch whose worker failed.
 type Retry int

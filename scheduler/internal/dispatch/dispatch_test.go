@@ -13,6 +13,8 @@ func TestPick(t *testing.T) {
 		{"only one has credit", []Candidate{{ID: "a", Capacity: 4}, {ID: "b", Capacity: 2, Credits: 1}}, 1},
 		{"larger free share wins", []Candidate{{ID: "a", Capacity: 16, Credits: 4}, {ID: "b", Capacity: 4, Credits: 2}}, 1},
 		{"tie goes to first", []Candidate{{ID: "a", Capacity: 4, Credits: 2}, {ID: "b", Capacity: 8, Credits: 4}}, 0},
+		{"tie goes to the less served for its size", []Candidate{{ID: "a", Capacity: 4, Credits: 4, Done: 10}, {ID: "b", Capacity: 8, Credits: 8, Done: 12}}, 1},
+		{"tie counts batches in flight", []Candidate{{ID: "a", Capacity: 4, Credits: 2, InFlight: 2, Done: 1}, {ID: "b", Capacity: 4, Credits: 2, InFlight: 2}}, 1},
 		{"zero capacity treated as one", []Candidate{{ID: "a", Credits: 1}, {ID: "b", Capacity: 8, Credits: 4}}, 0},
 	}
 	for _, tt := range tests {
@@ -31,6 +33,15 @@ func TestPickProportional(t *testing.T) {
 	got := make([]int, 2)
 	type job struct{ w, left int }
 	var running []job
+	// An idle fleet alternates between equal workers.
+	idle := []Candidate{{ID: "x", Capacity: 4, Credits: 4}, {ID: "y", Capacity: 4, Credits: 4}}
+	for k := range 4 {
+		i := Pick(idle)
+		if i != k%2 {
+			t.Fatalf("idle pick %d = %d, want %d", k, i, k%2)
+		}
+		idle[i].Done++
+	}
 	for round := 0; round < 10000; round++ {
 		for {
 			i := Pick(cs)
