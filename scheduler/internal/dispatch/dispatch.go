@@ -6,7 +6,7 @@ package dispatch
 // Candidate is what Pick needs to know about a worker.
 type Candidate struct {
 	ID       string
-	Capacity int // credits it grants in total
+	Capacity int    // credits it grants in total
 	Credits  int    // credits it still has
 	InFlight int    // batches it holds
 	Done     uint64 // batches it has finished
