@@ -126,8 +126,9 @@ func dialWorker(addr string) (*grpc.ClientConn, error) {
 
 // Scheduler is one STYX scheduler process.
 type Scheduler struct {
-	cfg Config
-	log zerolog.Logger
+	cfg  Config
+	log  zerolog.Logger // component=scheduler
+	base zerolog.Logger // the caller's logger, for parts that name their own component
 
 	current atomic.Pointer[coordinator.Coordinator]
 	leader  atomic.Pointer[keyspace.LeaderInfo]
@@ -143,7 +144,8 @@ func New(cfg Config, log zerolog.Logger) (*Scheduler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Scheduler{cfg: cfg, log: logging.For(log, "scheduler").With().Str("scheduler_id", cfg.ID).Logger(), ready: make(chan struct{})}
+	base := log.With().Str("scheduler_id", cfg.ID).Logger()
+	s := &Scheduler{cfg: cfg, log: logging.For(base, "scheduler"), base: base, ready: make(chan struct{})}
 	p := cfg.Shed
 	s.policy.Store(&p)
 	return s, nil
@@ -176,9 +178,9 @@ func (s *Scheduler) Leader() (keyspace.LeaderInfo, bool) {
 // IsLeader reports whether this scheduler leads now.
 func (s *Scheduler) IsLeader() bool { return s.current.Load() != nil }
 
-// Run serves until ctx ends. Shutdown order: report NOT_SERVING, resign
+// Run serves until ctx ends. Shutdown order: stop the coordinator (node
+// streams end; nodes re-send to the new leader), report NOT_SERVING, resign
 // leadership (a standby takes over at once instead of after the TTL), stop
-// the coordinator (node streams end; nodes re-send to the new leader), stop
 // gRPC gracefully with a deadline, stop HTTP, close etcd.
 func (s *Scheduler) Run(ctx context.Context) error {
 	cli := s.cfg.Etcd
@@ -302,7 +304,7 @@ func (s *Scheduler) lead(ctx context.Context, cli *clientv3.Client, sess *concur
 	log := s.log.With().Int64(logging.Term, term).Logger()
 	cc := s.cfg.coordinatorConfig(term)
 	cc.Pool.Policy = *s.policy.Load()
-	co, err := coordinator.New(cc, s.log)
+	co, err := coordinator.New(cc, s.base)
 	if err != nil {
 		log.Error().Err(err).Msg("start coordinator")
 		return

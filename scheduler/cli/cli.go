@@ -56,7 +56,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	id := fs.String("id", scheduler.DefaultID(), "scheduler id (unique in the cluster)")
 	etcd := fs.String("etcd-endpoints", strings.Join(d.EtcdEndpoints, ","), "etcd endpoints, comma-separated")
-	fs.StringVar(&d.GRPCAddr, "grpc-addr", d.GRPCAddr, "gRPC listen address (cluster nodes, workers' results, admin)")
+	fs.StringVar(&d.GRPCAddr, "grpc-addr", d.GRPCAddr, "gRPC listen address (cluster nodes' Submit and Feed streams, admin; the leader dials the workers)")
 	fs.StringVar(&d.HTTPAddr, "http-addr", d.HTTPAddr, "HTTP listen address (status page, /api/status, /metrics)")
 	fs.StringVar(&d.AdvertiseAddr, "advertise-addr", "", "gRPC address others dial (default: the bound gRPC address)")
 	fs.DurationVar(&d.LeaseTTL, "lease-ttl", d.LeaseTTL, "election lease TTL: a dead leader is replaced within about this long")
@@ -73,6 +73,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 		if err == flag.ErrHelp {
 			return 0
 		}
+		fmt.Fprintln(stderr, "styx-scheduler:", err)
 		return 2
 	}
 	d.ID = *id
@@ -122,6 +123,7 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if err == flag.ErrHelp {
 			return 0
 		}
+		fmt.Fprintln(stderr, "styx-scheduler:", err)
 		return 2
 	}
 	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))

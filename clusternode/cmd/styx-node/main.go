@@ -74,7 +74,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.MaxAddresses, "max-addresses", cfg.MaxAddresses, "addresses per POST query at most")
 	fs.Int64Var(&cfg.MaxBody, "max-body", cfg.MaxBody, "bytes per POST body at most")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	fs.Usage = envflag.Usage(fs, "STYX", "usage: styx-node [serve] [flags]\n\nAnswers proxy queries over HTTP (GET /v2/{ip}, POST /v2/) and streams newly seen addresses to STYX.")
+	fs.Usage = envflag.Usage(fs, "STYX", "usage: styx-node [serve] [flags]\n       styx-node lookup [--json] [--db PATH] ADDR...   (see styx-node lookup -h)\n\nAnswers proxy queries over HTTP (GET /v2/{ip}, POST /v2/) and streams newly seen addresses to STYX.")
 	if err := envflag.Parse(fs, "STYX", args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0

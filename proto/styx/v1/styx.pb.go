@@ -1570,7 +1570,8 @@ type PoolStatus struct {
 	Expired         uint64                 `protobuf:"varint,8,opt,name=expired,proto3" json:"expired,omitempty"`
 	Reassigned      uint64                 `protobuf:"varint,9,opt,name=reassigned,proto3" json:"reassigned,omitempty"`
 	Verdicts        uint64                 `protobuf:"varint,10,opt,name=verdicts,proto3" json:"verdicts,omitempty"`
-	// coverage is examined / (received - deduplicated), 0..1.
+	// coverage is examined / (examined + shed + expired), 0..1: the share of
+	// the addresses that needed an examination and got one.
 	Coverage      float64 `protobuf:"fixed64,11,opt,name=coverage,proto3" json:"coverage,omitempty"`
 	ShedPolicy    string  `protobuf:"bytes,12,opt,name=shed_policy,json=shedPolicy,proto3" json:"shed_policy,omitempty"`
 	unknownFields protoimpl.UnknownFields

@@ -42,7 +42,7 @@ type SchedulerServiceClient interface {
 	// must be a Hello. Sightings go up in batches; acknowledgements and
 	// outcomes come down. Every accepted sighting ends in exactly one Outcome.
 	// A follower answers FAILED_PRECONDITION with the leader's address in the
-	// status message.
+	// status message, or UNAVAILABLE while no leader is known.
 	Submit(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SubmitRequest, SubmitResponse], error)
 	// Feed streams every verdict the leader produces, starting after
 	// from_revision. OUT_OF_RANGE means the gap is too old (or from another
@@ -98,7 +98,7 @@ type SchedulerServiceServer interface {
 	// must be a Hello. Sightings go up in batches; acknowledgements and
 	// outcomes come down. Every accepted sighting ends in exactly one Outcome.
 	// A follower answers FAILED_PRECONDITION with the leader's address in the
-	// status message.
+	// status message, or UNAVAILABLE while no leader is known.
 	Submit(grpc.BidiStreamingServer[SubmitRequest, SubmitResponse]) error
 	// Feed streams every verdict the leader produces, starting after
 	// from_revision. OUT_OF_RANGE means the gap is too old (or from another

@@ -84,6 +84,9 @@ func (s *Server) Submit(stream styxv1.SchedulerService_SubmitServer) error {
 	// Acks are sent by the writer too, so that one goroutine owns Send.
 	acks := make(chan *styxv1.SubmitResponse, 64)
 	recvErr := make(chan error, 1)
+	// The reader cannot be joined before returning: it may sit in Recv. It
+	// ends right after this handler, when gRPC cancels stream.Context(),
+	// which unblocks both Recv and its send on acks.
 	go func() {
 		recvErr <- s.recvSightings(stream, co, sub, acks)
 	}()

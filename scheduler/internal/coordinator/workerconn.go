@@ -27,13 +27,20 @@ type Dialer func(addr string) (*grpc.ClientConn, error)
 // registered) and a sender goroutine per stream session.
 type workerConn struct {
 	id     string
-	reg    keyspace.WorkerRegistration
 	cancel context.CancelFunc
 
 	mu       sync.Mutex
+	reg      keyspace.WorkerRegistration // updated when the worker rewrites its key
 	session  uint64
 	out      chan *styxv1.Batch // bounded by the worker's credits
 	sessStop context.CancelFunc
+}
+
+// registration returns the worker's latest registration.
+func (wc *workerConn) registration() keyspace.WorkerRegistration {
+	wc.mu.Lock()
+	defer wc.mu.Unlock()
+	return wc.reg
 }
 
 // enqueue hands a batch to the current session without blocking.
@@ -131,8 +138,10 @@ func (c *Coordinator) workerPut(ctx context.Context, id string, val []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	wc := c.conns[id]
-	if wc != nil && wc.reg.Addr == reg.Addr {
+	if wc != nil && wc.registration().Addr == reg.Addr {
+		wc.mu.Lock()
 		wc.reg = reg
+		wc.mu.Unlock()
 		_ = c.st.Update(func(t *state.Txn) error {
 			w, err := t.Worker(id)
 			if err != nil {
@@ -187,7 +196,7 @@ func (c *Coordinator) workerDeleted(id string) {
 
 func (c *Coordinator) runWorkerConn(ctx context.Context, wc *workerConn) {
 	log := c.log.With().Str(logging.WorkerID, wc.id).Logger()
-	conn, err := c.cfg.Dialer(wc.reg.Addr)
+	conn, err := c.cfg.Dialer(wc.registration().Addr)
 	if err != nil {
 		log.Error().Err(err).Msg("dial worker")
 		return
@@ -236,7 +245,7 @@ func (c *Coordinator) workSession(ctx context.Context, client styxv1.WorkerServi
 	if ready == nil {
 		return errors.New("worker did not answer open with ready")
 	}
-	out := make(chan *styxv1.Batch, wc.reg.Capacity+int(first.Credit)+16)
+	out := make(chan *styxv1.Batch, wc.registration().Capacity+int(first.Credit)+16)
 	wc.mu.Lock()
 	wc.session, wc.out, wc.sessStop = session, out, stop
 	wc.mu.Unlock()
@@ -256,7 +265,7 @@ func (c *Coordinator) workSession(ctx context.Context, client styxv1.WorkerServi
 		nw := *w
 		nw.Session, nw.Credits, nw.InFlight = session, 0, 0
 		nw.State = state.WorkerReady
-		if ready.Draining || wc.reg.Draining {
+		if ready.Draining || wc.registration().Draining {
 			nw.State = state.WorkerDraining
 		}
 		return t.UpsertWorkerTxn(&nw)

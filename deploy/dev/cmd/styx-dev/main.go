@@ -42,6 +42,7 @@ func run() int {
 		if err == flag.ErrHelp {
 			return 0
 		}
+		fmt.Fprintln(os.Stderr, "styx-dev:", err)
 		return 2
 	}
 	if cfg.DataDir == "" {
