@@ -435,7 +435,7 @@ func (c *Coordinator) resultTxn(t *state.Txn, w *state.Worker, res *styxv1.Resul
 		return c.failBatchTxn(t, b, now)
 	}
 	nowN := now.UnixNano()
-	var ds []pool.Delivery
+	ds := make([]pool.Delivery, 0, len(es))
 	feedVs := make([]*styxv1.Verdict, 0, len(es))
 	for i, e := range es {
 		v := res.Verdicts[i]
@@ -445,7 +445,7 @@ func (c *Coordinator) resultTxn(t *state.Txn, w *state.Worker, res *styxv1.Resul
 		if !c.pool.Live(e) {
 			continue
 		}
-		ds = append(ds, c.pool.Complete(nowN, e, v, true)...)
+		ds = c.pool.AppendComplete(ds, nowN, e, v, true)
 		feedVs = append(feedVs, v)
 	}
 	c.feed.Append(feedVs...)

@@ -186,8 +186,10 @@ func (c *Coordinator) deliverLocked(ds []pool.Delivery) {
 		return
 	}
 	byNode := make(map[string][]*styxv1.Outcome, 2)
-	for _, d := range ds {
-		o := &styxv1.Outcome{SightingId: d.Waiter.ID, Reason: d.Reason}
+	slab := make([]styxv1.Outcome, len(ds)) // one allocation for the whole delivery
+	for i, d := range ds {
+		o := &slab[i]
+		o.SightingId, o.Reason = d.Waiter.ID, d.Reason
 		switch d.Kind {
 		case pool.KindVerdict:
 			o.Kind = styxv1.OutcomeKind_OUTCOME_KIND_VERDICT
@@ -198,7 +200,11 @@ func (c *Coordinator) deliverLocked(ds []pool.Delivery) {
 		case pool.KindShed:
 			o.Kind = styxv1.OutcomeKind_OUTCOME_KIND_SHED
 		}
-		byNode[d.Waiter.Node] = append(byNode[d.Waiter.Node], o)
+		l, ok := byNode[d.Waiter.Node]
+		if !ok && len(byNode) == 0 {
+			l = make([]*styxv1.Outcome, 0, len(ds)) // usually every delivery goes to one node
+		}
+		byNode[d.Waiter.Node] = append(l, o)
 	}
 	for node, os := range byNode {
 		s := c.subs[node]

@@ -47,6 +47,7 @@ type Entry struct {
 	Enqueued int64 // when it entered the pool
 	Waiters  []Waiter
 	inFlight bool
+	first    [1]Waiter // Waiters' first backing array: most addresses have one sighting
 }
 
 // Shedding modes.
@@ -241,13 +242,15 @@ func (p *Pool) Offer(now int64, w Waiter, addr netip.Addr, seen int64) (Delivery
 	case ShedOldest:
 		if p.pending >= p.cfg.MaxPending {
 			if old := p.popFront(); old != nil {
-				evicted = p.resolve(old, KindShed, nil, "pool full: oldest shed")
+				evicted = p.resolve(nil, old, KindShed, nil, "pool full: oldest shed")
 				p.stats.Shed += uint64(len(old.Waiters))
 			}
 		}
 	}
 	p.stats.Unique++
-	e := &Entry{Addr: addr, Seen: seen, Enqueued: now, Waiters: []Waiter{w}}
+	e := &Entry{Addr: addr, Seen: seen, Enqueued: now}
+	e.first[0] = w
+	e.Waiters = e.first[:1:1]
 	p.entries[addr] = e
 	p.push(e)
 	return Delivery{}, false, evicted
@@ -343,7 +346,7 @@ func (p *Pool) Take(now int64, max int) ([]*Entry, []Delivery) {
 		}
 		if now-e.Seen > p.cfg.MaxAge {
 			p.stats.Expired += uint64(len(e.Waiters))
-			dead = append(dead, p.resolve(e, KindExpired, nil, "waited longer than max age")...)
+			dead = p.resolve(dead, e, KindExpired, nil, "waited longer than max age")
 			continue
 		}
 		e.inFlight = true
@@ -366,7 +369,7 @@ func (p *Pool) Requeue(now int64, es []*Entry) []Delivery {
 		p.inFl--
 		if now-e.Seen > p.cfg.MaxAge {
 			p.stats.Expired += uint64(len(e.Waiters))
-			dead = append(dead, p.resolve(e, KindExpired, nil, "waited longer than max age")...)
+			dead = p.resolve(dead, e, KindExpired, nil, "waited longer than max age")
 			continue
 		}
 		keep = append(keep, e)
@@ -379,8 +382,14 @@ func (p *Pool) Requeue(now int64, es []*Entry) []Delivery {
 // it, and the verdict answers repeated sightings for the dedup window.
 // examined says whether inference produced it (counted in coverage).
 func (p *Pool) Complete(now int64, e *Entry, verdict any, examined bool) []Delivery {
+	return p.AppendComplete(nil, now, e, verdict, examined)
+}
+
+// AppendComplete is Complete appending the deliveries to dst, so that a
+// whole batch's results share one slice.
+func (p *Pool) AppendComplete(dst []Delivery, now int64, e *Entry, verdict any, examined bool) []Delivery {
 	if p.entries[e.Addr] != e || !e.inFlight {
-		return nil // already resolved (a duplicate result)
+		return dst // already resolved (a duplicate result)
 	}
 	e.inFlight = false
 	p.inFl--
@@ -388,7 +397,7 @@ func (p *Pool) Complete(now int64, e *Entry, verdict any, examined bool) []Deliv
 		p.stats.Examined++
 	}
 	p.remember(now, e.Addr, verdict)
-	return p.resolve(e, KindVerdict, verdict, "")
+	return p.resolve(dst, e, KindVerdict, verdict, "")
 }
 
 // Fail resolves an in-flight entry with an explicit reason (for example a
@@ -398,13 +407,13 @@ func (p *Pool) Fail(now int64, e *Entry, verdict any) []Delivery {
 	return p.Complete(now, e, verdict, false)
 }
 
-func (p *Pool) resolve(e *Entry, k Kind, verdict any, reason string) []Delivery {
+// resolve removes e and appends a delivery per waiter to dst.
+func (p *Pool) resolve(dst []Delivery, e *Entry, k Kind, verdict any, reason string) []Delivery {
 	delete(p.entries, e.Addr)
-	ds := make([]Delivery, len(e.Waiters))
-	for i, w := range e.Waiters {
-		ds[i] = Delivery{Waiter: w, Addr: e.Addr, Kind: k, Verdict: verdict, Reason: reason}
+	for _, w := range e.Waiters {
+		dst = append(dst, Delivery{Waiter: w, Addr: e.Addr, Kind: k, Verdict: verdict, Reason: reason})
 	}
-	return ds
+	return dst
 }
 
 func (p *Pool) remember(now int64, addr netip.Addr, verdict any) {
@@ -445,7 +454,7 @@ func (p *Pool) Sweep(now int64) []Delivery {
 		}
 		p.popFront()
 		p.stats.Expired += uint64(len(e.Waiters))
-		dead = append(dead, p.resolve(e, KindExpired, nil, "waited longer than max age")...)
+		dead = p.resolve(dead, e, KindExpired, nil, "waited longer than max age")
 	}
 	for p.recentHead < len(p.recentOrder) {
 		a := p.recentOrder[p.recentHead]
@@ -475,7 +484,7 @@ func (p *Pool) ExpireInFlight(now int64, e *Entry) ([]Delivery, bool) {
 	e.inFlight = false
 	p.inFl--
 	p.stats.Expired += uint64(len(e.Waiters))
-	return p.resolve(e, KindExpired, nil, "waited longer than max age"), true
+	return p.resolve(nil, e, KindExpired, nil, "waited longer than max age"), true
 }
 
 // Live reports whether e is still unresolved.
