@@ -4,7 +4,9 @@
 //	/styx/workers/<worker-id>   WorkerRegistration, attached to the worker's lease
 //	/styx/nodes/<node-id>       NodeRegistration, attached to the node's lease
 //	/styx/leader/               election prefix (concurrency.Election), value LeaderInfo
-//	/styx/models/current        ModelPointer (the active model)
+//	/styx/models/current        ModelPointer (the active model, the canary, the previous one)
+//	/styx/models/blobs/<ver>/<n> model artifact chunks, when the artifact lives in etcd
+//	/styx/models/canary/<worker-id> CanaryReport, attached to the worker's lease
 //	/styx/config/shedding       ShedPolicy, changed live by operators
 package keyspace
 
@@ -21,6 +23,8 @@ const (
 	NodesPrefix   = "/styx/nodes/"
 	LeaderPrefix  = "/styx/leader/"
 	ModelCurrent  = "/styx/models/current"
+	ModelBlobs    = "/styx/models/blobs/"
+	CanaryPrefix  = "/styx/models/canary/"
 	ConfigPrefix  = "/styx/config/"
 	ShedPolicyKey = "/styx/config/shedding"
 )
@@ -88,12 +92,47 @@ type LeaderInfo struct {
 	HTTPAddr string `json:"http_addr"`
 }
 
-// ModelPointer is the value under ModelCurrent.
-type ModelPointer struct {
+// ModelRef names one model artifact and where to fetch it.
+type ModelRef struct {
 	Version string `json:"version"`
-	SHA256  string `json:"sha256"`
+	SHA256  string `json:"sha256"` // hex of the artifact's bytes
 	Size    int64  `json:"size"`
-	URL     string `json:"url"`
+	// URL is etcd:///styx/models/blobs/<version> (chunks in etcd) or
+	// file:///path (a file every server can read, e.g. a shared mount).
+	URL string `json:"url"`
+}
+
+// ModelPointer is the value under ModelCurrent: the active model, an
+// optional canary that examines a share of the addresses, and the model
+// that was active before (what a rollback restores).
+type ModelPointer struct {
+	ModelRef
+	Canary      *ModelRef `json:"canary,omitempty"`
+	CanaryShare float64   `json:"canary_share,omitempty"` // 0..1
+	Previous    *ModelRef `json:"previous,omitempty"`
+}
+
+// ModelBlobKey is the key of chunk n of a model artifact stored in etcd.
+func ModelBlobKey(version string, n int) string {
+	return fmt.Sprintf("%s%s/%06d", ModelBlobs, version, n)
+}
+
+// CanaryKey is where a worker reports how the canary's verdicts differ.
+func CanaryKey(workerID string) string { return CanaryPrefix + workerID }
+
+// CanaryReport is a worker's running comparison of the canary model with
+// the current one, on the addresses the canary examined.
+type CanaryReport struct {
+	WorkerID string `json:"worker_id"`
+	Current  string `json:"current"`
+	Canary   string `json:"canary"`
+	Examined uint64 `json:"examined"` // addresses both models examined
+	Differed uint64 `json:"differed"` // of those, with a different type or proxy answer
+	// ByType counts differing answers as "<current type>-><canary type>"
+	// ("" is not a proxy).
+	ByType map[string]uint64 `json:"by_type"`
+	// ByASN counts differing answers per AS number (the largest few).
+	ByASN map[string]uint64 `json:"by_asn"`
 }
 
 // ShedPolicy is the value under ShedPolicyKey. See the scheduler's pool

@@ -19,6 +19,10 @@ type Verdict struct {
 	Risk     uint32 // 0..100
 	Port     uint32 // confirmed open-proxy port, 0 if none
 	Evidence []string
+	// Model names the model that made this verdict when it is not the
+	// engine's ModelVersion (a canary examining a share of the addresses);
+	// "" otherwise.
+	Model string
 }
 
 // Engine examines addresses. Implementations are safe for concurrent use.

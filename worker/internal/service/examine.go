@@ -75,6 +75,9 @@ func (s *Service) examine(c chunk) {
 		v.Risk = rv.Risk
 		v.Port = rv.Port
 		v.Evidence = rv.Evidence
+		if rv.Model != "" {
+			v.ModelVersion = rv.Model
+		}
 	}
 	j.busy.Add(int64(time.Since(start)))
 	if j.remaining.Add(-1) == 0 {
