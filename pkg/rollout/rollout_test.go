@@ -17,7 +17,7 @@ import (
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/modelstore"
 	"github.com/styx-inference/styx/pkg/raven"
-	"github.com/styx-inference/styx/worker/internal/rollout"
+	"github.com/styx-inference/styx/pkg/rollout"
 )
 
 func TestMain(m *testing.M) {
