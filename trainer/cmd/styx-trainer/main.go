@@ -1,24 +1,24 @@
-// Command styx-trainer will build, evaluate and publish Raven models. It is
-// not implemented yet: workers and cluster nodes run the transparent scoring
-// rule of pkg/raven (anonymous-proxy flag, drop flag, hosting-like AS).
+// Command styx-trainer builds and evaluates Raven models:
+//
+//	styx-trainer train [flags]               train, report held-out metrics, write the artifact
+//	styx-trainer eval --model M --labels F   score a labelled list
+//	styx-trainer inspect --model M           print a model's version, schema, metrics, provenance
+//
+// Every flag may also be set as STYX_<FLAG> (upper case, '-' as '_').
 package main
 
 import (
-	"fmt"
+	"context"
 	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/styx-inference/styx/trainer/cli"
 )
 
-const usage = `styx-trainer: builds, evaluates and publishes Raven models.
-
-Not implemented yet. Until it is, every worker and cluster node runs the
-transparent scoring rule (engine "rule"): anonymous-proxy networks are
-anonymisers, drop networks are hostile, hosting-like ASes raise the risk.`
-
 func main() {
-	if len(os.Args) > 1 && (os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help") {
-		fmt.Println(usage)
-		return
-	}
-	fmt.Fprintln(os.Stderr, usage)
-	os.Exit(2)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := cli.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
