@@ -1,4 +1,5 @@
-// Package cli is the styx-trainer command line: train, eval and inspect.
+// Package cli is the styx-trainer command line: train, eval and inspect
+// models; publish, status, promote and rollback roll them out.
 package cli
 
 import (
@@ -29,6 +30,11 @@ Usage:
                                              report held-out metrics beside the rule, write the model
   styx-trainer eval --model M --labels F     score a labelled list with the model and the rule
   styx-trainer inspect --model M             print a model's version, schema, metrics and provenance
+  styx-trainer publish --model M [--canary S] store the model and point /styx/models/current at it
+                                             (or run it as a canary on share S of the addresses)
+  styx-trainer status                        the model pointer and the canary's comparison
+  styx-trainer promote                       make the canary the current model
+  styx-trainer rollback                      stop the canary, or restore the previous model
 
 Run 'styx-trainer <command> -h' for the flags. Every flag may also be set as
 STYX_<FLAG> (upper case, '-' as '_'); the command line wins.`
@@ -47,6 +53,14 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return eval(ctx, args, stdout, stderr)
 	case "inspect":
 		return inspect(args, stdout, stderr)
+	case "publish":
+		return publish(ctx, args, stdout, stderr)
+	case "status":
+		return status(ctx, args, stdout, stderr)
+	case "promote":
+		return promote(ctx, args, stdout, stderr)
+	case "rollback":
+		return rollback(ctx, args, stdout, stderr)
 	case "help", "-h", "--help", "-help":
 		fmt.Fprintln(stdout, usage)
 		return 0
