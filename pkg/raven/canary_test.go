@@ -60,3 +60,15 @@ func TestCanaryEdges(t *testing.T) {
 		t.Fatalf("stats %+v", s)
 	}
 }
+
+func TestSwap(t *testing.T) {
+	s := NewSwap(fixed{"m1", ""})
+	a := netip.MustParseAddr("192.0.2.1")
+	if s.ModelVersion() != "m1" || s.Examine(a).Proxy {
+		t.Fatal("m1 not served")
+	}
+	s.Set(fixed{"m2", "VPN"})
+	if s.ModelVersion() != "m2" || s.Examine(a).Type != "VPN" || s.Current().ModelVersion() != "m2" {
+		t.Fatal("m2 not served after Set")
+	}
+}
