@@ -23,14 +23,28 @@ var benchSets struct {
 
 const benchSetSize = 1 << 16
 
+// benchDB opens the real database and waits for its index.
 func benchDB(b *testing.B) *locdb.DB {
+	return benchDBConfig(b, locdb.Config{Path: locdb.DefaultPath, SkipVerify: true})
+}
+
+// benchDBNoIndex opens the real database without the index: lookups walk
+// the trie as before the index existed.
+func benchDBNoIndex(b *testing.B) *locdb.DB {
+	return benchDBConfig(b, locdb.Config{Path: locdb.DefaultPath, SkipVerify: true, NoIndex: true})
+}
+
+func benchDBConfig(b *testing.B, cfg locdb.Config) *locdb.DB {
 	b.Helper()
 	requireRealDB(b)
-	db, err := locdb.Open(locdb.Config{Path: locdb.DefaultPath, SkipVerify: true})
+	db, err := locdb.Open(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { db.Close() })
+	if err := db.WaitIndex(context.Background()); err != nil {
+		b.Fatal(err)
+	}
 	benchSets.once.Do(func() {
 		r := rand.New(rand.NewPCG(42, 42))
 		var v4, v6 []netip.Prefix
@@ -84,8 +98,17 @@ func benchLookups(b *testing.B, addrs []netip.Addr, lookup func(netip.Addr) (loc
 	_ = found
 }
 
+// BenchmarkLookupIPv4InNetworks looks up random addresses inside random
+// IPv4 networks of the file, through the index.
 func BenchmarkLookupIPv4InNetworks(b *testing.B) {
 	db := benchDB(b)
+	benchLookups(b, benchSets.v4In, db.Lookup)
+}
+
+// BenchmarkLookupIPv4InNetworksNoIndex is the same without the index: the
+// jump table and the trie walk, the baseline for the index.
+func BenchmarkLookupIPv4InNetworksNoIndex(b *testing.B) {
+	db := benchDBNoIndex(b)
 	benchLookups(b, benchSets.v4In, db.Lookup)
 }
 
@@ -96,7 +119,14 @@ func BenchmarkLookupIPv4Hot(b *testing.B) {
 	benchLookups(b, benchSets.v4In[:1024], db.Lookup)
 }
 
-// BenchmarkLookupIPv4HotNoJumpTable is the hot set without the jump table.
+// BenchmarkLookupIPv4HotNoIndex is the hot set without the index.
+func BenchmarkLookupIPv4HotNoIndex(b *testing.B) {
+	db := benchDBNoIndex(b)
+	benchLookups(b, benchSets.v4In[:1024], db.Lookup)
+}
+
+// BenchmarkLookupIPv4HotNoJumpTable is the hot set without the index or the
+// jump table.
 func BenchmarkLookupIPv4HotNoJumpTable(b *testing.B) {
 	db := benchDB(b)
 	benchLookups(b, benchSets.v4In[:1024], db.LookupWalk)
@@ -120,8 +150,18 @@ func BenchmarkLookupIPv6(b *testing.B) {
 	benchLookups(b, benchSets.v6In, db.Lookup)
 }
 
+func BenchmarkLookupIPv6NoIndex(b *testing.B) {
+	db := benchDBNoIndex(b)
+	benchLookups(b, benchSets.v6In, db.Lookup)
+}
+
 func BenchmarkLookupNotFound(b *testing.B) {
 	db := benchDB(b)
+	benchLookups(b, benchSets.notFound, db.Lookup)
+}
+
+func BenchmarkLookupNotFoundNoIndex(b *testing.B) {
+	db := benchDBNoIndex(b)
 	benchLookups(b, benchSets.notFound, db.Lookup)
 }
 
@@ -129,6 +169,7 @@ func BenchmarkLookupIPv4Parallel(b *testing.B) {
 	db := benchDB(b)
 	addrs := benchSets.v4In
 	b.ReportAllocs()
+	b.ResetTimer() // leave the index build out of B/op
 	start := time.Now()
 	var mu sync.Mutex
 	total := 0
@@ -157,6 +198,42 @@ func BenchmarkOpen(b *testing.B) {
 		}
 		db.Close()
 	}
+}
+
+// BenchmarkOpenNoIndex is BenchmarkOpen without starting the index build.
+func BenchmarkOpenNoIndex(b *testing.B) {
+	requireRealDB(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		db, err := locdb.Open(locdb.Config{Path: locdb.DefaultPath, SkipVerify: true, NoIndex: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		db.Close()
+	}
+}
+
+// BenchmarkOpenIndex opens the database and waits for the index: the time
+// until lookups run at full speed.
+func BenchmarkOpenIndex(b *testing.B) {
+	requireRealDB(b)
+	b.ReportAllocs()
+	var info locdb.IndexInfo
+	for b.Loop() {
+		db, err := locdb.Open(locdb.Config{Path: locdb.DefaultPath, SkipVerify: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := db.WaitIndex(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		info = db.IndexInfo()
+		db.Close()
+	}
+	if !info.V4 || !info.V6 {
+		b.Fatalf("index not built: %+v", info)
+	}
+	b.ReportMetric(float64(info.Bytes)/(1<<20), "index-MiB")
 }
 
 func BenchmarkOpenVerify(b *testing.B) {
@@ -191,7 +268,10 @@ func BenchmarkReferenceTool(b *testing.B) {
 }
 
 func benchBatch(b *testing.B, addrs []netip.Addr) {
-	db := benchDB(b)
+	benchBatchDB(b, benchDB(b), addrs)
+}
+
+func benchBatchDB(b *testing.B, db *locdb.DB, addrs []netip.Addr) {
 	const size = 256
 	out := make([]locdb.Network, size)
 	found := make([]bool, size)
@@ -214,4 +294,9 @@ func BenchmarkLookupBatchIPv4InNetworks(b *testing.B) {
 func BenchmarkLookupBatchIPv6(b *testing.B) {
 	benchDB(b)
 	benchBatch(b, benchSets.v6In)
+}
+
+func BenchmarkLookupBatchIPv4InNetworksNoIndex(b *testing.B) {
+	benchDB(b)
+	benchBatchDB(b, benchDBNoIndex(b), benchSets.v4In)
 }

@@ -1,6 +1,7 @@
 package locdb_test
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -128,13 +129,25 @@ var fixtures = []struct {
 	{"big", bigFixture},
 }
 
+// openFixture opens fixture fx and waits for its lookup index.
 func openFixture(tb testing.TB, fx *locdbtest.Database) *locdb.DB {
 	tb.Helper()
-	db, err := locdb.Open(locdb.Config{Path: locdbtest.WriteTemp(tb, fx), SkipVerify: true})
+	return openFixtureConfig(tb, fx, locdb.Config{})
+}
+
+// openFixtureConfig opens fixture fx with cfg (Path and SkipVerify set) and
+// waits for its lookup index.
+func openFixtureConfig(tb testing.TB, fx *locdbtest.Database, cfg locdb.Config) *locdb.DB {
+	tb.Helper()
+	cfg.Path, cfg.SkipVerify = locdbtest.WriteTemp(tb, fx), true
+	db, err := locdb.Open(cfg)
 	if err != nil {
 		tb.Fatalf("open fixture: %v", err)
 	}
 	tb.Cleanup(func() { db.Close() })
+	if err := db.WaitIndex(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
 	return db
 }
 

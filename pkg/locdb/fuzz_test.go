@@ -1,6 +1,7 @@
 package locdb_test
 
 import (
+	"context"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -68,10 +69,16 @@ func FuzzOpen(f *testing.F) {
 			return
 		}
 		defer db.Close()
+		if err := db.WaitIndex(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 		for _, a := range fuzzAddrs {
 			n, ok := db.Lookup(a)
 			if n2, ok2 := db.LookupFromRoot(a); n2 != n || ok2 != ok {
 				t.Fatalf("Lookup(%s) = %+v, %v; from root %+v, %v", a, n, ok, n2, ok2)
+			}
+			if n2, ok2 := db.LookupNoIndex(a); n2 != n || ok2 != ok {
+				t.Fatalf("Lookup(%s) = %+v, %v; without the index %+v, %v", a, n, ok, n2, ok2)
 			}
 		}
 		db.LookupBatch(fuzzAddrs, out, found)
@@ -85,8 +92,9 @@ func FuzzOpen(f *testing.F) {
 	})
 }
 
-// FuzzLookup checks Lookup, LookupBatch and the plain walks against the
-// naive longest-prefix match on the real-shaped fixture, for any address.
+// FuzzLookup checks Lookup (through the index), LookupBatch and the plain
+// walks against the naive longest-prefix match on the real-shaped fixture,
+// for any address.
 func FuzzLookup(f *testing.F) {
 	spec := bigFixture()
 	db := openFixture(f, spec)
@@ -120,6 +128,9 @@ func FuzzLookup(f *testing.F) {
 			}
 			if got2, ok2 := c.db.LookupFromRoot(addr); got2 != got || ok2 != ok {
 				t.Fatalf("LookupFromRoot(%s) = %+v, %v", addr, got2, ok2)
+			}
+			if got2, ok2 := c.db.LookupNoIndex(addr); got2 != got || ok2 != ok {
+				t.Fatalf("LookupNoIndex(%s) = %+v, %v", addr, got2, ok2)
 			}
 			if addr.Is4() {
 				if got2, ok2 := c.db.LookupWalk(addr); got2 != got || ok2 != ok {

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -47,6 +48,11 @@ type Config struct {
 	// SkipVerify skips the signature check, which reads and hashes the
 	// whole file (about 60 ms for the full database).
 	SkipVerify bool
+	// NoIndex skips the lookup index that Open otherwise builds in the
+	// background (see the package documentation): lookups then always walk
+	// the trie. For processes that do a few lookups and exit, or that
+	// cannot spare its memory.
+	NoIndex bool
 }
 
 // Validate reports a configuration that cannot work.
@@ -64,9 +70,9 @@ func (c Config) keyPath() string {
 	return c.KeyPath
 }
 
-// DB is an open, memory-mapped location database. Lookup, LookupBatch and
-// the accessors are safe for concurrent use; Close must not run
-// concurrently with them.
+// DB is an open, memory-mapped location database. Lookup, LookupBatch,
+// WaitIndex and the accessors are safe for concurrent use; Close must not
+// run concurrently with them.
 //
 // The file must be replaced atomically (write a new file, rename it over the
 // old one), never rewritten or truncated in place while open: the mapping
@@ -99,6 +105,13 @@ type DB struct {
 	v4Best      uint32
 	v4BestDepth uint8
 	jump        []uint64
+
+	// index is the lookup index once built (nil before, or for none);
+	// indexDone is closed when its build has ended, indexStop asks it to
+	// end early.
+	index     atomic.Pointer[index]
+	indexStop atomic.Bool
+	indexDone chan struct{}
 
 	createdAt                    time.Time
 	vendor, description, license string
@@ -137,8 +150,15 @@ func Open(cfg Config) (*DB, error) {
 		_ = unix.Munmap(data)
 		return nil, fmt.Errorf("locdb: open %s: %w", cfg.Path, err)
 	}
-	// A DB that is dropped without Close still releases its mapping.
+	// A DB that is dropped without Close still releases its mapping (the
+	// index build holds the DB until it ends).
 	db.cleanup = runtime.AddCleanup(db, func(m []byte) { _ = unix.Munmap(m) }, data)
+	if cfg.NoIndex {
+		db.indexDone = make(chan struct{})
+		close(db.indexDone)
+	} else {
+		db.startIndex()
+	}
 	return db, nil
 }
 
@@ -367,13 +387,17 @@ func (db *DB) indexCountries(sec []byte) error {
 	return nil
 }
 
-// Close unmaps the database. Lookup on a closed DB reports no match. Close
-// is idempotent. ASName strings returned earlier become invalid (see
+// Close stops the index build if it still runs, waits for it and unmaps
+// the database. Lookup on a closed DB reports no match. Close is
+// idempotent. ASName strings returned earlier become invalid (see
 // Network); every other string stays valid.
 func (db *DB) Close() error {
 	if db.data == nil {
 		return nil
 	}
+	db.indexStop.Store(true)
+	<-db.indexDone
+	db.index.Store(nil)
 	db.cleanup.Stop()
 	data := db.data
 	db.data, db.tree, db.networks, db.pool, db.as, db.asTop = nil, nil, nil, nil, nil, nil

@@ -130,6 +130,9 @@ func TestLookup(t *testing.T) {
 			if got2, ok2 := db.LookupFromRoot(addr); got2 != got || ok2 != ok {
 				t.Errorf("LookupFromRoot(%s) = %+v, %v; Lookup gave %+v", addr, got2, ok2, got)
 			}
+			if got2, ok2 := db.LookupNoIndex(addr); got2 != got || ok2 != ok {
+				t.Errorf("LookupNoIndex(%s) = %+v, %v; Lookup gave %+v", addr, got2, ok2, got)
+			}
 			if addr.Is4() {
 				if got2, ok2 := db.LookupWalk(addr); got2 != got || ok2 != ok {
 					t.Errorf("LookupWalk(%s) = %+v, %v; Lookup gave %+v", addr, got2, ok2, got)
@@ -164,6 +167,9 @@ func TestLookupMatchesNaive(t *testing.T) {
 				if got2, ok2 := db.LookupFromRoot(addr); got2 != got || ok2 != ok {
 					t.Fatalf("LookupFromRoot(%s) = %+v, %v; Lookup gave %+v", addr, got2, ok2, got)
 				}
+				if got2, ok2 := db.LookupNoIndex(addr); got2 != got || ok2 != ok {
+					t.Fatalf("LookupNoIndex(%s) = %+v, %v; Lookup gave %+v", addr, got2, ok2, got)
+				}
 				if batch[i] != got || batchOK[i] != ok {
 					t.Fatalf("LookupBatch[%s] = %+v, %v; Lookup gave %+v", addr, batch[i], batchOK[i], got)
 				}
@@ -173,13 +179,14 @@ func TestLookupMatchesNaive(t *testing.T) {
 }
 
 // TestLookupWithoutJumpTable covers databases whose networks do not fit
-// jump entries: IPv4 lookups then walk from the ::ffff:0:0/96 node.
+// jump entries: without the index, IPv4 lookups then walk from the
+// ::ffff:0:0/96 node.
 func TestLookupWithoutJumpTable(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 10))
 	for _, fx := range fixtures {
 		t.Run(fx.name, func(t *testing.T) {
 			spec := fx.db()
-			db := openFixture(t, spec)
+			db := openFixtureConfig(t, spec, locdb.Config{NoIndex: true})
 			db.DropJumpTable()
 			addrs := randomAddrs(r, spec, 3000)
 			out := make([]locdb.Network, len(addrs))
@@ -253,24 +260,26 @@ func TestLookupBatchShortOutput(t *testing.T) {
 }
 
 func TestLookupAllocs(t *testing.T) {
-	db := openFixture(t, mainFixture())
-	addrs := []netip.Addr{mustAddr("8.8.8.8"), mustAddr("2001:db8:1::5"), mustAddr("9.9.9.9"),
-		mustAddr("::ffff:2.57.171.5"), mustAddr("3000::1")}
-	var sink locdb.Network
-	allocs := testing.AllocsPerRun(1000, func() {
-		for _, a := range addrs {
-			n, _ := db.Lookup(a)
-			sink = n
+	for _, noIndex := range []bool{false, true} {
+		db := openFixtureConfig(t, mainFixture(), locdb.Config{NoIndex: noIndex})
+		addrs := []netip.Addr{mustAddr("8.8.8.8"), mustAddr("2001:db8:1::5"), mustAddr("9.9.9.9"),
+			mustAddr("::ffff:2.57.171.5"), mustAddr("3000::1"), mustAddr("2001:db8:1:2::1"), mustAddr("::1")}
+		var sink locdb.Network
+		allocs := testing.AllocsPerRun(1000, func() {
+			for _, a := range addrs {
+				n, _ := db.Lookup(a)
+				sink = n
+			}
+		})
+		_ = sink
+		if allocs != 0 {
+			t.Errorf("NoIndex %v: Lookup allocates %.1f times per run", noIndex, allocs)
 		}
-	})
-	_ = sink
-	if allocs != 0 {
-		t.Errorf("Lookup allocates %.1f times per run", allocs)
-	}
-	out := make([]locdb.Network, len(addrs))
-	found := make([]bool, len(addrs))
-	if allocs := testing.AllocsPerRun(1000, func() { db.LookupBatch(addrs, out, found) }); allocs != 0 {
-		t.Errorf("LookupBatch allocates %.1f times per run", allocs)
+		out := make([]locdb.Network, len(addrs))
+		found := make([]bool, len(addrs))
+		if allocs := testing.AllocsPerRun(1000, func() { db.LookupBatch(addrs, out, found) }); allocs != 0 {
+			t.Errorf("NoIndex %v: LookupBatch allocates %.1f times per run", noIndex, allocs)
+		}
 	}
 }
 

@@ -194,14 +194,29 @@ func (db *DB) fillJump(n uint32, d int, prefix uint32, best uint32, bestDepth in
 // Lookup returns the most specific network covering addr; false when none
 // does. IPv4-mapped IPv6 addresses are looked up, and reported, as IPv4. It
 // never allocates and is safe for concurrent use.
-func (db *DB) Lookup(addr netip.Addr) (Network, bool) {
+func (db *DB) Lookup(addr netip.Addr) (n Network, ok bool) {
 	if db.nodeCount == 0 || !addr.IsValid() {
 		return Network{}, false
 	}
+	ix := db.index.Load()
 	if addr.Is4() || addr.Is4In6() {
-		return db.lookup4(addr.Unmap().As4())
+		a := addr.Unmap().As4()
+		if ix != nil && ix.v4 != nil {
+			ok = db.lookup4Index(&n, ix, binary.BigEndian.Uint32(a[:]))
+			return n, ok
+		}
+		return db.lookup4(a)
 	}
 	a := addr.As16()
+	if ix != nil && ix.v6 != nil {
+		ok = db.lookup6Index(&n, ix, a)
+		return n, ok
+	}
+	return db.lookup6Walk(a)
+}
+
+// lookup6Walk answers the IPv6 address a by walking the trie from the root.
+func (db *DB) lookup6Walk(a [16]byte) (Network, bool) {
 	hi, lo := binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(a[8:])
 	best, depth := db.walk128(hi, lo, 0, 0, format.NoNetwork, 0)
 	if best == format.NoNetwork {
@@ -223,6 +238,18 @@ func (db *DB) lookup4(a [4]byte) (Network, bool) {
 		best, depth = db.walk4(v, db.v4Node, v4Depth, best, depth)
 	}
 	return db.result4(v, best, depth)
+}
+
+// lookupNoIndex is Lookup without the index: the jump table and the trie
+// walk. Kept for tests and as the benchmark baseline.
+func (db *DB) lookupNoIndex(addr netip.Addr) (Network, bool) {
+	if db.nodeCount == 0 || !addr.IsValid() {
+		return Network{}, false
+	}
+	if addr.Is4() || addr.Is4In6() {
+		return db.lookup4(addr.Unmap().As4())
+	}
+	return db.lookup6Walk(addr.As16())
 }
 
 // lookup4Walk is lookup4 without the jump table: a plain walk from the
@@ -295,21 +322,38 @@ func (db *DB) record(i uint32, p netip.Prefix) Network {
 		ASN:    binary.BigEndian.Uint32(rec[4:]),
 		Flags:  Flags(binary.BigEndian.Uint16(rec[8:])),
 	}
-	if slot := codeIndex(rec[0], rec[1]); slot >= 0 {
-		n.Country = codeString(slot)
-		if ci := db.countryIdx[slot]; ci >= 0 {
-			c := &db.countries[ci]
-			n.CountryName, n.Continent, n.ContinentName = c.name, c.continent, c.continentName
-		}
-	}
+	db.setCountry(&n, codeIndex(rec[0], rec[1]))
 	return n
+}
+
+// setCountry fills the country fields of n for code slot (-1 for none).
+func (db *DB) setCountry(n *Network, slot int) {
+	if slot < 0 {
+		return
+	}
+	n.Country = codeString(slot)
+	if ci := db.countryIdx[slot]; ci >= 0 {
+		c := &db.countries[ci]
+		n.CountryName, n.Continent, n.ContinentName = c.name, c.continent, c.continentName
+	}
 }
 
 // asName returns the name of AS number asn, "" when it has no record.
 func (db *DB) asName(asn uint32) string {
+	off, ok := db.asNameOffset(asn)
+	if !ok {
+		return ""
+	}
+	s, _ := db.poolString(off)
+	return s
+}
+
+// asNameOffset returns the pool offset of the name of AS number asn; false
+// when it has no record.
+func (db *DB) asNameOffset(asn uint32) (uint32, bool) {
 	top := db.asTop
 	if len(top) == 0 || asn < top[0] {
-		return ""
+		return 0, false
 	}
 	// Branch-free search for the last block starting at or below asn.
 	base, n := 0, len(top)
@@ -324,9 +368,8 @@ func (db *DB) asName(asn uint32) string {
 	block := db.as[start:min(start+asBlock*format.ASSize, len(db.as))]
 	for i := 0; i+format.ASSize <= len(block); i += format.ASSize {
 		if binary.BigEndian.Uint32(block[i:]) == asn {
-			s, _ := db.poolString(binary.BigEndian.Uint32(block[i+4:]))
-			return s
+			return binary.BigEndian.Uint32(block[i+4:]), true
 		}
 	}
-	return ""
+	return 0, false
 }

@@ -127,6 +127,9 @@ func TestWriterMatchesReferenceTool(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer db.Close()
+			if err := db.WaitIndex(context.Background()); err != nil {
+				t.Fatal(err)
+			}
 			n := 600
 			if len(spec.Networks) == 0 {
 				n = 10 // every address costs the tool a run of its own
@@ -275,6 +278,14 @@ func TestCrossCheckRealDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
+	// Cross-check the answers of the index (the trie walk is checked
+	// against Lookup below).
+	if err := db.WaitIndex(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if info := db.IndexInfo(); !info.V4 || !info.V6 {
+		t.Fatalf("index not built: %+v", info)
+	}
 	r := rand.New(rand.NewPCG(2022, 10))
 	addrs := realSample(t, db, r, 9000, 7000, 4000, 500)
 	if len(addrs) < 20000 {
@@ -318,6 +329,9 @@ func TestCrossCheckRealDatabase(t *testing.T) {
 		}
 		if n2, ok2 := db.LookupFromRoot(a); n2 != n || ok2 != ok {
 			t.Fatalf("LookupFromRoot(%s) = %+v, %v; Lookup gave %+v, %v", a, n2, ok2, n, ok)
+		}
+		if n2, ok2 := db.LookupNoIndex(a); n2 != n || ok2 != ok {
+			t.Fatalf("LookupNoIndex(%s) = %+v, %v; Lookup gave %+v, %v", a, n2, ok2, n, ok)
 		}
 	}
 	found := crossCheck(t, db, locdb.DefaultPath, addrs)
