@@ -24,6 +24,7 @@ import (
 	"github.com/styx-inference/styx/clusternode/internal/api"
 	"github.com/styx-inference/styx/clusternode/internal/store"
 	"github.com/styx-inference/styx/clusternode/internal/uplink"
+	"github.com/styx-inference/styx/pkg/attacks"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/leader"
 	"github.com/styx-inference/styx/pkg/locdb"
@@ -58,6 +59,14 @@ type Config struct {
 	MaxAddresses int   // addresses per query
 	MaxBody      int64 // bytes per POST body
 
+	// AttackToken enables POST /v2/attacks for requests carrying it as a
+	// bearer token (at least 16 bytes); "" disables the endpoint.
+	AttackToken      string
+	AttackMaxBody    int64 // bytes per attack report request
+	AttackMaxReports int   // report lines per request
+	AttackEvents     int   // reports kept per address in the store
+	AttackOutboxMax  int   // reports waiting to be forwarded to the leader
+
 	ShutdownTimeout time.Duration // bound on the graceful HTTP shutdown
 
 	// Optional, mostly for tests.
@@ -78,19 +87,23 @@ type Config struct {
 // DefaultConfig returns the defaults: a node on one machine.
 func DefaultConfig() Config {
 	return Config{
-		EtcdEndpoints:   []string{"127.0.0.1:2379"},
-		HTTPAddr:        "127.0.0.1:8080",
-		DataDir:         "./styx-node-data",
-		DBPath:          locdb.DefaultPath,
-		LeaseTTL:        5 * time.Second,
-		DedupWindow:     10 * time.Minute,
-		DedupMax:        1_000_000,
-		MaxPending:      1_000_000,
-		BatchSize:       1024,
-		BatchInterval:   20 * time.Millisecond,
-		MaxAddresses:    1000,
-		MaxBody:         1 << 20,
-		ShutdownTimeout: 5 * time.Second,
+		EtcdEndpoints:    []string{"127.0.0.1:2379"},
+		HTTPAddr:         "127.0.0.1:8080",
+		DataDir:          "./styx-node-data",
+		DBPath:           locdb.DefaultPath,
+		LeaseTTL:         5 * time.Second,
+		DedupWindow:      10 * time.Minute,
+		DedupMax:         1_000_000,
+		MaxPending:       1_000_000,
+		BatchSize:        1024,
+		BatchInterval:    20 * time.Millisecond,
+		MaxAddresses:     1000,
+		MaxBody:          1 << 20,
+		AttackMaxBody:    api.DefaultAttackMaxBody,
+		AttackMaxReports: api.DefaultAttackMaxReports,
+		AttackEvents:     store.DefaultAttackEvents,
+		AttackOutboxMax:  store.DefaultOutboxMax,
+		ShutdownTimeout:  5 * time.Second,
 	}
 }
 
@@ -125,6 +138,11 @@ func (c Config) Validate() error {
 	check(c.BatchInterval <= 0, "batch interval %s not positive", c.BatchInterval)
 	check(c.MaxAddresses < 1, "max addresses %d below 1", c.MaxAddresses)
 	check(c.MaxBody < 1, "max body %d below 1", c.MaxBody)
+	check(c.AttackToken != "" && len(c.AttackToken) < 16, "attack token shorter than 16 bytes")
+	check(c.AttackMaxBody < 1, "attack max body %d below 1", c.AttackMaxBody)
+	check(c.AttackMaxReports < 1, "attack max reports %d below 1", c.AttackMaxReports)
+	check(c.AttackEvents < 1, "attack events %d below 1", c.AttackEvents)
+	check(c.AttackOutboxMax < 1, "attack outbox max %d below 1", c.AttackOutboxMax)
 	check(c.ShutdownTimeout <= 0, "shutdown timeout %s not positive", c.ShutdownTimeout)
 	check(c.ReconnectMin < 0 || (c.ReconnectMax != 0 && c.ReconnectMax < c.ReconnectMin),
 		"reconnect bounds %s..%s", c.ReconnectMin, c.ReconnectMax)
@@ -164,8 +182,12 @@ type Stats struct {
 	DuplicateOutcomes uint64
 
 	Connected  bool   // a Submit stream to the leader is up
-	FeedEvents uint64 // verdict feed events applied
+	FeedEvents uint64 // feed events applied (verdicts and attack reports)
 	FeedGaps   uint64 // feed restarts from "now" (revision too old)
+
+	AttackOutbox     int    // attack reports waiting to be forwarded to the leader
+	AttacksForwarded uint64 // attack reports the leader put on the feed
+	FeedAttacksNew   uint64 // attack reports from the feed new here
 }
 
 // Node is a cluster node.
@@ -217,7 +239,11 @@ func New(cfg Config, log zerolog.Logger) (*Node, error) {
 		return nil, fmt.Errorf("clusternode: data dir: %w", err)
 	}
 	var err error
-	if n.store, err = store.Open(store.Config{Path: filepath.Join(cfg.DataDir, StoreFile)}, n.log); err != nil {
+	if n.store, err = store.Open(store.Config{
+		Path:         filepath.Join(cfg.DataDir, StoreFile),
+		AttackEvents: cfg.AttackEvents,
+		OutboxMax:    cfg.AttackOutboxMax,
+	}, n.log); err != nil {
 		return nil, err
 	}
 	loc := cfg.Locator
@@ -258,6 +284,10 @@ func New(cfg Config, log zerolog.Logger) (*Node, error) {
 			Namespace: "styx_node", Name: "last_seen_dropped_total",
 			Help: "Last-seen updates dropped because the unflushed table was full.",
 		}, func() float64 { return float64(n.store.TouchesDropped()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "styx_node", Name: "attack_outbox",
+			Help: "Attack reports accepted here and waiting to be forwarded to the leader.",
+		}, func() float64 { return float64(n.store.OutboxLen()) }),
 	} {
 		if err := n.reg.Register(c); err != nil {
 			return nil, fmt.Errorf("clusternode: metrics: %w", err)
@@ -278,6 +308,10 @@ func New(cfg Config, log zerolog.Logger) (*Node, error) {
 			s := n.up.Stats()
 			return map[string]any{"uplink_connected": s.Connected, "pending": s.Pending}
 		},
+		AttackToken:      cfg.AttackToken,
+		Attacks:          attackSink{n},
+		AttackMaxBody:    cfg.AttackMaxBody,
+		AttackMaxReports: cfg.AttackMaxReports,
 	}, n.log)
 	if err != nil {
 		return nil, fmt.Errorf("clusternode: %w", err)
@@ -333,7 +367,32 @@ func (n *Node) Stats() Stats {
 		Verdicts: s.Verdicts, Expired: s.Expired, Shed: s.Shed, Rejected: s.Rejected,
 		DuplicateOutcomes: s.DuplicateOutcomes,
 		Connected:         s.Connected, FeedEvents: s.FeedEvents, FeedGaps: s.FeedGaps,
+		AttackOutbox:     n.store.OutboxLen(),
+		AttacksForwarded: s.AttacksForwarded,
+		FeedAttacksNew:   s.FeedAttacksNew,
 	}
+}
+
+// Attacks returns the attack history the node holds for addr: the number
+// of distinct reports per kind, and the newest attack's time.
+func (n *Node) Attacks(addr netip.Addr) (total uint64, byKind [attacks.NumKinds]uint64, last time.Time, err error) {
+	h, err := n.store.Attacks(addr)
+	if err != nil {
+		return 0, byKind, time.Time{}, err
+	}
+	return h.Total(), h.Counts, h.Last(), nil
+}
+
+// attackSink stores reports accepted here and kicks the uplink, which
+// forwards the store's outbox to the leader.
+type attackSink struct{ n *Node }
+
+func (s attackSink) AddAttacks(rs []attacks.Report) (store.AttackResult, error) {
+	res, err := s.n.store.AddAttacks(rs)
+	if err == nil && res.New > 0 {
+		s.n.up.KickAttacks()
+	}
+	return res, err
 }
 
 // Run serves until ctx ends, then shuts down in order: stop accepting HTTP

@@ -106,14 +106,19 @@ func (c *cluster) close() {
 // addWorker starts a worker with the given engine and capacity.
 func (c *cluster) addWorker(id string, eng raven.Engine, capacity int) *worker.Worker {
 	c.tb.Helper()
+	return c.addWorkerWith(id, func(cfg *worker.Config) { cfg.Engine, cfg.Capacity = eng, capacity })
+}
+
+// addWorkerWith starts a worker whose configuration mod adjusts.
+func (c *cluster) addWorkerWith(id string, mod func(*worker.Config)) *worker.Worker {
+	c.tb.Helper()
 	cfg := worker.DefaultConfig()
 	cfg.Etcd = c.cli
 	cfg.ID = id
 	cfg.Host = "host-" + id
-	cfg.Engine = eng
-	cfg.Capacity = capacity
 	cfg.LeaseTTL = 2 * time.Second
 	cfg.DrainTimeout = 5 * time.Second
+	mod(&cfg)
 	w, err := worker.New(cfg, quiet(c.tb))
 	if err != nil {
 		c.tb.Fatal(err)

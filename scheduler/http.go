@@ -107,7 +107,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		"stale_results": ctr.StaleResults, "refusals": ctr.Refusals, "reassigned": ctr.Reassigned,
 		"splits": ctr.Splits, "poisoned": ctr.Poisoned, "rejected": ctr.Rejected, "verdicts": ctr.Verdicts,
 		"node_overflows": ctr.NodeOverflows, "lease_losses": ctr.LeaseLosses, "stream_failures": ctr.StreamFailures,
-		"outcomes_dropped": ctr.OutcomesDropped,
+		"outcomes_dropped": ctr.OutcomesDropped, "attack_reports": ctr.AttackReports,
+		"attack_duplicates": ctr.AttackDuplicates, "attack_rejected": ctr.AttackRejected,
 	} {
 		ch <- prometheus.MustNewConstMetric(descCounter, prometheus.CounterValue, float64(v), k)
 	}

@@ -11,6 +11,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/styx-inference/styx/pkg/attacks"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/raven"
@@ -78,6 +79,14 @@ type Config struct {
 	DrainTimeout time.Duration
 	// MetricsAddr serves Prometheus /metrics over HTTP when not "".
 	MetricsAddr string
+	// AttackFeed follows the leader's feed of attack reports into an
+	// in-memory table of AttackTableMax addresses at most, which an engine
+	// implementing attacks.HistoryUser receives.
+	AttackFeed     bool
+	AttackTableMax int
+	// FollowModels, with the rule engine, follows /styx/models/current:
+	// the published model (and a canary) replace the rule live.
+	FollowModels bool
 	// Build names the build in the registration; "" means the module
 	// version and VCS revision from the binary's build info.
 	Build string
@@ -86,14 +95,17 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		EtcdEndpoints: []string{"127.0.0.1:2379"},
-		ListenAddr:    "127.0.0.1:0",
-		Sysfs:         "/sys",
-		LeaseTTL:      5 * time.Second,
-		EngineName:    EngineRule,
-		DBPath:        locdb.DefaultPath,
-		DBKeyPath:     locdb.DefaultKeyPath,
-		DrainTimeout:  30 * time.Second,
+		EtcdEndpoints:  []string{"127.0.0.1:2379"},
+		ListenAddr:     "127.0.0.1:0",
+		Sysfs:          "/sys",
+		LeaseTTL:       5 * time.Second,
+		EngineName:     EngineRule,
+		DBPath:         locdb.DefaultPath,
+		DBKeyPath:      locdb.DefaultKeyPath,
+		DrainTimeout:   30 * time.Second,
+		AttackFeed:     true,
+		FollowModels:   true,
+		AttackTableMax: attacks.DefaultTableMax,
 	}
 }
 
@@ -117,6 +129,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.BatchDelay, "batch-delay", c.BatchDelay, "artificial delay per batch (to test slow workers)")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "on stop, how long to wait for in-flight batches before leaving")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", c.MetricsAddr, `HTTP address serving Prometheus /metrics ("" = off)`)
+	fs.BoolVar(&c.FollowModels, "follow-models", c.FollowModels, "with --engine=rule, run the model /styx/models/current names (checksum verified, swapped between batches) and any canary; the rule answers until a model is published (--follow-models=false: the rule only)")
+	fs.BoolVar(&c.AttackFeed, "attack-feed", c.AttackFeed, "follow the leader's attack reports into an in-memory table the engine can read (--attack-feed=false: off)")
+	fs.IntVar(&c.AttackTableMax, "attack-table-max", c.AttackTableMax, "addresses the attack table holds at most (the ones attacked longest ago go first)")
 }
 
 // Validate reports a configuration error.
@@ -171,6 +186,9 @@ func (c Config) Validate() error {
 	}
 	if c.BatchDelay < 0 {
 		errs = append(errs, fmt.Errorf("batch delay %s, want >= 0", c.BatchDelay))
+	}
+	if c.AttackFeed && c.AttackTableMax < 1 {
+		errs = append(errs, fmt.Errorf("attack table max %d, want >= 1", c.AttackTableMax))
 	}
 	if c.DrainTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("drain timeout %s, want > 0", c.DrainTimeout))

@@ -2,7 +2,9 @@
 // A Worker serves styx.v1.WorkerService (plus gRPC health and reflection),
 // registers itself under /styx/workers/<id> on an etcd lease, and examines
 // the batches the STYX leader sends it with a raven.Engine, within the
-// credits it granted.
+// credits it granted. Unless Config.AttackFeed is off, it also follows the
+// leader's feed of attack reports into an in-memory attacks.Table
+// (AttackTable), which an engine implementing attacks.HistoryUser reads.
 //
 // Several Workers can run in one process, each with its own listener,
 // registration and metrics registry; only NUMA pinning is process-wide, so

@@ -27,12 +27,17 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/styx-inference/styx/pkg/attacks"
 	"github.com/styx-inference/styx/pkg/keyspace"
+	"github.com/styx-inference/styx/pkg/leader"
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/logging"
+	"github.com/styx-inference/styx/pkg/modelengine"
 	"github.com/styx-inference/styx/pkg/raven"
 	"github.com/styx-inference/styx/pkg/registration"
+	"github.com/styx-inference/styx/pkg/rollout"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
+	"github.com/styx-inference/styx/worker/internal/attackfeed"
 	"github.com/styx-inference/styx/worker/internal/numa"
 	"github.com/styx-inference/styx/worker/internal/service"
 )
@@ -72,6 +77,7 @@ type Worker struct {
 	advertise   string
 	id          string
 	metricsAddr string
+	attacks     *attacks.Table // nil when the attack feed is off
 }
 
 // New checks cfg and returns a Worker; Run starts it. NUMANode AllNodes is
@@ -127,6 +133,14 @@ func (w *Worker) ID() string {
 	return w.id
 }
 
+// AttackTable is the table the attack feed fills (nil when AttackFeed is
+// off, or before Ready).
+func (w *Worker) AttackTable() *attacks.Table {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.attacks
+}
+
 // MetricsAddr is the bound /metrics address ("" when off or before Ready).
 func (w *Worker) MetricsAddr() string {
 	w.mu.Lock()
@@ -143,8 +157,10 @@ func (w *Worker) Drain() { w.once.Do(func() { close(w.drain) }) }
 // Run runs the worker until ctx ends, then drains and stops (see the
 // shutdown order below). A Worker runs once.
 //
-// Start-up order: pin (if asked), open the engine, listen, serve gRPC
-// (WorkerService, health, reflection), register in etcd.
+// Start-up order: pin (if asked), open the engine (and hand it the attack
+// table when it implements attacks.HistoryUser), listen, serve gRPC
+// (WorkerService, health, reflection), follow the leader's attack feed,
+// register in etcd.
 //
 // Shutdown order, on ctx end:
 //  1. drain: mark the service draining (no credit, new batches refused),
@@ -156,7 +172,7 @@ func (w *Worker) Drain() { w.once.Do(func() { close(w.drain) }) }
 //     the scheduler);
 //  4. end the remaining sessions (UNAVAILABLE) and GracefulStop the gRPC
 //     server, falling back to Stop after a deadline;
-//  5. stop the examining pool, the /metrics server;
+//  5. stop the examining pool, the attack feed, the /metrics server;
 //  6. close state: the location database, the etcd client if owned.
 func (w *Worker) Run(ctx context.Context) error {
 	first := false
@@ -172,11 +188,18 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 
-	engine, closeEngine, err := w.openEngine()
+	engine, db, closeEngine, err := w.openEngine()
 	if err != nil {
 		return err
 	}
 	defer closeEngine()
+	var table *attacks.Table
+	if cfg.AttackFeed {
+		table = attacks.NewTable(cfg.AttackTableMax)
+		if u, ok := engine.(attacks.HistoryUser); ok {
+			u.UseAttackHistory(table)
+		}
+	}
 
 	capacity := cfg.Capacity
 	if capacity == 0 {
@@ -298,6 +321,20 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 
+	var follower *attackfeed.Follower
+	if table != nil {
+		follower, err = attackfeed.New(attackfeed.Config{
+			Leaders: func(ctx context.Context) <-chan keyspace.LeaderInfo { return leader.Observe(ctx, cli) },
+			Table:   table,
+		}, subLog)
+		if err != nil {
+			return err
+		}
+		if err := follower.Register(reg); err != nil {
+			return fmt.Errorf("attack feed metrics: %w", err)
+		}
+	}
+
 	// Every goroutine below is waited for before Run returns.
 	serving = true
 	var wg sync.WaitGroup
@@ -313,6 +350,37 @@ func (w *Worker) Run(ctx context.Context) error {
 		wg.Go(func() { metricsErr <- metricsSrv.Serve(metricsLis) })
 	}
 
+	feedCtx, stopFeed := context.WithCancel(context.Background())
+	defer stopFeed()
+	if follower != nil {
+		wg.Go(func() { _ = follower.Run(feedCtx) })
+	}
+	// The model follower swaps the engine when /styx/models/current
+	// changes; it stops with the feed, before the database closes.
+	if cfg.FollowModels && db != nil {
+		loader := modelengine.New(db)
+		models := rollout.New(rollout.Config{
+			Client: cli, WorkerID: id, Load: loader.Load, Locator: db,
+			Set: func(e raven.Engine) {
+				if u, ok := e.(attacks.HistoryUser); ok && table != nil {
+					u.UseAttackHistory(table)
+				}
+				svc.SetEngine(e)
+			},
+			Lease: registrar.Lease,
+			Changed: func() {
+				rctx, cancel := context.WithTimeout(feedCtx, refreshTimeout)
+				defer cancel()
+				if registrar.Lease() != 0 {
+					if err := registrar.Refresh(rctx); err != nil {
+						log.Warn().Err(err).Msg("registration with the new model version")
+					}
+				}
+			},
+		}, subLog)
+		wg.Go(func() { models.Run(feedCtx) })
+	}
+
 	regCtx, stopReg := context.WithCancel(context.Background())
 	defer stopReg()
 	regDone := make(chan struct{})
@@ -322,7 +390,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	})
 
 	w.mu.Lock()
-	w.addr, w.advertise, w.id = bound, advertise, id
+	w.addr, w.advertise, w.id, w.attacks = bound, advertise, id, table
 	if metricsLis != nil {
 		w.metricsAddr = metricsLis.Addr().String()
 	}
@@ -384,8 +452,9 @@ wait:
 	// 4. End sessions (and refuse new ones), stop gRPC.
 	svc.Stop(status.Error(codes.Unavailable, "worker stopping"))
 	gracefulStop(srv, gracefulStopTimeout)
-	// 5. Stop the pool and /metrics.
+	// 5. Stop the pool, the attack feed and /metrics.
 	stopSvc()
+	stopFeed()
 	if metricsSrv != nil {
 		mctx, cancel := context.WithTimeout(context.Background(), metricsShutdownTimeout)
 		if err := metricsSrv.Shutdown(mctx); err != nil {
@@ -451,20 +520,22 @@ func (w *Worker) pin() (int, string, error) {
 }
 
 // openEngine returns the configured engine and a function releasing it.
-func (w *Worker) openEngine() (raven.Engine, func(), error) {
+// With the rule engine it also returns the open location database, which
+// models loaded later examine with; nil otherwise.
+func (w *Worker) openEngine() (raven.Engine, *locdb.DB, func(), error) {
 	nothing := func() {}
 	switch {
 	case w.cfg.Engine != nil:
-		return w.cfg.Engine, nothing, nil
+		return w.cfg.Engine, nil, nothing, nil
 	case w.cfg.EngineName == EngineNop:
-		return raven.Nop{}, nothing, nil
+		return raven.Nop{}, nil, nothing, nil
 	}
 	db, err := locdb.Open(locdb.Config{Path: w.cfg.DBPath, KeyPath: w.cfg.DBKeyPath, SkipVerify: w.cfg.SkipVerify})
 	if err != nil {
-		return nil, nil, fmt.Errorf("open location database: %w", err)
+		return nil, nil, nil, fmt.Errorf("open location database: %w", err)
 	}
 	w.log.Info().Str("path", w.cfg.DBPath).Int("networks", db.NetworkCount()).Msg("location database open")
-	return raven.NewRule(db), func() { closeLogged(w.log, "close location database", db) }, nil
+	return raven.NewRule(db), db, func() { closeLogged(w.log, "close location database", db) }, nil
 }
 
 func closeLogged(log zerolog.Logger, what string, c io.Closer) {

@@ -2,6 +2,7 @@
 //
 //	styx-node [serve] [flags]   answer queries and stream sightings (default)
 //	styx-node lookup [flags] ADDR...   look addresses up in the location database
+//	styx-node import-attacks [flags] FILE...   post attack reports to a node
 //
 // Every serve flag may also be set as STYX_<FLAG> (upper case, '-' as '_').
 package main
@@ -18,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/styx-inference/styx/clusternode"
+	"github.com/styx-inference/styx/clusternode/internal/importcmd"
 	"github.com/styx-inference/styx/clusternode/internal/lookupcmd"
 	"github.com/styx-inference/styx/pkg/envflag"
 	"github.com/styx-inference/styx/pkg/logging"
@@ -25,9 +27,11 @@ import (
 
 const usage = `usage: styx-node [serve] [flags]
        styx-node lookup [flags] ADDR...
+       styx-node import-attacks [flags] FILE...
 
-serve   answer proxy queries over HTTP and stream newly seen addresses to STYX
-lookup  look addresses up in the location database ("styx-node lookup -h")`
+serve           answer proxy queries over HTTP and stream newly seen addresses to STYX
+lookup          look addresses up in the location database ("styx-node lookup -h")
+import-attacks  post attack reports from CSV or JSON-lines files to a node ("styx-node import-attacks -h")`
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -46,6 +50,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return serve(ctx, args, stderr)
 	case "lookup":
 		return lookupcmd.Run(ctx, args, stdout, stderr)
+	case "import-attacks":
+		return importcmd.Run(ctx, args, os.Stdin, stdout, stderr)
 	case "help":
 		fmt.Fprintln(stdout, usage)
 		return 0
@@ -72,9 +78,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.BatchSize, "batch-size", cfg.BatchSize, "sightings per batch at most (the leader may lower it)")
 	fs.DurationVar(&cfg.BatchInterval, "batch-interval", cfg.BatchInterval, "longest wait before a partial batch is sent")
 	fs.IntVar(&cfg.MaxAddresses, "max-addresses", cfg.MaxAddresses, "addresses per POST query at most")
-	fs.Int64Var(&cfg.MaxBody, "max-body", cfg.MaxBody, "bytes per POST body at most")
+	fs.Int64Var(&cfg.MaxBody, "max-body", cfg.MaxBody, "bytes per POST query body at most")
+	fs.StringVar(&cfg.AttackToken, "attack-token", "", "bearer token that POST /v2/attacks requires, at least 16 bytes (\"\": attack reports disabled); prefer STYX_ATTACK_TOKEN, a flag shows in the process list")
+	fs.Int64Var(&cfg.AttackMaxBody, "attack-max-body", cfg.AttackMaxBody, "bytes per POST /v2/attacks body at most")
+	fs.IntVar(&cfg.AttackMaxReports, "attack-max-reports", cfg.AttackMaxReports, "report lines per POST /v2/attacks request at most")
+	fs.IntVar(&cfg.AttackEvents, "attack-events", cfg.AttackEvents, "attack reports kept per address (the counts per kind cover every report)")
+	fs.IntVar(&cfg.AttackOutboxMax, "attack-outbox-max", cfg.AttackOutboxMax, "attack reports waiting to be forwarded to the leader at most; beyond, POST /v2/attacks answers 503")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	fs.Usage = envflag.Usage(fs, "STYX", "usage: styx-node [serve] [flags]\n       styx-node lookup [--json] [--db PATH] ADDR...   (see styx-node lookup -h)\n\nAnswers proxy queries over HTTP (GET /v2/{ip}, POST /v2/) and streams newly seen addresses to STYX.")
+	fs.Usage = envflag.Usage(fs, "STYX", "usage: styx-node [serve] [flags]\n       styx-node lookup [--json] [--db PATH] ADDR...   (see styx-node lookup -h)\n       styx-node import-attacks [--node URL] [--token T] FILE...   (see styx-node import-attacks -h)\n\nAnswers proxy queries over HTTP (GET /v2/{ip}, POST /v2/) and streams newly seen addresses to STYX.\nWith --attack-token, accepts attack reports (POST /v2/attacks) and shares them with every node and worker.")
 	if err := envflag.Parse(fs, "STYX", args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0

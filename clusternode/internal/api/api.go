@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,6 +32,7 @@ const LicenceHeader = "X-Data-Licence"
 type VerdictStore interface {
 	Lookup(addr netip.Addr) (store.Entry, error)
 	Touch(addr netip.Addr, t time.Time)
+	Attacks(addr netip.Addr) (store.AttackHistory, error)
 }
 
 // Config configures the API.
@@ -53,6 +55,14 @@ type Config struct {
 	Gatherer   prometheus.Gatherer
 	// Health, when set, adds fields to /healthz (e.g. uplink state).
 	Health func() map[string]any
+	// AttackToken enables POST /v2/attacks for requests that carry it as
+	// a bearer token; "" disables the endpoint (403). Attacks takes the
+	// reports; AttackMaxBody and AttackMaxReports bound one request
+	// (defaults 8 MiB and 10,000).
+	AttackToken      string
+	Attacks          AttackSink
+	AttackMaxBody    int64
+	AttackMaxReports int
 	// Now defaults to time.Now.
 	Now func() time.Time
 }
@@ -72,6 +82,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("api: max addresses %d below 1", c.MaxAddresses)
 	case c.MaxBody < 1:
 		return fmt.Errorf("api: max body %d below 1", c.MaxBody)
+	case c.AttackToken != "" && c.Attacks == nil:
+		return errors.New("api: an attack token without an attack sink")
+	case c.AttackToken != "" && len(c.AttackToken) < 16:
+		return errors.New("api: attack token shorter than 16 bytes")
+	case c.AttackMaxBody < 0 || c.AttackMaxReports < 0:
+		return fmt.Errorf("api: negative attack max body %d or max reports %d", c.AttackMaxBody, c.AttackMaxReports)
 	}
 	return nil
 }
@@ -86,7 +102,17 @@ type API struct {
 	addresses   *prometheus.CounterVec
 	latency     prometheus.Histogram
 	storeErrors prometheus.Counter
+
+	tokenSum       []byte // SHA-256 of the attack token; nil: endpoint disabled
+	attackRequests *prometheus.CounterVec
+	attackReports  *prometheus.CounterVec
 }
+
+// Defaults for the attack endpoint's bounds.
+const (
+	DefaultAttackMaxBody    = 8 << 20
+	DefaultAttackMaxReports = 10_000
+)
 
 // New returns the API handler.
 func New(cfg Config, log zerolog.Logger) (*API, error) {
@@ -95,6 +121,12 @@ func New(cfg Config, log zerolog.Logger) (*API, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.AttackMaxBody == 0 {
+		cfg.AttackMaxBody = DefaultAttackMaxBody
+	}
+	if cfg.AttackMaxReports == 0 {
+		cfg.AttackMaxReports = DefaultAttackMaxReports
 	}
 	a := &API{
 		cfg: cfg,
@@ -113,9 +145,20 @@ func New(cfg Config, log zerolog.Logger) (*API, error) {
 		storeErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "styx_node", Name: "query_store_errors_total", Help: "Store reads that failed (the engine answered).",
 		}),
+		attackRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "styx_node", Name: "attack_requests_total", Help: "POST /v2/attacks requests by HTTP status code.",
+		}, []string{"code"}),
+		attackReports: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "styx_node", Name: "attack_reports_received_total",
+			Help: "Attack report lines received on POST /v2/attacks, by result (new, duplicate, too_old, rejected).",
+		}, []string{"result"}),
+	}
+	if cfg.AttackToken != "" {
+		sum := sha256.Sum256([]byte(cfg.AttackToken))
+		a.tokenSum = sum[:]
 	}
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{a.requests, a.addresses, a.latency, a.storeErrors} {
+		for _, c := range []prometheus.Collector{a.requests, a.addresses, a.latency, a.storeErrors, a.attackRequests, a.attackReports} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("api: register metrics: %w", err)
 			}
@@ -123,6 +166,7 @@ func New(cfg Config, log zerolog.Logger) (*API, error) {
 	}
 	a.mux.HandleFunc("/v2", a.serveQuery)
 	a.mux.HandleFunc("/v2/", a.serveQuery)
+	a.mux.HandleFunc(AttacksPath, a.serveAttacks)
 	a.mux.HandleFunc("/healthz", a.serveHealth)
 	if cfg.Gatherer != nil {
 		a.mux.Handle("/metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
@@ -286,6 +330,15 @@ func (a *API) address(addr netip.Addr, f Flags, now time.Time) object {
 	}
 	if f.Risk > 0 {
 		o = append(o, field{"risk", v.Risk})
+	}
+	if f.Risk == 2 {
+		h, err := a.cfg.Store.Attacks(addr)
+		if err != nil {
+			a.storeErrors.Inc()
+			a.log.Warn().Err(err).Str(logging.Addr, addr.String()).Msg("attack history lookup failed")
+		} else if ah := a.attackHistory(h); ah != nil {
+			o = append(o, field{"attack history", ah})
+		}
 	}
 	if f.Seen && proxy && !e.LastSeen.IsZero() {
 		o = append(o,

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/styx-inference/styx/clusternode/internal/store"
+	"github.com/styx-inference/styx/pkg/attacks"
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/locdb/locdbtest"
 	"github.com/styx-inference/styx/pkg/raven"
@@ -127,6 +128,15 @@ func (f *fixture) seed(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.store.Touch(a, now.Add(-90*time.Minute))
+	// Three reports: two login attempts and a probe.
+	_, err = f.store.AddAttacks([]attacks.Report{
+		{Addr: a, Time: now.Add(-time.Hour), Kind: attacks.KindLogin, Reporter: "n1"},
+		{Addr: a, Time: now.Add(-2 * time.Hour), Kind: attacks.KindLogin, Reporter: "n1"},
+		{Addr: a, Time: now.Add(-time.Hour), Kind: attacks.KindProbe, Reporter: "n2"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestGolden(t *testing.T) {
@@ -143,6 +153,9 @@ func TestGolden(t *testing.T) {
 		{"unknown_network", "GET", "/v2/198.18.0.1?asn=1&risk=1", ""},
 		{"stored_verdict_seen", "GET", "/v2/203.0.113.5?risk=1&seen=1&asn=1", ""},
 		{"stored_verdict_outside_days", "GET", "/v2/203.0.113.5?risk=1&seen=1&days=1", ""},
+		{"attack_history", "GET", "/v2/203.0.113.5?risk=2&seen=1&asn=1", ""},
+		{"attack_history_short", "GET", "/v2/203.0.113.5?risk=2&short=1&p=0", ""},
+		{"risk2_no_history", "GET", "/v2/8.8.8.8?asn=1&risk=2", ""},
 		{"short_node_compact", "GET", "/v2/8.8.8.8?short=1&node=1&p=0&tag=shop", ""},
 		{"mapped_v4", "GET", "/v2/::ffff:8.8.8.8", ""},
 		{"post_multi_warning", "POST", "/v2/?vpn=1&node=1", "ips=8.8.8.8,+88.198.1.1,nonsense,8.8.8.8"},

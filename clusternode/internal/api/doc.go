@@ -3,6 +3,7 @@
 //
 //	GET  /v2/{ip}?vpn=1&asn=1&risk=1&seen=1&days=7&node=1&time=1&short=1&p=0
 //	POST /v2/?flags...   body: ips=1.2.3.4,2001:db8::1 (form-encoded)
+//	POST /v2/attacks     attack reports (bearer token; see below)
 //	GET  /healthz
 //	GET  /metrics        (Prometheus)
 //
@@ -15,7 +16,11 @@
 //
 //	vpn=1..3  hosting and VPN networks count as proxies (proxy "yes")
 //	asn=1     adds asn, range, provider, continent, continentcode, country, isocode
-//	risk=1|2  adds risk (0..100); 2 is accepted as 1 (no attack history yet)
+//	risk=1|2  adds risk (0..100); 2 also adds "attack history" when the
+//	          address has one: {"Total": n, "<label>": n, ...} with
+//	          proxycheck's labels (Vulnerability Probing, Forum Spam, Login
+//	          Attempt, Registration Attempt, Comment Spam, Denial of Service,
+//	          Form Submission), only the kinds reported, in that order
 //	seen=1    adds "last seen human" / "last seen unix" for proxies: the
 //	          last time this node was asked about the address (before now)
 //	days=N    stored verdicts inferred more than N days ago are ignored (the
@@ -30,6 +35,20 @@
 // {"status":"error","message":...} with a 4xx status; in a multi-address
 // answer an address that cannot be checked gets {"error":...} under its own
 // key and the status becomes "warning".
+//
+// Attack reports: POST /v2/attacks with "Authorization: Bearer <token>"
+// (Config.AttackToken; without one the endpoint answers 403, a missing or
+// wrong token 401). The body holds one report per line, CSV
+// "address,time,kind" or a JSON object {"address","time","kind"}, as
+// pkg/attacks.Scanner reads them (time RFC 3339 or Unix seconds; kind
+// login, registration, probe, forum-spam, comment-spam, ddos, form, or an
+// alias). Partial acceptance: the valid lines are taken even when others
+// are bad; the answer (200, status "ok" or "warning") counts them —
+// accepted, new, duplicates, too_old, rejected — and lists the first 100
+// bad lines as {"line", "error"}. A body with no valid line is a 400 with
+// the same list; a body over AttackMaxBody or with more than
+// AttackMaxReports lines is refused whole (413); a full forwarding outbox
+// is a 503 with Retry-After. Nothing is taken from a refused request.
 //
 // Licence: country, continent, ASN and provider come from the IPFire
 // Location database. Every /v2 response carries the credit in the header

@@ -2,8 +2,9 @@
 // node's tests: real gRPC on 127.0.0.1:0, registered as the STYX leader by
 // putting its LeaderInfo under the election prefix. It records what it
 // receives, answers Hello with a Welcome and every SightingBatch with an
-// Ack, and sends outcomes and feed events when the test says so (or, with
-// Config.Answer, answers every sighting at once). Not for production use.
+// Ack, accepts attack reports (ReportAttacks), and sends outcomes and feed
+// events when the test says so (or, with Config.Answer, answers every
+// sighting at once). Not for production use.
 package fakesched
 
 import (
@@ -57,6 +58,10 @@ type Server struct {
 	batches   []int
 	feedReqs  []uint64
 	subs      map[chan *styxv1.FeedEvent]struct{}
+
+	attacks     []*styxv1.AttackReport
+	attackCalls int
+	attacksDown bool
 }
 
 type session struct {
@@ -248,6 +253,34 @@ func (s *Server) Feed(req *styxv1.FeedRequest, stream styxv1.SchedulerService_Fe
 			return nil
 		}
 	}
+}
+
+// ReportAttacks implements SchedulerService: it records the reports and
+// accepts them all, or answers UNAVAILABLE while SetAttacksDown(true).
+func (s *Server) ReportAttacks(_ context.Context, req *styxv1.ReportAttacksRequest) (*styxv1.ReportAttacksResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.attackCalls++
+	if s.attacksDown {
+		return nil, status.Error(codes.Unavailable, "attack reports down by the test")
+	}
+	s.attacks = append(s.attacks, req.GetReports()...)
+	return &styxv1.ReportAttacksResponse{Accepted: uint32(len(req.GetReports()))}, nil
+}
+
+// SetAttacksDown makes ReportAttacks fail (true) or succeed again.
+func (s *Server) SetAttacksDown(down bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.attacksDown = down
+}
+
+// Attacks returns every attack report received, in order, and how many
+// ReportAttacks calls were made.
+func (s *Server) Attacks() ([]*styxv1.AttackReport, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*styxv1.AttackReport(nil), s.attacks...), s.attackCalls
 }
 
 // SendOutcomes sends outcomes on the current Submit stream.

@@ -1,19 +1,33 @@
 // Package store is a cluster node's durable memory: the verdicts it learnt
-// (from its own sightings' outcomes and from the leader's verdict feed), when
-// each address was last queried, the feed revision to resume from, and the
-// high-water mark of sighting ids. It is one bbolt file.
+// (from its own sightings' outcomes and from the leader's feed), when each
+// address was last queried, the attack history of each reported address,
+// the attack reports still to be forwarded to the leader, the feed revision
+// to resume from, and the high-water mark of sighting ids. It is one bbolt
+// file.
 //
-// Buckets (keys are 16-byte addresses, IPv4 as IPv4-mapped IPv6):
+// Buckets (address keys are 16 bytes, IPv4 as IPv4-mapped IPv6):
 //
-//	verdicts  address -> encoded styx.v1.Verdict (address field cleared)
-//	seen      address -> last query time, 8-byte big-endian Unix nanoseconds
-//	meta      "feed_revision", "sighting_hwm" -> 8-byte big-endian
+//	verdicts       address -> encoded styx.v1.Verdict (address field cleared)
+//	seen           address -> last query time, 8-byte big-endian Unix nanoseconds
+//	attacks        address -> attack history: counts per kind and the newest
+//	               reports (see encodeHistory)
+//	attack_outbox  8-byte big-endian sequence -> encoded styx.v1.AttackReport
+//	meta           "feed_revision", "sighting_hwm", "attack_outbox_len" -> 8-byte big-endian
 //
 // Verdict writes are idempotent and ordered by inference time: putting a
 // verdict already stored changes nothing, and a verdict inferred earlier
 // than the stored one is dropped. Two different verdicts with the same
 // inference time are ordered by their encoding, so every node converges on
 // the same one whatever order they arrive in.
+//
+// Attack reports are idempotent too: (address, time, kind, reporter) is a
+// report's identity. An address keeps its newest Config.AttackEvents
+// reports (100) and a count per kind of every distinct report applied. A
+// report already kept is a duplicate; one older than every kept report of
+// a full history is ignored, because a second copy of it could no longer be
+// recognised. Reports accepted here (AddAttacks) also enter the outbox in
+// the same transaction, and leave it when the leader has taken them
+// (AckAttacks), so none is lost across a restart.
 //
 // Last-seen times are not written per query: Touch records them in a
 // bounded in-memory table that Run flushes once a second (and Close at the

@@ -16,6 +16,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/styx-inference/styx/pkg/attacks"
 	"github.com/styx-inference/styx/pkg/logging"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
@@ -45,6 +46,11 @@ type Config struct {
 	// FlushInterval is how often Run writes the held last-seen times.
 	// Default 1 s.
 	FlushInterval time.Duration
+	// AttackEvents bounds the reports kept per address. Default 100.
+	AttackEvents int
+	// OutboxMax bounds the attack reports waiting to be forwarded to the
+	// leader. Default 1,000,000.
+	OutboxMax int
 }
 
 // Validate reports a configuration error.
@@ -57,6 +63,9 @@ func (c Config) Validate() error {
 	}
 	if c.FlushInterval < 0 {
 		return fmt.Errorf("store: negative flush interval %s", c.FlushInterval)
+	}
+	if c.AttackEvents < 0 || c.OutboxMax < 0 {
+		return fmt.Errorf("store: negative attack events %d or outbox max %d", c.AttackEvents, c.OutboxMax)
 	}
 	return nil
 }
@@ -115,12 +124,18 @@ func Open(cfg Config, log zerolog.Logger) (*Store, error) {
 	if cfg.FlushInterval == 0 {
 		cfg.FlushInterval = DefaultFlushInterval
 	}
+	if cfg.AttackEvents == 0 {
+		cfg.AttackEvents = DefaultAttackEvents
+	}
+	if cfg.OutboxMax == 0 {
+		cfg.OutboxMax = DefaultOutboxMax
+	}
 	db, err := bolt.Open(cfg.Path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", cfg.Path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketVerdicts, bucketSeen, bucketMeta} {
+		for _, b := range [][]byte{bucketVerdicts, bucketSeen, bucketMeta, bucketAttacks, bucketOutbox} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("create bucket %s: %w", b, err)
 			}
@@ -244,12 +259,16 @@ func (s *Store) Put(items []Item) (changed int, err error) {
 	return changed, nil
 }
 
-// ApplyFeed writes verdicts from the feed and raises the stored feed
-// revision to rev, in one transaction.
-func (s *Store) ApplyFeed(items []Item, rev uint64) (changed int, err error) {
+// ApplyFeed writes verdicts and attack reports from the feed and raises
+// the stored feed revision to rev, in one transaction. changed counts the
+// verdicts that changed the store.
+func (s *Store) ApplyFeed(items []Item, reports []attacks.Report, rev uint64) (changed int, ar AttackResult, err error) {
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		changed, err = putTxn(tx, items)
 		if err != nil {
+			return err
+		}
+		if ar, err = applyAttacksTxn(tx, reports, s.cfg.AttackEvents, nil); err != nil {
 			return err
 		}
 		meta := tx.Bucket(bucketMeta)
@@ -259,9 +278,9 @@ func (s *Store) ApplyFeed(items []Item, rev uint64) (changed int, err error) {
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("store: apply feed up to revision %d: %w", rev, err)
+		return 0, AttackResult{}, fmt.Errorf("store: apply feed up to revision %d: %w", rev, err)
 	}
-	return changed, nil
+	return changed, ar, nil
 }
 
 func putTxn(tx *bolt.Tx, items []Item) (int, error) {

@@ -53,7 +53,7 @@ func TestReopenKeepsData(t *testing.T) {
 	if _, err := s.Put([]Item{{addr4, verdict(true, "VPN", 80, t0)}, {addr6, verdict(false, "", 0, t0)}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.ApplyFeed(nil, 42); err != nil {
+	if _, _, err := s.ApplyFeed(nil, nil, 42); err != nil {
 		t.Fatal(err)
 	}
 	s.Touch(addr4, t0.Add(time.Minute))
@@ -165,7 +165,7 @@ func TestFeedRevisionOnlyRises(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "node.db"))
 	defer s.Close()
 	for _, rev := range []uint64{5, 9, 7} {
-		if _, err := s.ApplyFeed([]Item{{addr6, verdict(false, "", 1, t0)}}, rev); err != nil {
+		if _, _, err := s.ApplyFeed([]Item{{addr6, verdict(false, "", 1, t0)}}, nil, rev); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -13,6 +13,11 @@
 // store; EXPIRED, SHED and REJECTED outcomes are counted by kind. When the
 // pending table is full new sightings are not submitted, and counted.
 //
+// Attack reports accepted on the node wait in the store's outbox; a third
+// loop per leader forwards them with ReportAttacks (when kicked, and every
+// AttackRetry) and deletes a batch once the leader has answered for it.
+// Attack reports on the feed go to the store with the verdicts.
+//
 // Lock order: Uplink.mu is a leaf; it is never held across I/O except the
 // rare id-block reservation (one small bbolt write per IDBlock sightings).
 package uplink

@@ -17,6 +17,12 @@ func (u *Uplink) Register(reg prometheus.Registerer) error {
 			ConstLabels: prometheus.Labels{"kind": kind},
 		}, func() float64 { return float64(f(u.Stats())) })
 	}
+	attacks := func(name, help string, f func(Stats) uint64, result string) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "styx_node", Name: "attack_reports_" + name + "_total", Help: help,
+			ConstLabels: prometheus.Labels{"result": result},
+		}, func() float64 { return float64(f(u.Stats())) })
+	}
 	cs := []prometheus.Collector{
 		counter("sightings_submitted_total", "Sightings created and queued for the leader.", func(s Stats) uint64 { return s.Submitted }),
 		counter("sightings_not_submitted_total", "Addresses not submitted because the pending table was full (or no id could be reserved).", func(s Stats) uint64 { return s.NotSubmitted }),
@@ -34,6 +40,12 @@ func (u *Uplink) Register(reg prometheus.Registerer) error {
 		counter("submit_sessions_total", "Submit streams the leader welcomed.", func(s Stats) uint64 { return s.Sessions }),
 		counter("feed_events_total", "Verdict feed events applied.", func(s Stats) uint64 { return s.FeedEvents }),
 		counter("feed_gaps_total", "Feed restarts from now because the stored revision was too old.", func(s Stats) uint64 { return s.FeedGaps }),
+		attacks("forwarded", "Attack reports forwarded to the leader, by its answer.", func(s Stats) uint64 { return s.AttacksForwarded }, "accepted"),
+		attacks("forwarded", "Attack reports forwarded to the leader, by its answer.", func(s Stats) uint64 { return s.AttacksLeaderDuplicates }, "duplicate"),
+		attacks("forwarded", "Attack reports forwarded to the leader, by its answer.", func(s Stats) uint64 { return s.AttacksLeaderRejected }, "rejected"),
+		attacks("feed", "Attack reports applied from the feed, by result.", func(s Stats) uint64 { return s.FeedAttacksNew }, "new"),
+		attacks("feed", "Attack reports applied from the feed, by result.", func(s Stats) uint64 { return s.FeedAttacksDuplicate }, "duplicate"),
+		attacks("feed", "Attack reports applied from the feed, by result.", func(s Stats) uint64 { return s.FeedAttacksTooOld }, "too_old"),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "styx_node", Name: "sightings_pending", Help: "Sightings submitted and waiting for their outcome."},
 			func() float64 { return float64(u.Stats().Pending) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "styx_node", Name: "uplink_connected", Help: "1 while a submit stream to the leader is up."},

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -82,6 +83,14 @@ func (u *Uplink) runLeader(ectx, root context.Context, li keyspace.LeaderInfo) {
 	client := styxv1.NewSchedulerServiceClient(conn)
 	var wg sync.WaitGroup
 	wg.Go(func() { u.submitLoop(ectx, root, client, li) })
+	wg.Go(func() {
+		// The outbox is durable: nothing to flush, it stops with root.
+		actx, cancel := context.WithCancel(ectx)
+		defer cancel()
+		stop := context.AfterFunc(root, cancel)
+		defer stop()
+		u.attackLoop(actx, client, li)
+	})
 	wg.Go(func() {
 		// The feed has nothing to flush: it stops with root.
 		fctx, cancel := context.WithCancel(ectx)
@@ -324,8 +333,9 @@ func (u *Uplink) feedSession(ctx context.Context, client styxv1.SchedulerService
 			}
 		}
 		got = true
-		items, maxRev, skipped := feedItems(buf)
-		if _, err := u.cfg.Store.ApplyFeed(items, maxRev); err != nil {
+		items, reports, maxRev, skipped := feedItems(buf)
+		_, ar, err := u.cfg.Store.ApplyFeed(items, reports, maxRev)
+		if err != nil {
 			cancel()
 			for range events {
 			}
@@ -333,8 +343,11 @@ func (u *Uplink) feedSession(ctx context.Context, client styxv1.SchedulerService
 			return got, fmt.Errorf("apply feed: %w", err)
 		}
 		u.feedEvents.Add(uint64(len(buf)))
+		u.feedAttNew.Add(uint64(ar.New))
+		u.feedAttDup.Add(uint64(ar.Duplicates))
+		u.feedAttOld.Add(uint64(ar.TooOld))
 		if skipped > 0 {
-			u.log.Debug().Int(logging.Count, skipped).Msg("feed verdicts without address or with error skipped")
+			u.log.Debug().Int(logging.Count, skipped).Msg("feed events without a usable verdict or attack report skipped")
 		}
 	}
 	err = <-recvErr
@@ -342,6 +355,76 @@ func (u *Uplink) feedSession(ctx context.Context, client styxv1.SchedulerService
 		err = errors.New("leader ended the feed")
 	}
 	return got, err
+}
+
+// attackRPCTimeout bounds one ReportAttacks call.
+const attackRPCTimeout = 10 * time.Second
+
+// attackLoop forwards the store's attack outbox to the leader until ctx
+// ends: at once when kicked, else every AttackRetry. A batch leaves the
+// outbox only once the leader has answered for it; the leader drops the
+// ones it has already fed, so a re-sent batch is harmless.
+func (u *Uplink) attackLoop(ctx context.Context, client styxv1.SchedulerServiceClient, li keyspace.LeaderInfo) {
+	bo := backoff{min: u.cfg.BackoffMin, max: u.cfg.BackoffMax}
+	log := u.log.With().Str(logging.Leader, li.ID).Logger()
+	tick := time.NewTicker(u.cfg.AttackRetry)
+	defer tick.Stop()
+	for {
+		err := u.forwardAttacks(ctx, client, log)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			if status.Code(err) == codes.FailedPrecondition {
+				log.Info().Err(err).Msg("scheduler is not the leader, attack reports wait")
+			} else {
+				log.Warn().Err(err).Msg("forward attack reports, retrying")
+			}
+			if !sleep(ctx, ctx, bo.next()) {
+				return
+			}
+			continue
+		}
+		bo.reset()
+		select {
+		case <-ctx.Done():
+			return
+		case <-u.attackKick:
+		case <-tick.C:
+		}
+	}
+}
+
+// forwardAttacks sends the outbox in batches until it is empty.
+func (u *Uplink) forwardAttacks(ctx context.Context, client styxv1.SchedulerServiceClient, log zerolog.Logger) error {
+	for {
+		batch, err := u.cfg.Store.AttackOutbox(u.cfg.AttackBatch)
+		if err != nil || len(batch) == 0 {
+			return err
+		}
+		req := &styxv1.ReportAttacksRequest{NodeId: u.cfg.NodeID, Reports: make([]*styxv1.AttackReport, len(batch))}
+		seqs := make([]uint64, len(batch))
+		for i, e := range batch {
+			req.Reports[i], seqs[i] = e.Report, e.Seq
+		}
+		cctx, cancel := context.WithTimeout(ctx, attackRPCTimeout)
+		resp, err := client.ReportAttacks(cctx, req)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("report %d attacks: %w", len(batch), err)
+		}
+		if err := u.cfg.Store.AckAttacks(seqs); err != nil {
+			return err
+		}
+		u.attForwarded.Add(uint64(resp.GetAccepted()))
+		u.attLeaderDups.Add(uint64(resp.GetDuplicates()))
+		u.attLeaderRej.Add(uint64(resp.GetRejected()))
+		if resp.GetRejected() > 0 {
+			log.Warn().Uint32("rejected", resp.GetRejected()).Strs("errors", resp.GetErrors()).
+				Msg("the leader rejected attack reports")
+		}
+		log.Debug().Int(logging.Count, len(batch)).Uint32("accepted", resp.GetAccepted()).Msg("attack reports forwarded")
+	}
 }
 
 // backoff is capped exponential backoff with jitter.

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/styx-inference/styx/clusternode/internal/store"
+	"github.com/styx-inference/styx/pkg/attacks"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/logging"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
@@ -26,9 +27,11 @@ const IDBlock = 1 << 20
 type Store interface {
 	ReserveIDs(n uint64, now time.Time) (first uint64, err error)
 	Put(items []store.Item) (changed int, err error)
-	ApplyFeed(items []store.Item, rev uint64) (changed int, err error)
+	ApplyFeed(items []store.Item, reports []attacks.Report, rev uint64) (changed int, ar store.AttackResult, err error)
 	Revision() (uint64, error)
 	SetRevision(rev uint64) error
+	AttackOutbox(limit int) ([]store.OutboxEntry, error)
+	AckAttacks(seqs []uint64) error
 }
 
 // Config configures an Uplink.
@@ -58,6 +61,11 @@ type Config struct {
 	// FlushTimeout bounds the final send of queued sightings when Run's
 	// context ends (default 2 s).
 	FlushTimeout time.Duration
+	// AttackBatch is the most attack reports forwarded in one
+	// ReportAttacks call (default 1024); AttackRetry is how often the
+	// outbox is looked at when nothing kicks it (default 1 s).
+	AttackBatch int
+	AttackRetry time.Duration
 	// DialOptions are added to the defaults (insecure transport).
 	DialOptions []grpc.DialOption
 	// OnOutcome, when set, is called exactly once per resolved sighting,
@@ -86,6 +94,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("uplink: batch interval %s not positive", c.BatchInterval)
 	case c.BackoffMin < 0 || c.BackoffMax < c.BackoffMin:
 		return fmt.Errorf("uplink: backoff bounds %s..%s", c.BackoffMin, c.BackoffMax)
+	case c.AttackBatch < 0 || c.AttackBatch > 4096:
+		return fmt.Errorf("uplink: attack batch %d outside 0..4096", c.AttackBatch)
+	case c.AttackRetry < 0:
+		return fmt.Errorf("uplink: negative attack retry %s", c.AttackRetry)
 	}
 	return nil
 }
@@ -116,6 +128,12 @@ type Stats struct {
 
 	FeedEvents uint64
 	FeedGaps   uint64 // feed restarts from "now" after OUT_OF_RANGE
+
+	// Attack reports: forwarded to the leader (by its answer: put on the
+	// feed, seen before, rejected as invalid), and applied from the feed
+	// (new here, already known, too old for a full history).
+	AttacksForwarded, AttacksLeaderDuplicates, AttacksLeaderRejected uint64
+	FeedAttacksNew, FeedAttacksDuplicate, FeedAttacksTooOld          uint64
 }
 
 type pendingEntry struct {
@@ -150,6 +168,10 @@ type Uplink struct {
 	duplicates, verdictErrors, batches, acked, sessions atomic.Uint64
 	feedEvents, feedGaps                                atomic.Uint64
 	connected                                           atomic.Bool
+
+	attackKick                                chan struct{} // cap 1: the outbox has new reports
+	attForwarded, attLeaderDups, attLeaderRej atomic.Uint64
+	feedAttNew, feedAttDup, feedAttOld        atomic.Uint64
 }
 
 // New returns an Uplink; Offer works at once, Run connects.
@@ -166,12 +188,20 @@ func New(cfg Config, log zerolog.Logger) (*Uplink, error) {
 	if cfg.FlushTimeout == 0 {
 		cfg.FlushTimeout = 2 * time.Second
 	}
+	if cfg.AttackBatch == 0 {
+		cfg.AttackBatch = 1024
+	}
+	if cfg.AttackRetry == 0 {
+		cfg.AttackRetry = time.Second
+	}
 	u := &Uplink{
 		cfg:     cfg,
 		log:     logging.For(log, "uplink"),
 		pending: make(map[uint64]pendingEntry),
 		dedup:   window{d: int64(cfg.DedupWindow), max: cfg.DedupMax},
 		notify:  make(chan struct{}, 1),
+
+		attackKick: make(chan struct{}, 1),
 	}
 	u.fullBatch.Store(int64(cfg.BatchSize))
 	return u, nil
@@ -367,12 +397,22 @@ func (u *Uplink) verdictItem(addr netip.Addr, v *styxv1.Verdict) (store.Item, bo
 	return store.Item{Addr: addr, Verdict: v}, true
 }
 
-// feedItems converts feed events into store items, skipping verdicts that
-// carry an error or no valid address.
-func feedItems(evs []*styxv1.FeedEvent) (items []store.Item, maxRev uint64, skipped int) {
+// feedItems converts feed events into store items and attack reports,
+// skipping verdicts that carry an error or no valid address, invalid
+// attack reports, and progress events (only a revision).
+func feedItems(evs []*styxv1.FeedEvent) (items []store.Item, reports []attacks.Report, maxRev uint64, skipped int) {
 	items = make([]store.Item, 0, len(evs))
 	for _, ev := range evs {
 		maxRev = max(maxRev, ev.GetRevision())
+		if p := ev.GetAttack(); p != nil {
+			r, err := attacks.FromProto(p)
+			if err != nil {
+				skipped++
+				continue
+			}
+			reports = append(reports, r)
+			continue
+		}
 		v := ev.GetVerdict()
 		a, ok := netip.AddrFromSlice(v.GetAddress())
 		if v == nil || !ok || v.GetError() != "" {
@@ -381,7 +421,16 @@ func feedItems(evs []*styxv1.FeedEvent) (items []store.Item, maxRev uint64, skip
 		}
 		items = append(items, store.Item{Addr: store.Normalize(a), Verdict: v})
 	}
-	return items, maxRev, skipped
+	return items, reports, maxRev, skipped
+}
+
+// KickAttacks says that the store's outbox has new reports: they are
+// forwarded at once when a leader is connected. It never blocks.
+func (u *Uplink) KickAttacks() {
+	select {
+	case u.attackKick <- struct{}{}:
+	default:
+	}
 }
 
 // Stats returns the counters.
@@ -406,6 +455,13 @@ func (u *Uplink) Stats() Stats {
 		Connected:         u.connected.Load(),
 		FeedEvents:        u.feedEvents.Load(),
 		FeedGaps:          u.feedGaps.Load(),
+
+		AttacksForwarded:        u.attForwarded.Load(),
+		AttacksLeaderDuplicates: u.attLeaderDups.Load(),
+		AttacksLeaderRejected:   u.attLeaderRej.Load(),
+		FeedAttacksNew:          u.feedAttNew.Load(),
+		FeedAttacksDuplicate:    u.feedAttDup.Load(),
+		FeedAttacksTooOld:       u.feedAttOld.Load(),
 	}
 }
 

@@ -1,7 +1,8 @@
 // Package styxv1 is the generated Go code of the STYX wire protocol,
 // version 1 (proto/styx/v1/styx.proto, protobuf package styx.v1):
-// SchedulerService (cluster nodes stream sightings to the leader and follow
-// its verdict feed), WorkerService (the leader's stream to each worker:
+// SchedulerService (cluster nodes stream sightings to the leader, forward
+// attack reports, and follow its feed of verdicts and attack reports),
+// WorkerService (the leader's stream to each worker:
 // batches down; credits, results and refusals up) and AdminService (fleet
 // and pool status for the CLI and the dashboard).
 //

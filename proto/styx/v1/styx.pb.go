@@ -2,8 +2,9 @@
 //
 // Three services:
 //   - SchedulerService: cluster nodes stream sightings to the STYX leader and
-//     receive one outcome per accepted sighting; any process can follow the
-//     verdict feed.
+//     receive one outcome per accepted sighting, and forward the attack
+//     reports they accepted; any process can follow the feed of verdicts and
+//     attack reports.
 //   - WorkerService: served by every worker; the leader dials it and keeps one
 //     bidirectional stream per worker. Batches go down carrying the leader's
 //     term; results and credit grants come up.
@@ -209,6 +210,83 @@ func (x *Verdict) GetInferredUnixNano() int64 {
 	return 0
 }
 
+// AttackReport says that an address attacked someone: one line of an attack
+// report accepted by a cluster node (POST /v2/attacks, styx-node
+// import-attacks). (address, unix_nano, kind, reporter) identifies a report:
+// applying the same report twice changes nothing.
+type AttackReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// address is 4 bytes (IPv4) or 16 bytes (IPv6), a public address.
+	Address []byte `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	// unix_nano is when the attack happened.
+	UnixNano int64 `protobuf:"varint,2,opt,name=unix_nano,json=unixNano,proto3" json:"unix_nano,omitempty"`
+	// kind is one of the words pkg/attacks defines ("login", "registration",
+	// "probe", "forum-spam", "comment-spam", "ddos", "form").
+	Kind string `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	// reporter is the id of the cluster node that accepted the report.
+	Reporter      string `protobuf:"bytes,4,opt,name=reporter,proto3" json:"reporter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttackReport) Reset() {
+	*x = AttackReport{}
+	mi := &file_styx_v1_styx_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttackReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttackReport) ProtoMessage() {}
+
+func (x *AttackReport) ProtoReflect() protoreflect.Message {
+	mi := &file_styx_v1_styx_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttackReport.ProtoReflect.Descriptor instead.
+func (*AttackReport) Descriptor() ([]byte, []int) {
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AttackReport) GetAddress() []byte {
+	if x != nil {
+		return x.Address
+	}
+	return nil
+}
+
+func (x *AttackReport) GetUnixNano() int64 {
+	if x != nil {
+		return x.UnixNano
+	}
+	return 0
+}
+
+func (x *AttackReport) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *AttackReport) GetReporter() string {
+	if x != nil {
+		return x.Reporter
+	}
+	return ""
+}
+
 type SubmitRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Msg:
@@ -222,7 +300,7 @@ type SubmitRequest struct {
 
 func (x *SubmitRequest) Reset() {
 	*x = SubmitRequest{}
-	mi := &file_styx_v1_styx_proto_msgTypes[1]
+	mi := &file_styx_v1_styx_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -234,7 +312,7 @@ func (x *SubmitRequest) String() string {
 func (*SubmitRequest) ProtoMessage() {}
 
 func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[1]
+	mi := &file_styx_v1_styx_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -247,7 +325,7 @@ func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRequest.ProtoReflect.Descriptor instead.
 func (*SubmitRequest) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{1}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *SubmitRequest) GetMsg() isSubmitRequest_Msg {
@@ -300,7 +378,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_styx_v1_styx_proto_msgTypes[2]
+	mi := &file_styx_v1_styx_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -312,7 +390,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[2]
+	mi := &file_styx_v1_styx_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -325,7 +403,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{2}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Hello) GetNodeId() string {
@@ -350,7 +428,7 @@ type Sighting struct {
 
 func (x *Sighting) Reset() {
 	*x = Sighting{}
-	mi := &file_styx_v1_styx_proto_msgTypes[3]
+	mi := &file_styx_v1_styx_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -362,7 +440,7 @@ func (x *Sighting) String() string {
 func (*Sighting) ProtoMessage() {}
 
 func (x *Sighting) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[3]
+	mi := &file_styx_v1_styx_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -375,7 +453,7 @@ func (x *Sighting) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sighting.ProtoReflect.Descriptor instead.
 func (*Sighting) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{3}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Sighting) GetId() uint64 {
@@ -410,7 +488,7 @@ type SightingBatch struct {
 
 func (x *SightingBatch) Reset() {
 	*x = SightingBatch{}
-	mi := &file_styx_v1_styx_proto_msgTypes[4]
+	mi := &file_styx_v1_styx_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -422,7 +500,7 @@ func (x *SightingBatch) String() string {
 func (*SightingBatch) ProtoMessage() {}
 
 func (x *SightingBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[4]
+	mi := &file_styx_v1_styx_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -435,7 +513,7 @@ func (x *SightingBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SightingBatch.ProtoReflect.Descriptor instead.
 func (*SightingBatch) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{4}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SightingBatch) GetSeq() uint64 {
@@ -466,7 +544,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_styx_v1_styx_proto_msgTypes[5]
+	mi := &file_styx_v1_styx_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -478,7 +556,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[5]
+	mi := &file_styx_v1_styx_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -491,7 +569,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{5}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SubmitResponse) GetMsg() isSubmitResponse_Msg {
@@ -563,7 +641,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_styx_v1_styx_proto_msgTypes[6]
+	mi := &file_styx_v1_styx_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -575,7 +653,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[6]
+	mi := &file_styx_v1_styx_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -588,7 +666,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{6}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Welcome) GetSchedulerId() string {
@@ -624,7 +702,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_styx_v1_styx_proto_msgTypes[7]
+	mi := &file_styx_v1_styx_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -636,7 +714,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[7]
+	mi := &file_styx_v1_styx_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -649,7 +727,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{7}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Ack) GetSeq() uint64 {
@@ -680,7 +758,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_styx_v1_styx_proto_msgTypes[8]
+	mi := &file_styx_v1_styx_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -692,7 +770,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[8]
+	mi := &file_styx_v1_styx_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -705,7 +783,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{8}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Outcome) GetSightingId() uint64 {
@@ -745,7 +823,7 @@ type OutcomeBatch struct {
 
 func (x *OutcomeBatch) Reset() {
 	*x = OutcomeBatch{}
-	mi := &file_styx_v1_styx_proto_msgTypes[9]
+	mi := &file_styx_v1_styx_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -757,7 +835,7 @@ func (x *OutcomeBatch) String() string {
 func (*OutcomeBatch) ProtoMessage() {}
 
 func (x *OutcomeBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[9]
+	mi := &file_styx_v1_styx_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -770,7 +848,7 @@ func (x *OutcomeBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutcomeBatch.ProtoReflect.Descriptor instead.
 func (*OutcomeBatch) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{9}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *OutcomeBatch) GetOutcomes() []*Outcome {
@@ -783,14 +861,18 @@ func (x *OutcomeBatch) GetOutcomes() []*Outcome {
 type FeedRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// from_revision 0 means "from now".
-	FromRevision  uint64 `protobuf:"varint,1,opt,name=from_revision,json=fromRevision,proto3" json:"from_revision,omitempty"`
+	FromRevision uint64 `protobuf:"varint,1,opt,name=from_revision,json=fromRevision,proto3" json:"from_revision,omitempty"`
+	// attacks_only leaves verdicts out (workers follow the attack reports
+	// only). The revision still advances: when the events a batch skipped
+	// end it, a progress event carrying only the revision follows.
+	AttacksOnly   bool `protobuf:"varint,2,opt,name=attacks_only,json=attacksOnly,proto3" json:"attacks_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FeedRequest) Reset() {
 	*x = FeedRequest{}
-	mi := &file_styx_v1_styx_proto_msgTypes[10]
+	mi := &file_styx_v1_styx_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -802,7 +884,7 @@ func (x *FeedRequest) String() string {
 func (*FeedRequest) ProtoMessage() {}
 
 func (x *FeedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[10]
+	mi := &file_styx_v1_styx_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -815,7 +897,7 @@ func (x *FeedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeedRequest.ProtoReflect.Descriptor instead.
 func (*FeedRequest) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{10}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *FeedRequest) GetFromRevision() uint64 {
@@ -825,19 +907,29 @@ func (x *FeedRequest) GetFromRevision() uint64 {
 	return 0
 }
 
+func (x *FeedRequest) GetAttacksOnly() bool {
+	if x != nil {
+		return x.AttacksOnly
+	}
+	return false
+}
+
+// FeedEvent carries a verdict or an attack report, or neither (a progress
+// event: only the revision, sent to attacks_only followers).
 type FeedEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// revision is (term << 32) | sequence within the term: increasing within
 	// a term, and a new term always sorts after the old one.
-	Revision      uint64   `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
-	Verdict       *Verdict `protobuf:"bytes,2,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	Revision      uint64        `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	Verdict       *Verdict      `protobuf:"bytes,2,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	Attack        *AttackReport `protobuf:"bytes,3,opt,name=attack,proto3" json:"attack,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FeedEvent) Reset() {
 	*x = FeedEvent{}
-	mi := &file_styx_v1_styx_proto_msgTypes[11]
+	mi := &file_styx_v1_styx_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -849,7 +941,7 @@ func (x *FeedEvent) String() string {
 func (*FeedEvent) ProtoMessage() {}
 
 func (x *FeedEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[11]
+	mi := &file_styx_v1_styx_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -862,7 +954,7 @@ func (x *FeedEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeedEvent.ProtoReflect.Descriptor instead.
 func (*FeedEvent) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{11}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FeedEvent) GetRevision() uint64 {
@@ -875,6 +967,140 @@ func (x *FeedEvent) GetRevision() uint64 {
 func (x *FeedEvent) GetVerdict() *Verdict {
 	if x != nil {
 		return x.Verdict
+	}
+	return nil
+}
+
+func (x *FeedEvent) GetAttack() *AttackReport {
+	if x != nil {
+		return x.Attack
+	}
+	return nil
+}
+
+type ReportAttacksRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// node_id names the sending node; every report's reporter must be it
+	// (an empty reporter is taken as it).
+	NodeId string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// reports: at most 4,096 per request.
+	Reports       []*AttackReport `protobuf:"bytes,2,rep,name=reports,proto3" json:"reports,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportAttacksRequest) Reset() {
+	*x = ReportAttacksRequest{}
+	mi := &file_styx_v1_styx_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportAttacksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportAttacksRequest) ProtoMessage() {}
+
+func (x *ReportAttacksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_styx_v1_styx_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportAttacksRequest.ProtoReflect.Descriptor instead.
+func (*ReportAttacksRequest) Descriptor() ([]byte, []int) {
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ReportAttacksRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *ReportAttacksRequest) GetReports() []*AttackReport {
+	if x != nil {
+		return x.Reports
+	}
+	return nil
+}
+
+type ReportAttacksResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// accepted counts the reports put on the feed; duplicates those already
+	// seen recently (not put on the feed again); rejected the invalid ones,
+	// which a re-send cannot fix.
+	Accepted   uint32 `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	Duplicates uint32 `protobuf:"varint,2,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
+	Rejected   uint32 `protobuf:"varint,3,opt,name=rejected,proto3" json:"rejected,omitempty"`
+	// errors explains the first few rejections ("report 3: ...").
+	Errors        []string `protobuf:"bytes,4,rep,name=errors,proto3" json:"errors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportAttacksResponse) Reset() {
+	*x = ReportAttacksResponse{}
+	mi := &file_styx_v1_styx_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportAttacksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportAttacksResponse) ProtoMessage() {}
+
+func (x *ReportAttacksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_styx_v1_styx_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportAttacksResponse.ProtoReflect.Descriptor instead.
+func (*ReportAttacksResponse) Descriptor() ([]byte, []int) {
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ReportAttacksResponse) GetAccepted() uint32 {
+	if x != nil {
+		return x.Accepted
+	}
+	return 0
+}
+
+func (x *ReportAttacksResponse) GetDuplicates() uint32 {
+	if x != nil {
+		return x.Duplicates
+	}
+	return 0
+}
+
+func (x *ReportAttacksResponse) GetRejected() uint32 {
+	if x != nil {
+		return x.Rejected
+	}
+	return 0
+}
+
+func (x *ReportAttacksResponse) GetErrors() []string {
+	if x != nil {
+		return x.Errors
 	}
 	return nil
 }
@@ -892,7 +1118,7 @@ type WorkAssign struct {
 
 func (x *WorkAssign) Reset() {
 	*x = WorkAssign{}
-	mi := &file_styx_v1_styx_proto_msgTypes[12]
+	mi := &file_styx_v1_styx_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -904,7 +1130,7 @@ func (x *WorkAssign) String() string {
 func (*WorkAssign) ProtoMessage() {}
 
 func (x *WorkAssign) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[12]
+	mi := &file_styx_v1_styx_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -917,7 +1143,7 @@ func (x *WorkAssign) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkAssign.ProtoReflect.Descriptor instead.
 func (*WorkAssign) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{12}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WorkAssign) GetMsg() isWorkAssign_Msg {
@@ -971,7 +1197,7 @@ type Open struct {
 
 func (x *Open) Reset() {
 	*x = Open{}
-	mi := &file_styx_v1_styx_proto_msgTypes[13]
+	mi := &file_styx_v1_styx_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -983,7 +1209,7 @@ func (x *Open) String() string {
 func (*Open) ProtoMessage() {}
 
 func (x *Open) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[13]
+	mi := &file_styx_v1_styx_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -996,7 +1222,7 @@ func (x *Open) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Open.ProtoReflect.Descriptor instead.
 func (*Open) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{13}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Open) GetSchedulerId() string {
@@ -1027,7 +1253,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_styx_v1_styx_proto_msgTypes[14]
+	mi := &file_styx_v1_styx_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1039,7 +1265,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[14]
+	mi := &file_styx_v1_styx_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1052,7 +1278,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{14}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Batch) GetBatchId() uint64 {
@@ -1099,7 +1325,7 @@ type WorkReport struct {
 
 func (x *WorkReport) Reset() {
 	*x = WorkReport{}
-	mi := &file_styx_v1_styx_proto_msgTypes[15]
+	mi := &file_styx_v1_styx_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1111,7 +1337,7 @@ func (x *WorkReport) String() string {
 func (*WorkReport) ProtoMessage() {}
 
 func (x *WorkReport) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[15]
+	mi := &file_styx_v1_styx_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1124,7 +1350,7 @@ func (x *WorkReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkReport.ProtoReflect.Descriptor instead.
 func (*WorkReport) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{15}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WorkReport) GetCredit() uint32 {
@@ -1202,7 +1428,7 @@ type Ready struct {
 
 func (x *Ready) Reset() {
 	*x = Ready{}
-	mi := &file_styx_v1_styx_proto_msgTypes[16]
+	mi := &file_styx_v1_styx_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1214,7 +1440,7 @@ func (x *Ready) String() string {
 func (*Ready) ProtoMessage() {}
 
 func (x *Ready) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[16]
+	mi := &file_styx_v1_styx_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1227,7 +1453,7 @@ func (x *Ready) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ready.ProtoReflect.Descriptor instead.
 func (*Ready) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{16}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Ready) GetWorkerId() string {
@@ -1266,7 +1492,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_styx_v1_styx_proto_msgTypes[17]
+	mi := &file_styx_v1_styx_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1504,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[17]
+	mi := &file_styx_v1_styx_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1517,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{17}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Result) GetBatchId() uint64 {
@@ -1341,7 +1567,7 @@ type Refusal struct {
 
 func (x *Refusal) Reset() {
 	*x = Refusal{}
-	mi := &file_styx_v1_styx_proto_msgTypes[18]
+	mi := &file_styx_v1_styx_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1353,7 +1579,7 @@ func (x *Refusal) String() string {
 func (*Refusal) ProtoMessage() {}
 
 func (x *Refusal) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[18]
+	mi := &file_styx_v1_styx_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1366,7 +1592,7 @@ func (x *Refusal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Refusal.ProtoReflect.Descriptor instead.
 func (*Refusal) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{18}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Refusal) GetBatchId() uint64 {
@@ -1398,7 +1624,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_styx_v1_styx_proto_msgTypes[19]
+	mi := &file_styx_v1_styx_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1410,7 +1636,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[19]
+	mi := &file_styx_v1_styx_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1423,7 +1649,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{19}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{22}
 }
 
 type WorkerStatus struct {
@@ -1446,7 +1672,7 @@ type WorkerStatus struct {
 
 func (x *WorkerStatus) Reset() {
 	*x = WorkerStatus{}
-	mi := &file_styx_v1_styx_proto_msgTypes[20]
+	mi := &file_styx_v1_styx_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1458,7 +1684,7 @@ func (x *WorkerStatus) String() string {
 func (*WorkerStatus) ProtoMessage() {}
 
 func (x *WorkerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[20]
+	mi := &file_styx_v1_styx_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1471,7 +1697,7 @@ func (x *WorkerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerStatus.ProtoReflect.Descriptor instead.
 func (*WorkerStatus) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{20}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WorkerStatus) GetWorkerId() string {
@@ -1580,7 +1806,7 @@ type PoolStatus struct {
 
 func (x *PoolStatus) Reset() {
 	*x = PoolStatus{}
-	mi := &file_styx_v1_styx_proto_msgTypes[21]
+	mi := &file_styx_v1_styx_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1592,7 +1818,7 @@ func (x *PoolStatus) String() string {
 func (*PoolStatus) ProtoMessage() {}
 
 func (x *PoolStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[21]
+	mi := &file_styx_v1_styx_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1605,7 +1831,7 @@ func (x *PoolStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolStatus.ProtoReflect.Descriptor instead.
 func (*PoolStatus) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{21}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PoolStatus) GetPending() uint64 {
@@ -1707,7 +1933,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_styx_v1_styx_proto_msgTypes[22]
+	mi := &file_styx_v1_styx_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1719,7 +1945,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[22]
+	mi := &file_styx_v1_styx_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1732,7 +1958,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{22}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *StatusResponse) GetSchedulerId() string {
@@ -1798,7 +2024,12 @@ const file_styx_v1_styx_proto_rawDesc = "" +
 	"\bevidence\x18\x06 \x03(\tR\bevidence\x12\x14\n" +
 	"\x05error\x18\a \x01(\tR\x05error\x12\x12\n" +
 	"\x04port\x18\b \x01(\rR\x04port\x12,\n" +
-	"\x12inferred_unix_nano\x18\t \x01(\x03R\x10inferredUnixNano\"v\n" +
+	"\x12inferred_unix_nano\x18\t \x01(\x03R\x10inferredUnixNano\"u\n" +
+	"\fAttackReport\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\fR\aaddress\x12\x1b\n" +
+	"\tunix_nano\x18\x02 \x01(\x03R\bunixNano\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x1a\n" +
+	"\breporter\x18\x04 \x01(\tR\breporter\"v\n" +
 	"\rSubmitRequest\x12&\n" +
 	"\x05hello\x18\x01 \x01(\v2\x0e.styx.v1.HelloH\x00R\x05hello\x126\n" +
 	"\tsightings\x18\x02 \x01(\v2\x16.styx.v1.SightingBatchH\x00R\tsightingsB\x05\n" +
@@ -1831,12 +2062,24 @@ const file_styx_v1_styx_proto_rawDesc = "" +
 	"\averdict\x18\x03 \x01(\v2\x10.styx.v1.VerdictR\averdict\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\"<\n" +
 	"\fOutcomeBatch\x12,\n" +
-	"\boutcomes\x18\x01 \x03(\v2\x10.styx.v1.OutcomeR\boutcomes\"2\n" +
+	"\boutcomes\x18\x01 \x03(\v2\x10.styx.v1.OutcomeR\boutcomes\"U\n" +
 	"\vFeedRequest\x12#\n" +
-	"\rfrom_revision\x18\x01 \x01(\x04R\ffromRevision\"S\n" +
+	"\rfrom_revision\x18\x01 \x01(\x04R\ffromRevision\x12!\n" +
+	"\fattacks_only\x18\x02 \x01(\bR\vattacksOnly\"\x82\x01\n" +
 	"\tFeedEvent\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12*\n" +
-	"\averdict\x18\x02 \x01(\v2\x10.styx.v1.VerdictR\averdict\"`\n" +
+	"\averdict\x18\x02 \x01(\v2\x10.styx.v1.VerdictR\averdict\x12-\n" +
+	"\x06attack\x18\x03 \x01(\v2\x15.styx.v1.AttackReportR\x06attack\"`\n" +
+	"\x14ReportAttacksRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12/\n" +
+	"\areports\x18\x02 \x03(\v2\x15.styx.v1.AttackReportR\areports\"\x87\x01\n" +
+	"\x15ReportAttacksResponse\x12\x1a\n" +
+	"\baccepted\x18\x01 \x01(\rR\baccepted\x12\x1e\n" +
+	"\n" +
+	"duplicates\x18\x02 \x01(\rR\n" +
+	"duplicates\x12\x1a\n" +
+	"\brejected\x18\x03 \x01(\rR\brejected\x12\x16\n" +
+	"\x06errors\x18\x04 \x03(\tR\x06errors\"`\n" +
 	"\n" +
 	"WorkAssign\x12#\n" +
 	"\x04open\x18\x01 \x01(\v2\r.styx.v1.OpenH\x00R\x04open\x12&\n" +
@@ -1918,10 +2161,11 @@ const file_styx_v1_styx_proto_rawDesc = "" +
 	"\x14OUTCOME_KIND_VERDICT\x10\x01\x12\x18\n" +
 	"\x14OUTCOME_KIND_EXPIRED\x10\x02\x12\x15\n" +
 	"\x11OUTCOME_KIND_SHED\x10\x03\x12\x19\n" +
-	"\x15OUTCOME_KIND_REJECTED\x10\x042\x85\x01\n" +
+	"\x15OUTCOME_KIND_REJECTED\x10\x042\xd5\x01\n" +
 	"\x10SchedulerService\x12=\n" +
 	"\x06Submit\x12\x16.styx.v1.SubmitRequest\x1a\x17.styx.v1.SubmitResponse(\x010\x01\x122\n" +
-	"\x04Feed\x12\x14.styx.v1.FeedRequest\x1a\x12.styx.v1.FeedEvent0\x012E\n" +
+	"\x04Feed\x12\x14.styx.v1.FeedRequest\x1a\x12.styx.v1.FeedEvent0\x01\x12N\n" +
+	"\rReportAttacks\x12\x1d.styx.v1.ReportAttacksRequest\x1a\x1e.styx.v1.ReportAttacksResponse2E\n" +
 	"\rWorkerService\x124\n" +
 	"\x04Work\x12\x13.styx.v1.WorkAssign\x1a\x13.styx.v1.WorkReport(\x010\x012I\n" +
 	"\fAdminService\x129\n" +
@@ -1940,65 +2184,72 @@ func file_styx_v1_styx_proto_rawDescGZIP() []byte {
 }
 
 var file_styx_v1_styx_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_styx_v1_styx_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_styx_v1_styx_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_styx_v1_styx_proto_goTypes = []any{
-	(OutcomeKind)(0),       // 0: styx.v1.OutcomeKind
-	(*Verdict)(nil),        // 1: styx.v1.Verdict
-	(*SubmitRequest)(nil),  // 2: styx.v1.SubmitRequest
-	(*Hello)(nil),          // 3: styx.v1.Hello
-	(*Sighting)(nil),       // 4: styx.v1.Sighting
-	(*SightingBatch)(nil),  // 5: styx.v1.SightingBatch
-	(*SubmitResponse)(nil), // 6: styx.v1.SubmitResponse
-	(*Welcome)(nil),        // 7: styx.v1.Welcome
-	(*Ack)(nil),            // 8: styx.v1.Ack
-	(*Outcome)(nil),        // 9: styx.v1.Outcome
-	(*OutcomeBatch)(nil),   // 10: styx.v1.OutcomeBatch
-	(*FeedRequest)(nil),    // 11: styx.v1.FeedRequest
-	(*FeedEvent)(nil),      // 12: styx.v1.FeedEvent
-	(*WorkAssign)(nil),     // 13: styx.v1.WorkAssign
-	(*Open)(nil),           // 14: styx.v1.Open
-	(*Batch)(nil),          // 15: styx.v1.Batch
-	(*WorkReport)(nil),     // 16: styx.v1.WorkReport
-	(*Ready)(nil),          // 17: styx.v1.Ready
-	(*Result)(nil),         // 18: styx.v1.Result
-	(*Refusal)(nil),        // 19: styx.v1.Refusal
-	(*StatusRequest)(nil),  // 20: styx.v1.StatusRequest
-	(*WorkerStatus)(nil),   // 21: styx.v1.WorkerStatus
-	(*PoolStatus)(nil),     // 22: styx.v1.PoolStatus
-	(*StatusResponse)(nil), // 23: styx.v1.StatusResponse
+	(OutcomeKind)(0),              // 0: styx.v1.OutcomeKind
+	(*Verdict)(nil),               // 1: styx.v1.Verdict
+	(*AttackReport)(nil),          // 2: styx.v1.AttackReport
+	(*SubmitRequest)(nil),         // 3: styx.v1.SubmitRequest
+	(*Hello)(nil),                 // 4: styx.v1.Hello
+	(*Sighting)(nil),              // 5: styx.v1.Sighting
+	(*SightingBatch)(nil),         // 6: styx.v1.SightingBatch
+	(*SubmitResponse)(nil),        // 7: styx.v1.SubmitResponse
+	(*Welcome)(nil),               // 8: styx.v1.Welcome
+	(*Ack)(nil),                   // 9: styx.v1.Ack
+	(*Outcome)(nil),               // 10: styx.v1.Outcome
+	(*OutcomeBatch)(nil),          // 11: styx.v1.OutcomeBatch
+	(*FeedRequest)(nil),           // 12: styx.v1.FeedRequest
+	(*FeedEvent)(nil),             // 13: styx.v1.FeedEvent
+	(*ReportAttacksRequest)(nil),  // 14: styx.v1.ReportAttacksRequest
+	(*ReportAttacksResponse)(nil), // 15: styx.v1.ReportAttacksResponse
+	(*WorkAssign)(nil),            // 16: styx.v1.WorkAssign
+	(*Open)(nil),                  // 17: styx.v1.Open
+	(*Batch)(nil),                 // 18: styx.v1.Batch
+	(*WorkReport)(nil),            // 19: styx.v1.WorkReport
+	(*Ready)(nil),                 // 20: styx.v1.Ready
+	(*Result)(nil),                // 21: styx.v1.Result
+	(*Refusal)(nil),               // 22: styx.v1.Refusal
+	(*StatusRequest)(nil),         // 23: styx.v1.StatusRequest
+	(*WorkerStatus)(nil),          // 24: styx.v1.WorkerStatus
+	(*PoolStatus)(nil),            // 25: styx.v1.PoolStatus
+	(*StatusResponse)(nil),        // 26: styx.v1.StatusResponse
 }
 var file_styx_v1_styx_proto_depIdxs = []int32{
-	3,  // 0: styx.v1.SubmitRequest.hello:type_name -> styx.v1.Hello
-	5,  // 1: styx.v1.SubmitRequest.sightings:type_name -> styx.v1.SightingBatch
-	4,  // 2: styx.v1.SightingBatch.sightings:type_name -> styx.v1.Sighting
-	8,  // 3: styx.v1.SubmitResponse.ack:type_name -> styx.v1.Ack
-	10, // 4: styx.v1.SubmitResponse.outcomes:type_name -> styx.v1.OutcomeBatch
-	7,  // 5: styx.v1.SubmitResponse.welcome:type_name -> styx.v1.Welcome
+	4,  // 0: styx.v1.SubmitRequest.hello:type_name -> styx.v1.Hello
+	6,  // 1: styx.v1.SubmitRequest.sightings:type_name -> styx.v1.SightingBatch
+	5,  // 2: styx.v1.SightingBatch.sightings:type_name -> styx.v1.Sighting
+	9,  // 3: styx.v1.SubmitResponse.ack:type_name -> styx.v1.Ack
+	11, // 4: styx.v1.SubmitResponse.outcomes:type_name -> styx.v1.OutcomeBatch
+	8,  // 5: styx.v1.SubmitResponse.welcome:type_name -> styx.v1.Welcome
 	0,  // 6: styx.v1.Outcome.kind:type_name -> styx.v1.OutcomeKind
 	1,  // 7: styx.v1.Outcome.verdict:type_name -> styx.v1.Verdict
-	9,  // 8: styx.v1.OutcomeBatch.outcomes:type_name -> styx.v1.Outcome
+	10, // 8: styx.v1.OutcomeBatch.outcomes:type_name -> styx.v1.Outcome
 	1,  // 9: styx.v1.FeedEvent.verdict:type_name -> styx.v1.Verdict
-	14, // 10: styx.v1.WorkAssign.open:type_name -> styx.v1.Open
-	15, // 11: styx.v1.WorkAssign.batch:type_name -> styx.v1.Batch
-	17, // 12: styx.v1.WorkReport.ready:type_name -> styx.v1.Ready
-	18, // 13: styx.v1.WorkReport.result:type_name -> styx.v1.Result
-	19, // 14: styx.v1.WorkReport.refusal:type_name -> styx.v1.Refusal
-	1,  // 15: styx.v1.Result.verdicts:type_name -> styx.v1.Verdict
-	21, // 16: styx.v1.StatusResponse.workers:type_name -> styx.v1.WorkerStatus
-	22, // 17: styx.v1.StatusResponse.pool:type_name -> styx.v1.PoolStatus
-	2,  // 18: styx.v1.SchedulerService.Submit:input_type -> styx.v1.SubmitRequest
-	11, // 19: styx.v1.SchedulerService.Feed:input_type -> styx.v1.FeedRequest
-	13, // 20: styx.v1.WorkerService.Work:input_type -> styx.v1.WorkAssign
-	20, // 21: styx.v1.AdminService.Status:input_type -> styx.v1.StatusRequest
-	6,  // 22: styx.v1.SchedulerService.Submit:output_type -> styx.v1.SubmitResponse
-	12, // 23: styx.v1.SchedulerService.Feed:output_type -> styx.v1.FeedEvent
-	16, // 24: styx.v1.WorkerService.Work:output_type -> styx.v1.WorkReport
-	23, // 25: styx.v1.AdminService.Status:output_type -> styx.v1.StatusResponse
-	22, // [22:26] is the sub-list for method output_type
-	18, // [18:22] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	2,  // 10: styx.v1.FeedEvent.attack:type_name -> styx.v1.AttackReport
+	2,  // 11: styx.v1.ReportAttacksRequest.reports:type_name -> styx.v1.AttackReport
+	17, // 12: styx.v1.WorkAssign.open:type_name -> styx.v1.Open
+	18, // 13: styx.v1.WorkAssign.batch:type_name -> styx.v1.Batch
+	20, // 14: styx.v1.WorkReport.ready:type_name -> styx.v1.Ready
+	21, // 15: styx.v1.WorkReport.result:type_name -> styx.v1.Result
+	22, // 16: styx.v1.WorkReport.refusal:type_name -> styx.v1.Refusal
+	1,  // 17: styx.v1.Result.verdicts:type_name -> styx.v1.Verdict
+	24, // 18: styx.v1.StatusResponse.workers:type_name -> styx.v1.WorkerStatus
+	25, // 19: styx.v1.StatusResponse.pool:type_name -> styx.v1.PoolStatus
+	3,  // 20: styx.v1.SchedulerService.Submit:input_type -> styx.v1.SubmitRequest
+	12, // 21: styx.v1.SchedulerService.Feed:input_type -> styx.v1.FeedRequest
+	14, // 22: styx.v1.SchedulerService.ReportAttacks:input_type -> styx.v1.ReportAttacksRequest
+	16, // 23: styx.v1.WorkerService.Work:input_type -> styx.v1.WorkAssign
+	23, // 24: styx.v1.AdminService.Status:input_type -> styx.v1.StatusRequest
+	7,  // 25: styx.v1.SchedulerService.Submit:output_type -> styx.v1.SubmitResponse
+	13, // 26: styx.v1.SchedulerService.Feed:output_type -> styx.v1.FeedEvent
+	15, // 27: styx.v1.SchedulerService.ReportAttacks:output_type -> styx.v1.ReportAttacksResponse
+	19, // 28: styx.v1.WorkerService.Work:output_type -> styx.v1.WorkReport
+	26, // 29: styx.v1.AdminService.Status:output_type -> styx.v1.StatusResponse
+	25, // [25:30] is the sub-list for method output_type
+	20, // [20:25] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_styx_v1_styx_proto_init() }
@@ -2006,20 +2257,20 @@ func file_styx_v1_styx_proto_init() {
 	if File_styx_v1_styx_proto != nil {
 		return
 	}
-	file_styx_v1_styx_proto_msgTypes[1].OneofWrappers = []any{
+	file_styx_v1_styx_proto_msgTypes[2].OneofWrappers = []any{
 		(*SubmitRequest_Hello)(nil),
 		(*SubmitRequest_Sightings)(nil),
 	}
-	file_styx_v1_styx_proto_msgTypes[5].OneofWrappers = []any{
+	file_styx_v1_styx_proto_msgTypes[6].OneofWrappers = []any{
 		(*SubmitResponse_Ack)(nil),
 		(*SubmitResponse_Outcomes)(nil),
 		(*SubmitResponse_Welcome)(nil),
 	}
-	file_styx_v1_styx_proto_msgTypes[12].OneofWrappers = []any{
+	file_styx_v1_styx_proto_msgTypes[15].OneofWrappers = []any{
 		(*WorkAssign_Open)(nil),
 		(*WorkAssign_Batch)(nil),
 	}
-	file_styx_v1_styx_proto_msgTypes[15].OneofWrappers = []any{
+	file_styx_v1_styx_proto_msgTypes[18].OneofWrappers = []any{
 		(*WorkReport_Ready)(nil),
 		(*WorkReport_Result)(nil),
 		(*WorkReport_Refusal)(nil),
@@ -2030,7 +2281,7 @@ func file_styx_v1_styx_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_styx_v1_styx_proto_rawDesc), len(file_styx_v1_styx_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   23,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -2,8 +2,9 @@
 //
 // Three services:
 //   - SchedulerService: cluster nodes stream sightings to the STYX leader and
-//     receive one outcome per accepted sighting; any process can follow the
-//     verdict feed.
+//     receive one outcome per accepted sighting, and forward the attack
+//     reports they accepted; any process can follow the feed of verdicts and
+//     attack reports.
 //   - WorkerService: served by every worker; the leader dials it and keeps one
 //     bidirectional stream per worker. Batches go down carrying the leader's
 //     term; results and credit grants come up.
@@ -30,8 +31,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	SchedulerService_Submit_FullMethodName = "/styx.v1.SchedulerService/Submit"
-	SchedulerService_Feed_FullMethodName   = "/styx.v1.SchedulerService/Feed"
+	SchedulerService_Submit_FullMethodName        = "/styx.v1.SchedulerService/Submit"
+	SchedulerService_Feed_FullMethodName          = "/styx.v1.SchedulerService/Feed"
+	SchedulerService_ReportAttacks_FullMethodName = "/styx.v1.SchedulerService/ReportAttacks"
 )
 
 // SchedulerServiceClient is the client API for SchedulerService service.
@@ -44,10 +46,17 @@ type SchedulerServiceClient interface {
 	// A follower answers FAILED_PRECONDITION with the leader's address in the
 	// status message, or UNAVAILABLE while no leader is known.
 	Submit(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SubmitRequest, SubmitResponse], error)
-	// Feed streams every verdict the leader produces, starting after
-	// from_revision. OUT_OF_RANGE means the gap is too old (or from another
-	// term): the caller must copy a snapshot and follow from its revision.
+	// Feed streams every verdict the leader produces and every attack report
+	// it accepts, starting after from_revision. OUT_OF_RANGE means the gap is
+	// too old (or from another term): the caller must copy a snapshot and
+	// follow from its revision.
 	Feed(ctx context.Context, in *FeedRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FeedEvent], error)
+	// ReportAttacks hands the leader attack reports a node accepted. The
+	// leader puts each valid report not seen recently on the feed; the
+	// answer counts them. Reports are idempotent, so a node re-sends a batch
+	// whose answer it did not get. A follower answers FAILED_PRECONDITION
+	// (UNAVAILABLE while no leader is known), as Submit does.
+	ReportAttacks(ctx context.Context, in *ReportAttacksRequest, opts ...grpc.CallOption) (*ReportAttacksResponse, error)
 }
 
 type schedulerServiceClient struct {
@@ -90,6 +99,16 @@ func (c *schedulerServiceClient) Feed(ctx context.Context, in *FeedRequest, opts
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type SchedulerService_FeedClient = grpc.ServerStreamingClient[FeedEvent]
 
+func (c *schedulerServiceClient) ReportAttacks(ctx context.Context, in *ReportAttacksRequest, opts ...grpc.CallOption) (*ReportAttacksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportAttacksResponse)
+	err := c.cc.Invoke(ctx, SchedulerService_ReportAttacks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SchedulerServiceServer is the server API for SchedulerService service.
 // All implementations must embed UnimplementedSchedulerServiceServer
 // for forward compatibility.
@@ -100,10 +119,17 @@ type SchedulerServiceServer interface {
 	// A follower answers FAILED_PRECONDITION with the leader's address in the
 	// status message, or UNAVAILABLE while no leader is known.
 	Submit(grpc.BidiStreamingServer[SubmitRequest, SubmitResponse]) error
-	// Feed streams every verdict the leader produces, starting after
-	// from_revision. OUT_OF_RANGE means the gap is too old (or from another
-	// term): the caller must copy a snapshot and follow from its revision.
+	// Feed streams every verdict the leader produces and every attack report
+	// it accepts, starting after from_revision. OUT_OF_RANGE means the gap is
+	// too old (or from another term): the caller must copy a snapshot and
+	// follow from its revision.
 	Feed(*FeedRequest, grpc.ServerStreamingServer[FeedEvent]) error
+	// ReportAttacks hands the leader attack reports a node accepted. The
+	// leader puts each valid report not seen recently on the feed; the
+	// answer counts them. Reports are idempotent, so a node re-sends a batch
+	// whose answer it did not get. A follower answers FAILED_PRECONDITION
+	// (UNAVAILABLE while no leader is known), as Submit does.
+	ReportAttacks(context.Context, *ReportAttacksRequest) (*ReportAttacksResponse, error)
 	mustEmbedUnimplementedSchedulerServiceServer()
 }
 
@@ -119,6 +145,9 @@ func (UnimplementedSchedulerServiceServer) Submit(grpc.BidiStreamingServer[Submi
 }
 func (UnimplementedSchedulerServiceServer) Feed(*FeedRequest, grpc.ServerStreamingServer[FeedEvent]) error {
 	return status.Error(codes.Unimplemented, "method Feed not implemented")
+}
+func (UnimplementedSchedulerServiceServer) ReportAttacks(context.Context, *ReportAttacksRequest) (*ReportAttacksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportAttacks not implemented")
 }
 func (UnimplementedSchedulerServiceServer) mustEmbedUnimplementedSchedulerServiceServer() {}
 func (UnimplementedSchedulerServiceServer) testEmbeddedByValue()                          {}
@@ -159,13 +188,36 @@ func _SchedulerService_Feed_Handler(srv interface{}, stream grpc.ServerStream) e
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type SchedulerService_FeedServer = grpc.ServerStreamingServer[FeedEvent]
 
+func _SchedulerService_ReportAttacks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportAttacksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SchedulerServiceServer).ReportAttacks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SchedulerService_ReportAttacks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SchedulerServiceServer).ReportAttacks(ctx, req.(*ReportAttacksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SchedulerService_ServiceDesc is the grpc.ServiceDesc for SchedulerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var SchedulerService_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "styx.v1.SchedulerService",
 	HandlerType: (*SchedulerServiceServer)(nil),
-	Methods:     []grpc.MethodDesc{},
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "ReportAttacks",
+			Handler:    _SchedulerService_ReportAttacks_Handler,
+		},
+	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Submit",

@@ -152,7 +152,11 @@ func (s *Server) Feed(req *styxv1.FeedRequest, stream styxv1.SchedulerService_Fe
 	if co == nil {
 		return s.notLeader()
 	}
-	err := co.Feed().Follow(stream.Context(), req.FromRevision, func(evs []*styxv1.FeedEvent) error {
+	var keep func(*styxv1.FeedEvent) bool
+	if req.GetAttacksOnly() {
+		keep = func(ev *styxv1.FeedEvent) bool { return ev.GetAttack() != nil }
+	}
+	err := co.Feed().FollowFiltered(stream.Context(), req.FromRevision, keep, func(evs []*styxv1.FeedEvent) error {
 		for _, e := range evs {
 			if err := stream.Send(e); err != nil {
 				return err
@@ -167,6 +171,24 @@ func (s *Server) Feed(req *styxv1.FeedRequest, stream styxv1.SchedulerService_Fe
 		return status.FromContextError(err).Err()
 	}
 	return err
+}
+
+// ReportAttacks implements SchedulerService.
+func (s *Server) ReportAttacks(_ context.Context, req *styxv1.ReportAttacksRequest) (*styxv1.ReportAttacksResponse, error) {
+	co := s.lead.Current()
+	if co == nil {
+		return nil, s.notLeader()
+	}
+	if err := keyspace.ValidID(req.GetNodeId()); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "node id: %v", err)
+	}
+	if n := len(req.GetReports()); n > coordinator.MaxAttackBatch {
+		return nil, status.Errorf(codes.InvalidArgument, "%d attack reports exceed the maximum %d per request", n, coordinator.MaxAttackBatch)
+	}
+	res := co.ReportAttacks(req.GetNodeId(), req.GetReports())
+	return &styxv1.ReportAttacksResponse{
+		Accepted: res.Accepted, Duplicates: res.Duplicates, Rejected: res.Rejected, Errors: res.Errors,
+	}, nil
 }
 
 // Status implements AdminService.

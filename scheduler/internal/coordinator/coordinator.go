@@ -32,7 +32,9 @@ type Config struct {
 	MaxFailures uint32
 	// MaxSubmitBatch bounds one SightingBatch from a node.
 	MaxSubmitBatch int
-	// FeedSize is the number of verdicts the feed ring keeps.
+	// FeedSize is the number of events (verdicts and attack reports) the
+	// feed ring keeps; the leader also remembers as many attack report keys
+	// to drop re-sent reports.
 	FeedSize int
 	// OutQueue bounds the messages queued to one node; a node that falls
 	// further behind is disconnected and re-sends what it misses.
@@ -81,6 +83,10 @@ type Counters struct {
 	LeaseLosses     uint64 // workers whose registration disappeared
 	StreamFailures  uint64 // worker streams that broke
 	OutcomesDropped uint64 // outcomes for nodes not connected (they re-send)
+
+	AttackReports    uint64 // attack reports put on the feed
+	AttackDuplicates uint64 // attack reports seen recently, not put on the feed again
+	AttackRejected   uint64 // invalid attack reports
 }
 
 // Coordinator runs one term. See the package comment.
@@ -99,6 +105,7 @@ type Coordinator struct {
 	conns       map[string]*workerConn
 	subs        map[string]*Submitter
 	counters    Counters
+	attacks     recentAttacks // keys of the attack reports recently fed
 
 	wake chan struct{}
 	wg   sync.WaitGroup // worker connections
@@ -135,6 +142,9 @@ func New(cfg Config, log zerolog.Logger) (*Coordinator, error) {
 		conns: make(map[string]*workerConn),
 		subs:  make(map[string]*Submitter),
 		wake:  make(chan struct{}, 1),
+		// As many keys as the feed holds events: a re-sent report is
+		// dropped at least while its first copy could still be read.
+		attacks: recentAttacks{max: cfg.FeedSize},
 	}, nil
 }
 

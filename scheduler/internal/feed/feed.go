@@ -1,6 +1,6 @@
-// Package feed is the leader's verdict feed: a bounded ring of the most
-// recent verdicts, each with a revision, that any number of followers read
-// from a revision of their choice. A follower that falls behind the ring
+// Package feed is the leader's feed: a bounded ring of the most recent
+// verdicts and attack reports, each event with a revision, that any number
+// of followers read from a revision of their choice. A follower that falls behind the ring
 // gets ErrGap and must catch up another way (a snapshot), then follow on.
 //
 // Revisions are (term << 32) | sequence: increasing within a term, and a
@@ -51,13 +51,35 @@ func (f *Feed) Append(vs ...*styxv1.Verdict) {
 	}
 	f.mu.Lock()
 	for _, v := range vs {
-		seq := f.next
-		f.next++
-		f.ring[seq%uint64(len(f.ring))] = &styxv1.FeedEvent{Revision: f.term<<32 | seq, Verdict: v}
+		f.putLocked(&styxv1.FeedEvent{Verdict: v})
 	}
+	f.wakeLocked()
+	f.mu.Unlock()
+}
+
+// AppendAttacks adds attack reports and wakes followers.
+func (f *Feed) AppendAttacks(rs ...*styxv1.AttackReport) {
+	if len(rs) == 0 {
+		return
+	}
+	f.mu.Lock()
+	for _, r := range rs {
+		f.putLocked(&styxv1.FeedEvent{Attack: r})
+	}
+	f.wakeLocked()
+	f.mu.Unlock()
+}
+
+func (f *Feed) putLocked(ev *styxv1.FeedEvent) {
+	seq := f.next
+	f.next++
+	ev.Revision = f.term<<32 | seq
+	f.ring[seq%uint64(len(f.ring))] = ev
+}
+
+func (f *Feed) wakeLocked() {
 	close(f.changed)
 	f.changed = make(chan struct{})
-	f.mu.Unlock()
 }
 
 // Read returns the events after rev (at most max) and a channel that is
@@ -95,6 +117,18 @@ func (f *Feed) Read(rev uint64, max int) ([]*styxv1.FeedEvent, uint64, <-chan st
 
 // Follow calls send for every event after rev until ctx ends or send fails.
 func (f *Feed) Follow(ctx context.Context, rev uint64, send func([]*styxv1.FeedEvent) error) error {
+	return f.FollowFiltered(ctx, rev, nil, send)
+}
+
+// FollowFiltered is Follow for the events keep accepts (all when keep is
+// nil). Once an eighth of the ring has been skipped since the last event
+// sent, a progress event (only the revision) is sent, so that the
+// follower's revision keeps up with the ring and a resume does not fall out
+// of it.
+func (f *Feed) FollowFiltered(ctx context.Context, rev uint64, keep func(*styxv1.FeedEvent) bool, send func([]*styxv1.FeedEvent) error) error {
+	var out []*styxv1.FeedEvent
+	progressEvery := max(1, len(f.ring)/8) // len(f.ring) never changes
+	skipped := 0
 	for {
 		evs, next, changed, err := f.Read(rev, 512)
 		if err != nil {
@@ -102,6 +136,23 @@ func (f *Feed) Follow(ctx context.Context, rev uint64, send func([]*styxv1.FeedE
 		}
 		rev = next
 		if len(evs) > 0 {
+			if keep != nil {
+				out = out[:0]
+				for _, ev := range evs {
+					if keep(ev) {
+						out, skipped = append(out, ev), 0
+					} else {
+						skipped++
+					}
+				}
+				if skipped >= progressEvery {
+					out, skipped = append(out, &styxv1.FeedEvent{Revision: next}), 0
+				}
+				if len(out) == 0 {
+					continue
+				}
+				evs = out
+			}
 			if err := send(evs); err != nil {
 				return err
 			}

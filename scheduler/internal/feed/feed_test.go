@@ -74,3 +74,83 @@ func TestFollow(t *testing.T) {
 		t.Fatalf("follow: %v", err)
 	}
 }
+
+func atk(b byte) *styxv1.AttackReport {
+	return &styxv1.AttackReport{Address: []byte{203, 0, 113, b}, Kind: "login", Reporter: "n1"}
+}
+
+// Verdicts and attack reports share the ring and its revisions.
+func TestAttacksShareTheRing(t *testing.T) {
+	f := New(3, 8)
+	f.Append(v(1))
+	f.AppendAttacks(atk(2), atk(3))
+	f.Append(v(4))
+	evs, rev, _, err := f.Read(3<<32, 10)
+	if err != nil || len(evs) != 4 || rev != 3<<32|4 {
+		t.Fatalf("read %d events, rev %x, %v", len(evs), rev, err)
+	}
+	if evs[0].GetVerdict() == nil || evs[1].GetAttack().GetAddress()[3] != 2 || evs[2].GetAttack() == nil || evs[3].GetVerdict() == nil {
+		t.Fatalf("events %v", evs)
+	}
+	for i, e := range evs {
+		if e.Revision != 3<<32|uint64(i+1) {
+			t.Fatalf("event %d revision %x", i, e.Revision)
+		}
+	}
+}
+
+// A filtered follower gets only the events it keeps, plus a progress event
+// once an eighth of the ring went by without one, so its revision stays
+// inside the ring.
+func TestFollowFilteredProgress(t *testing.T) {
+	f := New(1, 64) // progress every 8 skipped events
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	type got struct {
+		rev    uint64
+		attack bool
+	}
+	out := make(chan got, 64)
+	done := make(chan error, 1)
+	from := f.Revision()
+	go func() {
+		done <- f.FollowFiltered(ctx, from, func(e *styxv1.FeedEvent) bool { return e.GetAttack() != nil },
+			func(evs []*styxv1.FeedEvent) error {
+				for _, e := range evs {
+					out <- got{e.Revision, e.GetAttack() != nil}
+				}
+				return nil
+			})
+	}()
+	next := func() got {
+		t.Helper()
+		select {
+		case g := <-out:
+			return g
+		case <-ctx.Done():
+			t.Fatal("nothing followed")
+			return got{}
+		}
+	}
+	f.AppendAttacks(atk(1))
+	if g := next(); !g.attack || g.rev != 1<<32|1 {
+		t.Fatalf("first %+v", g)
+	}
+	for i := range 7 {
+		f.Append(v(byte(i)))
+	}
+	f.AppendAttacks(atk(2)) // 7 skipped: no progress event before it
+	if g := next(); !g.attack || g.rev != 1<<32|9 {
+		t.Fatalf("second %+v", g)
+	}
+	for i := range 8 {
+		f.Append(v(byte(i)))
+	}
+	if g := next(); g.attack || g.rev != 1<<32|17 {
+		t.Fatalf("progress %+v", g)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("follow ended with %v", err)
+	}
+}

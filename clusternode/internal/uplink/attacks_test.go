@@ -1,0 +1,79 @@
+package uplink
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/styx-inference/styx/clusternode/internal/fakesched"
+	"github.com/styx-inference/styx/pkg/attacks"
+	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
+)
+
+// Reports accepted on the node wait in the store's outbox until the leader
+// has answered for them; a failed call leaves them there for the next try.
+func TestAttacksForwardedFromOutbox(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.AttackRetry = 20 * time.Millisecond })
+	a := netip.MustParseAddr("203.0.113.7")
+	rep := func(sec int64) attacks.Report {
+		return attacks.Report{Addr: a, Time: time.Unix(1_700_000_000+sec, 0), Kind: attacks.KindLogin, Reporter: "node-a"}
+	}
+	// Accepted before any leader is known.
+	if _, err := h.store.AddAttacks([]attacks.Report{rep(1), rep(2)}); err != nil {
+		t.Fatal(err)
+	}
+	f := h.fake(fakesched.Config{}, "x")
+	f.SetAttacksDown(true)
+	h.start()
+	waitFor(t, "a failed forward", func() bool { _, calls := f.Attacks(); return calls >= 2 })
+	if h.store.OutboxLen() != 2 {
+		t.Fatalf("outbox %d after failed calls, want 2", h.store.OutboxLen())
+	}
+	f.SetAttacksDown(false)
+	waitFor(t, "the outbox forwarded", func() bool { return h.store.OutboxLen() == 0 })
+	got, _ := f.Attacks()
+	if len(got) != 2 {
+		t.Fatalf("leader got %d reports, want 2", len(got))
+	}
+	if r, err := attacks.FromProto(got[0]); err != nil || r.Key() != rep(1).Key() {
+		t.Fatalf("first report %+v %v", r, err)
+	}
+	// A new report is forwarded at once when kicked (AttackRetry is short
+	// here, so only check that it arrives).
+	if _, err := h.store.AddAttacks([]attacks.Report{rep(3)}); err != nil {
+		t.Fatal(err)
+	}
+	h.up.KickAttacks()
+	waitFor(t, "the new report forwarded", func() bool { got, _ := f.Attacks(); return len(got) == 3 })
+	// The leader has the report before the node has its answer: wait.
+	waitFor(t, "the forward counted", func() bool { return h.up.Stats().AttacksForwarded == 3 })
+}
+
+// Attack reports on the feed land in the store, idempotently; progress
+// events (only a revision) move the revision.
+func TestFeedAttacksApplied(t *testing.T) {
+	h := newHarness(t, nil)
+	f := h.fake(fakesched.Config{}, "x")
+	h.start()
+	waitFor(t, "a feed follower", func() bool { return f.FeedFollowers() == 1 })
+	a := netip.MustParseAddr("2001:db8::7")
+	r := attacks.Report{Addr: a, Time: time.Unix(1_700_000_000, 0), Kind: attacks.KindDDoS, Reporter: "node-b"}
+	f.Publish(&styxv1.FeedEvent{Revision: 1<<32 | 1, Attack: r.Proto()})
+	f.Publish(&styxv1.FeedEvent{Revision: 1<<32 | 2, Attack: r.Proto()}) // again: a duplicate
+	f.Publish(&styxv1.FeedEvent{Revision: 1<<32 | 3, Attack: &styxv1.AttackReport{Address: []byte{10, 0, 0, 1}, Kind: "login"}})
+	f.Publish(&styxv1.FeedEvent{Revision: 1<<32 | 9})
+	waitFor(t, "feed applied", func() bool { return h.up.Stats().FeedEvents == 4 })
+	hist, err := h.store.Attacks(a)
+	if err != nil || hist.Total() != 1 || hist.Counts[attacks.KindDDoS] != 1 {
+		t.Fatalf("history %+v %v", hist, err)
+	}
+	if st := h.up.Stats(); st.FeedAttacksNew != 1 || st.FeedAttacksDuplicate != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	if rev, _ := h.store.Revision(); rev != 1<<32|9 {
+		t.Fatalf("revision %x", rev)
+	}
+	if h.store.OutboxLen() != 0 {
+		t.Fatal("a feed report entered the outbox")
+	}
+}
