@@ -36,3 +36,6 @@ func (db *DB) IndexInfo() IndexInfo {
 	}
 	return IndexInfo{V4: ix.v4 != nil, V6: ix.v6 != nil, Bytes: ix.bytes, Took: ix.took, Tuples: len(ix.tuples)}
 }
+
+// IndexPanic is what a panic of the index build recorded, nil for none.
+func (db *DB) IndexPanic() any { return db.indexPanic.Load() }

@@ -3,6 +3,7 @@ package locdb
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"math/bits"
 	"net/netip"
 	"slices"
@@ -281,6 +282,13 @@ func (db *DB) startIndex() {
 	db.indexDone = make(chan struct{})
 	go func() {
 		defer close(db.indexDone)
+		defer func() {
+			// A bug in the builder must not take the process down: the
+			// lookups keep walking the trie.
+			if r := recover(); r != nil {
+				db.indexPanic.Store(fmt.Sprint(r))
+			}
+		}()
 		db.buildIndex(&db.indexStop)
 	}()
 }
@@ -410,6 +418,11 @@ func (b *indexBuilder) visit(n uint32, d int, key uint64, best uint32, bestDepth
 
 // emit starts a range at key, unless the previous range has the same leaf.
 func (b *indexBuilder) emit(key uint64, leaf uint32) {
+	if b.failed {
+		// A failed or aborted build leaves gaps; the builder needs
+		// contiguous ranges from key 0, so nothing more is added.
+		return
+	}
 	if b.pop.added == maxIndexRanges {
 		b.failed = true
 		return

@@ -339,3 +339,27 @@ func TestNoIndex(t *testing.T) {
 	checkIndex(t, db, randomAddrs(rand.New(rand.NewPCG(19, 20)), spec, 2000),
 		func(a netip.Addr) (locdb.Network, bool) { return naiveLookup(spec, a) })
 }
+
+// TestIndexCloseRightAfterOpen closes while the build has barely started,
+// at many points: an aborted build once emitted ranges after the gap it
+// left and crashed the process from its goroutine.
+func TestIndexCloseRightAfterOpen(t *testing.T) {
+	for _, fx := range []*locdbtest.Database{mainFixture(), coverFixture(), edgesFixture()} {
+		path := locdbtest.WriteTemp(t, fx)
+		for i := range 200 {
+			db, err := locdb.Open(locdb.Config{Path: path, SkipVerify: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i%4 != 0 {
+				time.Sleep(time.Duration(i%50) * time.Microsecond)
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if p := db.IndexPanic(); p != nil {
+				t.Fatalf("index build panicked: %v", p)
+			}
+		}
+	}
+}

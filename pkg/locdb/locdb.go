@@ -111,7 +111,9 @@ type DB struct {
 	// end early.
 	index     atomic.Pointer[index]
 	indexStop atomic.Bool
-	indexDone chan struct{}
+	// indexPanic records a panic of the build (the lookups then walk).
+	indexPanic atomic.Value
+	indexDone  chan struct{}
 
 	createdAt                    time.Time
 	vendor, description, license string
