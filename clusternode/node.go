@@ -29,8 +29,10 @@ import (
 	"github.com/styx-inference/styx/pkg/leader"
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/logging"
+	"github.com/styx-inference/styx/pkg/modelengine"
 	"github.com/styx-inference/styx/pkg/raven"
 	"github.com/styx-inference/styx/pkg/registration"
+	"github.com/styx-inference/styx/pkg/rollout"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -61,7 +63,11 @@ type Config struct {
 
 	// AttackToken enables POST /v2/attacks for requests carrying it as a
 	// bearer token (at least 16 bytes); "" disables the endpoint.
-	AttackToken      string
+	AttackToken string
+	// FollowModels answers queries without a stored verdict with the
+	// model /styx/models/current names (the rule until one is published).
+	// Ignored when Engine or Locator is set.
+	FollowModels     bool
 	AttackMaxBody    int64 // bytes per attack report request
 	AttackMaxReports int   // report lines per request
 	AttackEvents     int   // reports kept per address in the store
@@ -103,6 +109,7 @@ func DefaultConfig() Config {
 		AttackMaxReports: api.DefaultAttackMaxReports,
 		AttackEvents:     store.DefaultAttackEvents,
 		AttackOutboxMax:  store.DefaultOutboxMax,
+		FollowModels:     true,
 		ShutdownTimeout:  5 * time.Second,
 	}
 }
@@ -197,6 +204,7 @@ type Node struct {
 
 	store   *store.Store
 	db      *locdb.DB // nil when Config.Locator was given
+	engine  *raven.Swap
 	up      *uplink.Uplink
 	handler http.Handler
 	reg     *prometheus.Registry
@@ -257,6 +265,9 @@ func New(cfg Config, log zerolog.Logger) (*Node, error) {
 	if engine == nil {
 		engine = raven.NewRule(loc)
 	}
+	// The query path answers through a Swap, so that a published model
+	// replaces the rule live (see Run).
+	n.engine = raven.NewSwap(engine)
 
 	n.up, err = uplink.New(uplink.Config{
 		NodeID:        cfg.ID,
@@ -298,7 +309,7 @@ func New(cfg Config, log zerolog.Logger) (*Node, error) {
 		NodeID:       cfg.ID,
 		Store:        n.store,
 		Locator:      loc,
-		Engine:       engine,
+		Engine:       n.engine,
 		Sighted:      func(a netip.Addr, t time.Time) { n.up.Offer(a, t) },
 		MaxAddresses: cfg.MaxAddresses,
 		MaxBody:      cfg.MaxBody,
@@ -306,7 +317,7 @@ func New(cfg Config, log zerolog.Logger) (*Node, error) {
 		Gatherer:     n.reg,
 		Health: func() map[string]any {
 			s := n.up.Stats()
-			return map[string]any{"uplink_connected": s.Connected, "pending": s.Pending}
+			return map[string]any{"uplink_connected": s.Connected, "pending": s.Pending, "model": n.engine.ModelVersion()}
 		},
 		AttackToken:      cfg.AttackToken,
 		Attacks:          attackSink{n},
@@ -330,6 +341,9 @@ func (n *Node) leaders(ctx context.Context) <-chan keyspace.LeaderInfo {
 
 // ID is the node's id.
 func (n *Node) ID() string { return n.cfg.ID }
+
+// ModelVersion names the engine answering queries without a stored verdict.
+func (n *Node) ModelVersion() string { return n.engine.ModelVersion() }
 
 // Ready is closed once the query API listens.
 func (n *Node) Ready() <-chan struct{} { return n.ready }
@@ -462,6 +476,20 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	storeCtx, stopStore := context.WithCancel(context.WithoutCancel(ctx))
 	storeDone := start(func() error { return n.store.Run(storeCtx) })
 
+	// The real-time client: the published model answers queries without
+	// a stored verdict, with the features this node has at hand.
+	modelsCtx, stopModels := context.WithCancel(context.WithoutCancel(ctx))
+	modelsDone := start(func() error {
+		if !n.cfg.FollowModels || n.db == nil || n.cfg.Engine != nil {
+			return nil
+		}
+		loader := modelengine.New(n.db)
+		rollout.New(rollout.Config{
+			Client: cli, WorkerID: "node-" + n.cfg.ID, Load: loader.Load, Set: n.engine.Set, Locator: n.db,
+		}, n.log).Run(modelsCtx)
+		return nil
+	})
+
 	close(n.ready)
 	n.log.Info().Str("http_addr", addr).Msg("node serving")
 
@@ -481,6 +509,8 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	if herr := <-httpErr; err == nil {
 		err = herr
 	}
+	stopModels()
+	<-modelsDone
 	// 2. Flush what is queued to the leader and stop the uplink.
 	stopUplink()
 	<-upDone

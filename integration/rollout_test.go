@@ -234,6 +234,9 @@ func TestModelRolloutWhileSightingsFlow(t *testing.T) {
 		return true
 	})
 
+	// The node's real-time client follows the same pointer.
+	waitUntil(t, 30*time.Second, "the node answers with raven-it-1", func() bool { return node.ModelVersion() == "raven-it-1" })
+
 	close(stop)
 	wg.Wait()
 	waitUntil(t, 60*time.Second, "an outcome for every sighting", func() bool { return int(o.total.Load()) >= submitted })

@@ -79,6 +79,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.DurationVar(&cfg.BatchInterval, "batch-interval", cfg.BatchInterval, "longest wait before a partial batch is sent")
 	fs.IntVar(&cfg.MaxAddresses, "max-addresses", cfg.MaxAddresses, "addresses per POST query at most")
 	fs.Int64Var(&cfg.MaxBody, "max-body", cfg.MaxBody, "bytes per POST query body at most")
+	fs.BoolVar(&cfg.FollowModels, "follow-models", cfg.FollowModels, "answer queries without a stored verdict with the model /styx/models/current names, swapped live (the rule until one is published; --follow-models=false: the rule only)")
 	fs.StringVar(&cfg.AttackToken, "attack-token", "", "bearer token that POST /v2/attacks requires, at least 16 bytes (\"\": attack reports disabled); prefer STYX_ATTACK_TOKEN, a flag shows in the process list")
 	fs.Int64Var(&cfg.AttackMaxBody, "attack-max-body", cfg.AttackMaxBody, "bytes per POST /v2/attacks body at most")
 	fs.IntVar(&cfg.AttackMaxReports, "attack-max-reports", cfg.AttackMaxReports, "report lines per POST /v2/attacks request at most")
