@@ -4,14 +4,18 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/styx-inference/styx/pkg/attacks"
+	"github.com/styx-inference/styx/pkg/evidence/proxyprobe"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/raven"
@@ -90,6 +94,36 @@ type Config struct {
 	// Build names the build in the registration; "" means the module
 	// version and VCS revision from the binary's build info.
 	Build string
+
+	// Probe turns the open-proxy probe on (pkg/evidence/proxyprobe): every
+	// address the engine does not already call a proxy is probed on
+	// ProbePorts with HTTP CONNECT, SOCKS5 and SOCKS4 handshakes to
+	// ProbeTarget, and a confirmed open proxy makes the verdict a proxy of
+	// that type, with its port. Off by default: it dials the examined
+	// addresses.
+	Probe bool
+	// ProbePorts are the ports probed on every address.
+	ProbePorts []uint16
+	// ProbeTarget is where a proxy is asked to connect: a host the
+	// operator runs (IPv4, since SOCKS4 has no IPv6); required with Probe.
+	ProbeTarget netip.AddrPort
+	// ProbeBanner, if set, is what ProbeTarget sends first on every
+	// connection; a proxy counts only if the banner comes through it. Go
+	// escapes (\n, \r, \t, \xHH) are decoded.
+	ProbeBanner string
+	// ProbeAllow, when not empty, is the only address ranges the probe may
+	// dial; empty means public addresses only (the dial guard always
+	// denies private, loopback, link-local, multicast and reserved ranges
+	// that no allow prefix opens).
+	ProbeAllow []netip.Prefix
+	// ProbeConcurrencyMin and ProbeConcurrencyMax bound the probes in
+	// flight; the limit moves between them with the backlog.
+	ProbeConcurrencyMin, ProbeConcurrencyMax int
+	// ProbeRate is the number of probes (addresses) started per second;
+	// 0 means no rate limit.
+	ProbeRate float64
+	// ProbeTimeout bounds one address's probe.
+	ProbeTimeout time.Duration
 }
 
 // DefaultConfig returns the defaults.
@@ -106,6 +140,12 @@ func DefaultConfig() Config {
 		AttackFeed:     true,
 		FollowModels:   true,
 		AttackTableMax: attacks.DefaultTableMax,
+
+		ProbePorts:          []uint16{1080, 3128, 8080, 8888},
+		ProbeConcurrencyMin: 4,
+		ProbeConcurrencyMax: 32,
+		ProbeRate:           20,
+		ProbeTimeout:        5 * time.Second,
 	}
 }
 
@@ -132,6 +172,15 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.FollowModels, "follow-models", c.FollowModels, "with --engine=rule, run the model /styx/models/current names (checksum verified, swapped between batches) and any canary; the rule answers until a model is published (--follow-models=false: the rule only)")
 	fs.BoolVar(&c.AttackFeed, "attack-feed", c.AttackFeed, "follow the leader's attack reports into an in-memory table the engine can read (--attack-feed=false: off)")
 	fs.IntVar(&c.AttackTableMax, "attack-table-max", c.AttackTableMax, "addresses the attack table holds at most (the ones attacked longest ago go first)")
+	fs.BoolVar(&c.Probe, "probe", c.Probe, "probe every address the engine does not already call a proxy for an open HTTP CONNECT, SOCKS5 or SOCKS4 proxy (this dials the examined addresses; needs --probe-target)")
+	fs.Var((*portsValue)(&c.ProbePorts), "probe-ports", "ports probed on every address, a comma-separated list")
+	fs.TextVar(&c.ProbeTarget, "probe-target", c.ProbeTarget, "`ip:port` of a host you run that proxies are asked to connect to (IPv4; required with --probe)")
+	fs.StringVar(&c.ProbeBanner, "probe-banner", c.ProbeBanner, `what --probe-target sends first on every connection; if set, a proxy counts only if the banner comes through it (Go escapes such as \n are decoded)`)
+	fs.Var((*prefixesValue)(&c.ProbeAllow), "probe-allow", `the only ranges the probe may dial, a comma-separated CIDR list ("" = public addresses only; private, loopback and reserved ranges stay denied unless listed)`)
+	fs.IntVar(&c.ProbeConcurrencyMin, "probe-concurrency-min", c.ProbeConcurrencyMin, "the lowest concurrency limit of the probe (the limit starts here and falls back to it when probes stop waiting)")
+	fs.IntVar(&c.ProbeConcurrencyMax, "probe-concurrency-max", c.ProbeConcurrencyMax, "the highest concurrency limit of the probe, i.e. probes in flight at most (the limit rises towards it while probes wait)")
+	fs.Float64Var(&c.ProbeRate, "probe-rate", c.ProbeRate, "probes (addresses) started per second at most; each dials every --probe-ports port up to three times (0 = no limit)")
+	fs.DurationVar(&c.ProbeTimeout, "probe-timeout", c.ProbeTimeout, "longest probe of one address")
 }
 
 // Validate reports a configuration error.
@@ -193,10 +242,85 @@ func (c Config) Validate() error {
 	if c.DrainTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("drain timeout %s, want > 0", c.DrainTimeout))
 	}
+	if c.Probe {
+		errs = append(errs, c.validateProbe()...)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("worker config: %w", err)
 	}
 	return nil
+}
+
+// validateProbe checks the probe's settings (when Probe is on).
+func (c Config) validateProbe() []error {
+	var errs []error
+	switch t := c.ProbeTarget; {
+	case !t.IsValid():
+		errs = append(errs, errors.New("--probe needs --probe-target: the ip:port of a host you run, which proxies are asked to connect to"))
+	case t.Port() == 0 || t.Addr().IsUnspecified():
+		errs = append(errs, fmt.Errorf("probe target %s, want an IP address and a non-zero port", t))
+	case !t.Addr().Unmap().Is4():
+		errs = append(errs, fmt.Errorf("probe target %s, want an IPv4 address (SOCKS4 cannot reach IPv6)", t))
+	}
+	if b, err := decodeBanner(c.ProbeBanner); err != nil {
+		errs = append(errs, err)
+	} else if len(b) > proxyprobe.MaxBanner {
+		errs = append(errs, fmt.Errorf("probe banner of %d bytes, want at most %d", len(b), proxyprobe.MaxBanner))
+	}
+	if err := checkPorts(c.ProbePorts); err != nil {
+		errs = append(errs, err)
+	}
+	for _, p := range c.ProbeAllow {
+		if !p.IsValid() {
+			errs = append(errs, fmt.Errorf("probe allow prefix %v is not valid", p))
+		}
+	}
+	if c.ProbeConcurrencyMin < 1 {
+		errs = append(errs, fmt.Errorf("probe concurrency min %d, want >= 1", c.ProbeConcurrencyMin))
+	}
+	if c.ProbeConcurrencyMax < c.ProbeConcurrencyMin {
+		errs = append(errs, fmt.Errorf("probe concurrency max %d, want >= min %d", c.ProbeConcurrencyMax, c.ProbeConcurrencyMin))
+	}
+	if c.ProbeRate < 0 || math.IsNaN(c.ProbeRate) || math.IsInf(c.ProbeRate, 0) {
+		errs = append(errs, fmt.Errorf("probe rate %g, want >= 0", c.ProbeRate))
+	}
+	if c.ProbeTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("probe timeout %s, want > 0", c.ProbeTimeout))
+	}
+	return errs
+}
+
+// checkPorts reports an empty list, a zero port or a port listed twice.
+func checkPorts(ports []uint16) error {
+	if len(ports) == 0 {
+		return errors.New("no probe ports")
+	}
+	seen := map[uint16]bool{}
+	for _, p := range ports {
+		if p == 0 || seen[p] {
+			return fmt.Errorf("probe port %d is zero or listed twice", p)
+		}
+		seen[p] = true
+	}
+	return nil
+}
+
+// decodeBanner decodes the Go escapes of a --probe-banner value.
+func decodeBanner(s string) ([]byte, error) {
+	var b []byte
+	for s != "" {
+		r, multibyte, tail, err := strconv.UnquoteChar(s, 0)
+		if err != nil {
+			return nil, fmt.Errorf("probe banner: bad escape in %q", s)
+		}
+		if r < utf8.RuneSelf || !multibyte {
+			b = append(b, byte(r))
+		} else {
+			b = utf8.AppendRune(b, r)
+		}
+		s = tail
+	}
+	return b, nil
 }
 
 // numaNode parses NUMANode: -1 for "" and AllNodes, else the node number.
@@ -210,6 +334,68 @@ func (c Config) numaNode() (int, error) {
 		return -1, fmt.Errorf("numa node %q, want \"\", %q or a node number", c.NUMANode, AllNodes)
 	}
 	return n, nil
+}
+
+// portsValue is a comma-separated list of ports.
+type portsValue []uint16
+
+func (l *portsValue) String() string {
+	parts := make([]string, len(*l))
+	for i, p := range *l {
+		parts[i] = strconv.Itoa(int(p))
+	}
+	return strings.Join(parts, ",")
+}
+
+func (l *portsValue) Set(s string) error {
+	var out []uint16
+	for _, e := range strings.Split(s, ",") {
+		if e = strings.TrimSpace(e); e == "" {
+			continue
+		}
+		p, err := strconv.ParseUint(e, 10, 16)
+		if err != nil || p == 0 {
+			return fmt.Errorf("port %q, want 1..65535", e)
+		}
+		out = append(out, uint16(p))
+	}
+	if err := checkPorts(out); err != nil {
+		return err
+	}
+	*l = out
+	return nil
+}
+
+// prefixesValue is a comma-separated list of CIDR prefixes; a bare
+// address is a prefix of that address alone.
+type prefixesValue []netip.Prefix
+
+func (l *prefixesValue) String() string {
+	parts := make([]string, len(*l))
+	for i, p := range *l {
+		parts[i] = p.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+func (l *prefixesValue) Set(s string) error {
+	var out []netip.Prefix
+	for _, e := range strings.Split(s, ",") {
+		if e = strings.TrimSpace(e); e == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(e)
+		if err != nil {
+			a, aerr := netip.ParseAddr(e)
+			if aerr != nil {
+				return fmt.Errorf("%q is neither a CIDR prefix nor an IP address", e)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p)
+	}
+	*l = out
+	return nil
 }
 
 // listValue is a comma-separated list flag.

@@ -5,6 +5,9 @@
 // credits it granted. Unless Config.AttackFeed is off, it also follows the
 // leader's feed of attack reports into an in-memory attacks.Table
 // (AttackTable), which an engine implementing attacks.HistoryUser reads.
+// With Config.Probe (off by default), every engine it runs is wrapped in a
+// raven.EvidenceStage that runs the open-proxy probe (probe.go) on the
+// addresses the engine does not already call proxies.
 //
 // Several Workers can run in one process, each with its own listener,
 // registration and metrics registry; only NUMA pinning is process-wide, so

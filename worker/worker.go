@@ -157,22 +157,26 @@ func (w *Worker) Drain() { w.once.Do(func() { close(w.drain) }) }
 // Run runs the worker until ctx ends, then drains and stops (see the
 // shutdown order below). A Worker runs once.
 //
-// Start-up order: pin (if asked), open the engine (and hand it the attack
-// table when it implements attacks.HistoryUser), listen, serve gRPC
-// (WorkerService, health, reflection), follow the leader's attack feed,
-// register in etcd.
+// Start-up order: pin (if asked), open the engine, listen, build the
+// open-proxy probe (with --probe) and wrap the engine with it, hand the
+// engine the attack table when it implements attacks.HistoryUser (every
+// engine the model follower installs later is wrapped and handed the
+// table alike), serve gRPC (WorkerService, health, reflection), follow
+// the leader's attack feed, register in etcd.
 //
 // Shutdown order, on ctx end:
 //  1. drain: mark the service draining (no credit, new batches refused),
-//     health NOT_SERVING, registration rewritten with Draining=true, so the
-//     scheduler stops sending but still owns the in-flight batches;
+//     stop probing (probes in progress end at once), health NOT_SERVING,
+//     registration rewritten with Draining=true, so the scheduler stops
+//     sending but still owns the in-flight batches;
 //  2. wait until every in-flight batch is answered, or DrainTimeout;
 //  3. leave membership: stop the registrar, which revokes the lease (the
 //     key disappears at once; whatever is still in flight is requeued by
 //     the scheduler);
 //  4. end the remaining sessions (UNAVAILABLE) and GracefulStop the gRPC
 //     server, falling back to Stop after a deadline;
-//  5. stop the examining pool, the attack feed, the /metrics server;
+//  5. stop the examining pool, the probe's steering loop, the attack
+//     feed, the /metrics server;
 //  6. close state: the location database, the etcd client if owned.
 func (w *Worker) Run(ctx context.Context) error {
 	first := false
@@ -196,9 +200,6 @@ func (w *Worker) Run(ctx context.Context) error {
 	var table *attacks.Table
 	if cfg.AttackFeed {
 		table = attacks.NewTable(cfg.AttackTableMax)
-		if u, ok := engine.(attacks.HistoryUser); ok {
-			u.UseAttackHistory(table)
-		}
 	}
 
 	capacity := cfg.Capacity
@@ -239,10 +240,35 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	// The evidence plugins run after the engine: off unless --probe.
+	var probes *probing
+	var workers, chunk int // the service's defaults unless probing
+	if cfg.Probe {
+		if probes, err = newProbing(cfg, reg, subLog); err != nil {
+			return fmt.Errorf("open-proxy probe: %w", err)
+		}
+		defer probes.stop()
+		workers, chunk = poolSize(cfg), probeChunkSize
+	}
+	// install readies every engine the service runs, the first and each
+	// one the model follower swaps in: the probe after it, the attack
+	// table given to it.
+	install := func(e raven.Engine) raven.Engine {
+		if probes != nil {
+			e = probes.wrap(e)
+		}
+		if u, ok := e.(attacks.HistoryUser); ok && table != nil {
+			u.UseAttackHistory(table)
+		}
+		return e
+	}
 	svc, err := service.New(service.Config{
 		WorkerID:   id,
 		Capacity:   capacity,
-		Engine:     engine,
+		Engine:     install(engine),
+		Workers:    workers,
+		ChunkSize:  chunk,
 		MaxBatch:   cfg.MaxBatch,
 		BatchDelay: cfg.BatchDelay,
 		Metrics:    service.NewMetrics(reg),
@@ -355,18 +381,18 @@ func (w *Worker) Run(ctx context.Context) error {
 	if follower != nil {
 		wg.Go(func() { _ = follower.Run(feedCtx) })
 	}
+	probeCtx, stopProbeRunner := context.WithCancel(context.Background())
+	defer stopProbeRunner()
+	if probes != nil {
+		wg.Go(func() { probes.run(probeCtx) })
+	}
 	// The model follower swaps the engine when /styx/models/current
 	// changes; it stops with the feed, before the database closes.
 	if cfg.FollowModels && db != nil {
 		loader := modelengine.New(db)
 		models := rollout.New(rollout.Config{
 			Client: cli, WorkerID: id, Load: loader.Load, Locator: db,
-			Set: func(e raven.Engine) {
-				if u, ok := e.(attacks.HistoryUser); ok && table != nil {
-					u.UseAttackHistory(table)
-				}
-				svc.SetEngine(e)
-			},
+			Set:   func(e raven.Engine) { svc.SetEngine(install(e)) },
 			Lease: registrar.Lease,
 			Changed: func() {
 				rctx, cancel := context.WithTimeout(feedCtx, refreshTimeout)
@@ -407,6 +433,10 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		drained = true
 		svc.Drain()
+		if probes != nil {
+			// Answer what is held without waiting on the network.
+			probes.stop()
+		}
 		hs.Shutdown() // every service NOT_SERVING, for good
 		// Not registered yet: the next registration carries Draining.
 		if registrar.Lease() != 0 {
@@ -452,8 +482,9 @@ wait:
 	// 4. End sessions (and refuse new ones), stop gRPC.
 	svc.Stop(status.Error(codes.Unavailable, "worker stopping"))
 	gracefulStop(srv, gracefulStopTimeout)
-	// 5. Stop the pool, the attack feed and /metrics.
+	// 5. Stop the pool, the probe's steering, the attack feed and /metrics.
 	stopSvc()
+	stopProbeRunner()
 	stopFeed()
 	if metricsSrv != nil {
 		mctx, cancel := context.WithTimeout(context.Background(), metricsShutdownTimeout)

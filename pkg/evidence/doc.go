@@ -14,7 +14,9 @@
 //   - time: every call gets its own deadline (CallTimeout);
 //   - backlog: at most MaxWaiting callers wait for a token or a slot;
 //     one more is refused at once with ErrBusy, so the queue never grows
-//     without bound.
+//     without bound. With MaxWait, a caller also gets ErrBusy instead of
+//     waiting longer than that for a token or a slot (the worker's
+//     examining goroutines skip the examination rather than stall).
 //
 // The Runner waits for a rate token before it waits for a slot, so a
 // backlog caused by the rate limit does not make the Commander raise the
@@ -23,9 +25,10 @@
 // (k8s.io/utils/clock, faked in tests) and applies the Commander's limit.
 // Without Run the limit stays at Min.
 //
-// How findings reach a verdict (raven.Verdict): the first Evidence with a
-// Type gives the verdict's Type and Port (Typed), and every Evidence's
-// String ("proxyprobe:SOCKS5:1080") goes into Verdict.Evidence.
+// How findings reach a verdict (raven.Verdict, through raven.EvidenceStage,
+// which the worker runs with --probe): the first Evidence with a Type gives
+// the verdict's Type and Port (Typed), and every Evidence's String
+// ("proxyprobe:SOCKS5:1080") goes into Verdict.Evidence.
 //
 // Lock order: Runner has none of its own; gate.mu is a leaf.
 package evidence

@@ -54,6 +54,18 @@ func (g *gate) acquire(ctx context.Context) error {
 	return ctx.Err()
 }
 
+// tryAcquire takes a slot if one is free and nobody waits, without
+// waiting.
+func (g *gate) tryAcquire() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.inUse < g.limit && len(g.waiters) == 0 {
+		g.inUse++
+		return true
+	}
+	return false
+}
+
 // release gives a slot back.
 func (g *gate) release() {
 	g.mu.Lock()

@@ -16,10 +16,16 @@ import (
 )
 
 var (
-	// ErrBusy is returned at once when MaxWaiting callers already wait.
-	ErrBusy = errors.New("evidence: too many examinations waiting")
+	// ErrBusy is matched (errors.Is) by the error of a call the Runner
+	// did not start: MaxWaiting callers already waited, or (with MaxWait)
+	// the call could not have started soon enough.
+	ErrBusy = errors.New("evidence: busy")
 	// ErrCallTimeout is the cause of a call that ran out of CallTimeout.
 	ErrCallTimeout = errors.New("evidence: call timed out")
+
+	errTooManyWaiting = fmt.Errorf("%w: too many examinations waiting", ErrBusy)
+	errTokenLate      = fmt.Errorf("%w: no rate token due within the max wait", ErrBusy)
+	errNoSlot         = fmt.Errorf("%w: no free slot within the max wait", ErrBusy)
 )
 
 // Log field names of this package.
@@ -45,6 +51,13 @@ type Config struct {
 	// MaxWaiting bounds the callers waiting for a token or a slot; 0
 	// means 4 × Concurrency.Max.
 	MaxWaiting int
+	// MaxWait, when > 0, bounds each wait of a caller: a call whose rate
+	// token would be due later than MaxWait is refused at once (the token
+	// is not taken), and a caller that waited MaxWait for a slot gives up;
+	// both get ErrBusy. Callers that must not be held up for long (the
+	// worker's examining goroutines) skip the examination instead. 0 means
+	// waiting as long as the caller's context allows.
+	MaxWait time.Duration
 	// Clock drives the rate limiter and the Commander; nil means the real
 	// clock. The per-call deadline is always real time (a context
 	// deadline).
@@ -67,6 +80,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("evidence: call timeout %s, want > 0", c.CallTimeout)
 	case c.MaxWaiting < 0:
 		return fmt.Errorf("evidence: max waiting %d, want >= 0", c.MaxWaiting)
+	case c.MaxWait < 0:
+		return fmt.Errorf("evidence: max wait %s, want >= 0", c.MaxWait)
 	}
 	return nil
 }
@@ -83,7 +98,7 @@ type Stats struct {
 	Waiting int
 	// Calls counts completed calls, Errors those that returned an error
 	// (Timeouts included), Timeouts those that ran out of CallTimeout, and
-	// Busy the callers refused with ErrBusy.
+	// Busy the callers refused with ErrBusy (MaxWaiting or MaxWait).
 	Calls, Errors, Timeouts, Busy uint64
 }
 
@@ -141,22 +156,25 @@ func NewRunner(cfg Config, log zerolog.Logger) (*Runner, error) {
 func (r *Runner) Name() string { return r.cfg.Plugin.Name() }
 
 // Examine implements Plugin. It waits for a rate token, then for a slot,
-// then calls the plugin with a deadline of CallTimeout. It returns ErrBusy
-// at once if MaxWaiting callers already wait, and ctx's error if ctx ends
-// while waiting. A call that runs out of time returns an error matching
-// ErrCallTimeout, with whatever the plugin found before.
+// then calls the plugin with a deadline of CallTimeout. It returns an
+// error matching ErrBusy at once if MaxWaiting callers already wait, or if
+// a wait would exceed MaxWait, and ctx's error if ctx ends while waiting.
+// A call that runs out of time returns an error matching ErrCallTimeout,
+// with whatever the plugin found before.
 func (r *Runner) Examine(ctx context.Context, addr netip.Addr, dst []Evidence) ([]Evidence, error) {
 	if !r.admit() {
 		r.refused.Add(1)
-		return dst, ErrBusy
+		return dst, errTooManyWaiting
 	}
-	if err := r.waitToken(ctx); err != nil {
-		r.waiting.Add(-1)
-		return dst, err
+	err := r.waitToken(ctx)
+	if err == nil {
+		err = r.acquire(ctx)
 	}
-	err := r.gate.acquire(ctx)
 	r.waiting.Add(-1)
 	if err != nil {
+		if errors.Is(err, ErrBusy) {
+			r.refused.Add(1)
+		}
 		return dst, err
 	}
 	defer r.gate.release()
@@ -174,6 +192,23 @@ func (r *Runner) Examine(ctx context.Context, addr netip.Addr, dst []Evidence) (
 		return out, fmt.Errorf("%s: %w", r.Name(), err)
 	}
 	return out, nil
+}
+
+// acquire takes a slot, waiting at most MaxWait (when set) for one.
+func (r *Runner) acquire(ctx context.Context) error {
+	if r.cfg.MaxWait <= 0 {
+		return r.gate.acquire(ctx)
+	}
+	if r.gate.tryAcquire() {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, r.cfg.MaxWait)
+	defer cancel()
+	err := r.gate.acquire(wctx)
+	if err != nil && ctx.Err() == nil {
+		return errNoSlot
+	}
+	return err
 }
 
 // admit counts one more waiting caller, unless MaxWaiting already wait.
@@ -203,6 +238,10 @@ func (r *Runner) waitToken(ctx context.Context) error {
 	d := res.DelayFrom(now)
 	if d <= 0 {
 		return nil
+	}
+	if r.cfg.MaxWait > 0 && d > r.cfg.MaxWait {
+		res.CancelAt(now)
+		return errTokenLate
 	}
 	t := r.clock.NewTimer(d)
 	defer t.Stop()

@@ -100,6 +100,7 @@ func TestRunnerConfigValidate(t *testing.T) {
 		func(c *Config) { c.Burst = -1 },
 		func(c *Config) { c.CallTimeout = 0 },
 		func(c *Config) { c.MaxWaiting = -1 },
+		func(c *Config) { c.MaxWait = -1 },
 	} {
 		c := ok
 		mutate(&c)
@@ -359,4 +360,77 @@ func TestEvidenceString(t *testing.T) {
 	if _, ok := Typed(evs[:1]); ok {
 		t.Fatal("Typed found a type in untyped evidence")
 	}
+}
+
+func TestRunnerMaxWait(t *testing.T) {
+	t.Run("a token due too late is refused at once and not taken", func(t *testing.T) {
+		fc := testingclock.NewFakeClock(time.Unix(1_000_000, 0))
+		r := newRunner(t, Config{Plugin: instantPlugin{}, Concurrency: CommanderConfig{Min: 1, Max: 1}, Rate: 2, Burst: 1, MaxWait: 100 * time.Millisecond, Clock: fc})
+		if _, err := r.Examine(context.Background(), testAddr, nil); err != nil {
+			t.Fatal(err)
+		}
+		// The next token is due in 500 ms, beyond MaxWait: ErrBusy, no wait.
+		if _, err := r.Examine(context.Background(), testAddr, nil); !errors.Is(err, ErrBusy) {
+			t.Fatalf("second call: %v, want ErrBusy", err)
+		}
+		if fc.HasWaiters() {
+			t.Fatal("a refused call waits on the clock")
+		}
+		// 450 ms later the token is due in 50 ms: within MaxWait, it waits.
+		fc.Step(450 * time.Millisecond)
+		done := calls(r, context.Background(), 1)
+		eventually(t, "a call waiting for its token", fc.HasWaiters)
+		fc.Step(50 * time.Millisecond)
+		if err := done()[0]; err != nil {
+			t.Fatalf("third call: %v (the refused call must not have taken the token)", err)
+		}
+		if s := r.Stats(); s.Calls != 2 || s.Busy != 1 || s.Waiting != 0 {
+			t.Fatalf("stats %+v, want 2 calls, 1 busy", s)
+		}
+	})
+	t.Run("a caller gives up on a slot after MaxWait", func(t *testing.T) {
+		p := newBlockingPlugin()
+		r := newRunner(t, Config{Plugin: p, Concurrency: CommanderConfig{Min: 1, Max: 1}, MaxWait: 20 * time.Millisecond})
+		first := calls(r, context.Background(), 1)
+		<-p.started
+		start := time.Now()
+		_, err := r.Examine(context.Background(), testAddr, nil)
+		if !errors.Is(err, ErrBusy) {
+			t.Fatalf("second call: %v, want ErrBusy", err)
+		}
+		if d := time.Since(start); d < 20*time.Millisecond || d > 5*time.Second {
+			t.Fatalf("gave up after %s, want about 20ms", d)
+		}
+		if s := r.Stats(); s.Busy != 1 || s.Backlog != 0 || s.Waiting != 0 || s.InFlight != 1 {
+			t.Fatalf("stats %+v, want 1 busy, nobody waiting, 1 in flight", s)
+		}
+		close(p.release)
+		if err := first()[0]; err != nil {
+			t.Fatal(err)
+		}
+		// A free slot is taken at once.
+		if _, err := r.Examine(context.Background(), testAddr, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("the caller's cancellation is not busy", func(t *testing.T) {
+		p := newBlockingPlugin()
+		r := newRunner(t, Config{Plugin: p, Concurrency: CommanderConfig{Min: 1, Max: 1}, MaxWait: time.Minute})
+		first := calls(r, context.Background(), 1)
+		<-p.started
+		ctx, cancel := context.WithCancel(context.Background())
+		waiting := calls(r, ctx, 1)
+		eventually(t, "a waiter", func() bool { return r.Stats().Backlog == 1 })
+		cancel()
+		if err := waiting()[0]; !errors.Is(err, context.Canceled) || errors.Is(err, ErrBusy) {
+			t.Fatalf("cancelled call: %v, want context.Canceled only", err)
+		}
+		close(p.release)
+		if err := first()[0]; err != nil {
+			t.Fatal(err)
+		}
+		if s := r.Stats(); s.Busy != 0 {
+			t.Fatalf("stats %+v, want nothing busy", s)
+		}
+	})
 }

@@ -1,6 +1,7 @@
 package raven
 
 import (
+	"github.com/styx-inference/styx/pkg/attacks"
 	"net/netip"
 	"sort"
 	"strconv"
@@ -44,6 +45,15 @@ func NewCanary(current, canary Engine, share float64, loc Locator) *Canary {
 		stats:  CanaryStats{Current: current.ModelVersion(), Canary: canary.ModelVersion(), ByType: map[string]uint64{}},
 		byASN:  map[uint32]uint64{},
 		maxASN: 20,
+	}
+}
+
+// UseAttackHistory hands the attack table to both models.
+func (c *Canary) UseAttackHistory(h attacks.History) {
+	for _, e := range []Engine{c.current, c.canary} {
+		if u, ok := e.(attacks.HistoryUser); ok {
+			u.UseAttackHistory(h)
+		}
 	}
 }
 

@@ -2,7 +2,8 @@
 // (post-processing, thorough) and cluster nodes (real-time, in the query
 // path), and its first engine: a transparent scoring rule over the
 // location database. The trained model replaces the rule behind the same
-// interface.
+// interface. An EvidenceStage wraps any engine to run an evidence plugin
+// (pkg/evidence, such as the open-proxy probe) after it.
 package raven
 
 import (

@@ -22,9 +22,10 @@ import (
 // DefaultMaxBatch is the largest batch accepted unless configured otherwise.
 const DefaultMaxBatch = 65536
 
-// chunkSize is how many addresses one pool goroutine examines per work
-// item, so that one large batch still spreads over every CPU.
-const chunkSize = 512
+// DefaultChunkSize is how many addresses one pool goroutine examines per
+// work item unless configured otherwise, so that one large batch still
+// spreads over every CPU.
+const DefaultChunkSize = 512
 
 // Refusal reasons; a Refusal's reason starts with one of them, optionally
 // followed by ": " and details.
@@ -56,6 +57,12 @@ type Config struct {
 	// MaxBatch is the largest number of addresses accepted in one batch; 0
 	// means DefaultMaxBatch.
 	MaxBatch int
+	// ChunkSize is how many addresses one pool goroutine examines per work
+	// item; 0 means DefaultChunkSize. An engine that waits on the network
+	// per address (the open-proxy probe) wants small chunks, so that one
+	// batch's waits spread over the pool instead of adding up in one
+	// goroutine.
+	ChunkSize int
 	// BatchDelay is an artificial delay added to every batch (tests of slow
 	// workers). It occupies a pool goroutine and counts as busy time, like
 	// a slow engine would.
@@ -77,6 +84,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("service: workers %d, want >= 0", c.Workers)
 	case c.MaxBatch < 0:
 		return fmt.Errorf("service: max batch %d, want >= 0", c.MaxBatch)
+	case c.ChunkSize < 0:
+		return fmt.Errorf("service: chunk size %d, want >= 0", c.ChunkSize)
 	case c.BatchDelay < 0:
 		return fmt.Errorf("service: batch delay %s, want >= 0", c.BatchDelay)
 	}
@@ -129,6 +138,9 @@ func New(cfg Config, log zerolog.Logger) (*Service, error) {
 	}
 	if cfg.MaxBatch == 0 {
 		cfg.MaxBatch = DefaultMaxBatch
+	}
+	if cfg.ChunkSize == 0 {
+		cfg.ChunkSize = DefaultChunkSize
 	}
 	s := &Service{
 		cfg:      cfg,
@@ -487,9 +499,10 @@ func (s *Service) batch(sess *session, b *styxv1.Batch) {
 		verdicts: make([]styxv1.Verdict, n),
 	}
 	j.model = j.engine.ModelVersion()
-	j.remaining.Store(int32((n + chunkSize - 1) / chunkSize))
-	for lo := 0; lo < n; lo += chunkSize {
-		c := chunk{job: j, lo: lo, hi: min(lo+chunkSize, n)}
+	size := s.cfg.ChunkSize
+	j.remaining.Store(int32((n + size - 1) / size))
+	for lo := 0; lo < n; lo += size {
+		c := chunk{job: j, lo: lo, hi: min(lo+size, n)}
 		select {
 		case s.work <- c:
 		case <-sess.ctx.Done():

@@ -274,7 +274,7 @@ func TestResultsInOrder(t *testing.T) {
 	}{
 		{"ipv4", [][]byte{v4("192.0.2.1"), v4("192.0.2.2"), v4("198.51.100.255")}},
 		{"ipv6 and mapped ipv4", [][]byte{v6("2001:db8::1"), v6("::ffff:192.0.2.7"), v4("192.0.2.8")}},
-		{"several chunks", addrs(2*chunkSize + 7)},
+		{"several chunks", addrs(2*DefaultChunkSize + 7)},
 		{"one address", [][]byte{v4("203.0.113.9")}},
 	}
 	for i, b := range batches {
@@ -289,6 +289,17 @@ func TestResultsInOrder(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			checkResult(t, got[uint64(i+1)], uint64(i+1), 3, b.addrs, 1)
 		})
+	}
+}
+
+func TestSmallChunks(t *testing.T) {
+	h := start(t, Config{Capacity: 2, ChunkSize: 3, Workers: 4})
+	st, _ := h.open(t, 1)
+	b := addrs(3*7 + 2)
+	st.batch(1, 1, b...)
+	checkResult(t, st.recv(), 1, 1, b, 1)
+	if err := (Config{WorkerID: "w", Capacity: 1, Engine: raven.Nop{}, ChunkSize: -1}).Validate(); err == nil {
+		t.Error("a negative chunk size was accepted")
 	}
 }
 
