@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/styx-inference/styx/pkg/embedetcd"
+	"github.com/styx-inference/styx/pkg/embedetcd/etcdtest"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/raven"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
@@ -58,20 +59,7 @@ func (e *gatedEngine) ModelVersion() string { return "gated-v1" }
 // startEtcd starts an embedded etcd and returns a client for it.
 func startEtcd(t *testing.T) (*embedetcd.Server, *clientv3.Client) {
 	t.Helper()
-	srv, err := embedetcd.Start(embedetcd.Config{Dir: t.TempDir(), ClientAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli, err := srv.Client()
-	if err != nil {
-		srv.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cli.Close()
-		srv.Close()
-	})
-	return srv, cli
+	return etcdtest.Start(t)
 }
 
 // testConfig is a worker configuration for in-process tests.

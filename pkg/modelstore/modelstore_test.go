@@ -13,7 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 
-	"github.com/styx-inference/styx/pkg/embedetcd"
+	"github.com/styx-inference/styx/pkg/embedetcd/etcdtest"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/modelstore"
 )
@@ -27,16 +27,7 @@ func TestMain(m *testing.M) {
 
 func etcd(t *testing.T) *clientv3.Client {
 	t.Helper()
-	srv, err := embedetcd.Start(embedetcd.Config{Dir: t.TempDir(), ClientAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli, err := srv.Client()
-	if err != nil {
-		srv.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close(); srv.Close() })
+	_, cli := etcdtest.Start(t)
 	return cli
 }
 

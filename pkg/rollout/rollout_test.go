@@ -13,7 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 
-	"github.com/styx-inference/styx/pkg/embedetcd"
+	"github.com/styx-inference/styx/pkg/embedetcd/etcdtest"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/modelstore"
 	"github.com/styx-inference/styx/pkg/raven"
@@ -72,16 +72,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestFollowsPointerCanaryAndRollback(t *testing.T) {
-	srv, err := embedetcd.Start(embedetcd.Config{Dir: t.TempDir(), ClientAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli, err := srv.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	defer cli.Close()
+	_, cli := etcdtest.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	lease, err := cli.Grant(ctx, 30)
