@@ -37,6 +37,11 @@ type asStat struct {
 	v6nets                         uint32
 	countries                      uint32
 	v4addrsLog2                    float32
+	// name is the AS name its networks carry and hosting whether it looks
+	// like a hosting provider's: raven.HostingName costs more than every
+	// other feature together, so it is tested once an AS.
+	name    string
+	hosting bool
 }
 
 // bucketStat is what the index knows about one bucket.
@@ -44,18 +49,11 @@ type bucketStat struct {
 	nets, anon, drop, asns uint32
 }
 
-// buckets is a sorted table of bucket keys and their statistics.
+// buckets is a sorted table of bucket keys and their statistics, as the
+// index is built.
 type buckets struct {
 	keys  []uint64
 	stats []bucketStat
-}
-
-func (b *buckets) find(k uint64) (bucketStat, bool) {
-	i, ok := slices.BinarySearch(b.keys, k)
-	if !ok {
-		return bucketStat{}, false
-	}
-	return b.stats[i], true
 }
 
 // flagged is a sorted list of the starts (IPv4: 32 bits; IPv6: the top 64
@@ -71,10 +69,9 @@ type flagged struct {
 type Extractor struct {
 	src Source
 
-	asns []uint32 // sorted
-	as   []asStat
+	as table[asStat] // by ASN
 
-	wide4, narrow4, wide6, narrow6 buckets
+	wide4, narrow4, wide6, narrow6 table[bucketStat] // by bucket key
 
 	anon4, anon6, drop4, drop6 flagged
 
@@ -220,7 +217,7 @@ func newExtractor(src Source, out func(locdb.Network) bool, scale float32) (*Ext
 		}
 		s := asByNum[n.ASN]
 		if s == nil {
-			s = &asStat{}
+			s = &asStat{name: n.ASName, hosting: raven.HostingName(n.ASName)}
 			asByNum[n.ASN] = s
 		}
 		s.nets++
@@ -248,32 +245,30 @@ func newExtractor(src Source, out func(locdb.Network) bool, scale float32) (*Ext
 	}
 
 	// AS table, with distinct countries from the sorted pairs.
-	ex.asns = make([]uint32, 0, len(asByNum))
+	asns := make([]uint64, 0, len(asByNum))
 	for asn := range asByNum {
-		ex.asns = append(ex.asns, asn)
+		asns = append(asns, uint64(asn))
 	}
-	slices.Sort(ex.asns)
-	ex.as = make([]asStat, len(ex.asns))
-	for i, asn := range ex.asns {
-		s := *asByNum[asn]
+	slices.Sort(asns)
+	as := make([]asStat, len(asns))
+	for i, asn := range asns {
+		s := *asByNum[uint32(asn)]
 		s.v4addrsLog2 = float32(math.Log2(1 + float64(s.v4addrsLog2)))
-		ex.as[i] = s
+		as[i] = s
 	}
 	slices.SortFunc(asCountries, func(a, b asPair) int {
 		return cmp.Or(cmp.Compare(a.asn, b.asn), cmp.Compare(a.country, b.country))
 	})
 	asCountries = slices.Compact(asCountries)
 	for _, p := range asCountries {
-		if i, ok := slices.BinarySearch(ex.asns, p.asn); ok {
-			ex.as[i].countries++
+		if i, ok := slices.BinarySearch(asns, uint64(p.asn)); ok {
+			as[i].countries++
 		}
 	}
+	ex.as = newTable(asns, as)
 
 	// Bucket tables, with distinct ASNs for the wide ones.
-	ex.wide4 = sortedBuckets(mw4)
-	ex.narrow4 = sortedBuckets(mn4)
-	ex.wide6 = sortedBuckets(mw6)
-	ex.narrow6 = sortedBuckets(mn6)
+	wide4, narrow4, wide6, narrow6 := sortedBuckets(mw4), sortedBuckets(mn4), sortedBuckets(mw6), sortedBuckets(mn6)
 	countASNs := func(b *buckets, pairs []bucketPair) {
 		slices.SortFunc(pairs, func(a, b bucketPair) int {
 			return cmp.Or(cmp.Compare(a.key, b.key), cmp.Compare(a.asn, b.asn))
@@ -289,16 +284,19 @@ func newExtractor(src Source, out func(locdb.Network) bool, scale float32) (*Ext
 			}
 		}
 	}
-	countASNs(&ex.wide4, w4)
-	countASNs(&ex.wide6, w6)
+	countASNs(&wide4, w4)
+	countASNs(&wide6, w6)
+	ex.wide4, ex.narrow4 = newTable(wide4.keys, wide4.stats), newTable(narrow4.keys, narrow4.stats)
+	ex.wide6, ex.narrow6 = newTable(wide6.keys, wide6.stats), newTable(narrow6.keys, narrow6.stats)
 	for _, f := range []*flagged{&ex.anon4, &ex.anon6, &ex.drop4, &ex.drop6} {
 		f.sort()
 	}
 
-	ex.stats.ASes = len(ex.asns)
-	ex.stats.Buckets = len(ex.wide4.keys) + len(ex.narrow4.keys) + len(ex.wide6.keys) + len(ex.narrow6.keys)
-	ex.stats.IndexBytes = len(ex.asns)*4 + len(ex.as)*int(unsafe.Sizeof(asStat{})) +
-		ex.stats.Buckets*(8+int(unsafe.Sizeof(bucketStat{}))) +
+	ex.stats.ASes = ex.as.len()
+	ex.stats.Buckets = ex.wide4.len() + ex.narrow4.len() + ex.wide6.len() + ex.narrow6.len()
+	bucketSize := unsafe.Sizeof(entry[bucketStat]{})
+	ex.stats.IndexBytes = ex.as.bytes(unsafe.Sizeof(entry[asStat]{})) +
+		ex.wide4.bytes(bucketSize) + ex.narrow4.bytes(bucketSize) + ex.wide6.bytes(bucketSize) + ex.narrow6.bytes(bucketSize) +
 		(len(ex.anon4.starts)+len(ex.anon6.starts)+len(ex.drop4.starts)+len(ex.drop6.starts))*9 +
 		int(unsafe.Sizeof(ex.country))
 	ex.stats.BuildTime = time.Since(start)
@@ -350,7 +348,7 @@ func (f *flagged) sort() {
 // nearestLog2 returns log2(1+d) for the distance d from start to the
 // nearest entry, other than (start, bits) itself when skipSelf, or Missing.
 func (f *flagged) nearestLog2(start uint64, bits int, skipSelf bool) float32 {
-	i, _ := slices.BinarySearch(f.starts, start)
+	i := lowerBound(f.starts, start)
 	best := uint64(math.MaxUint64)
 	found := false
 	// Entries at or after start, skipping the network itself.
@@ -373,6 +371,22 @@ func (f *flagged) nearestLog2(start uint64, bits int, skipSelf bool) float32 {
 		return 64
 	}
 	return float32(math.Log2(1 + float64(best)))
+}
+
+// lowerBound is slices.BinarySearch's index: the first i with s[i] >= v,
+// len(s) if none. Its steps are conditional moves, not branches, which the
+// processor would mispredict half the time.
+func lowerBound(s []uint64, v uint64) int {
+	if len(s) == 0 {
+		return 0
+	}
+	base, n := 0, len(s)
+	for n > 1 {
+		half := n / 2
+		base += half * int(u32(s[base+half] < v))
+		n -= half
+	}
+	return base + int(u32(s[base] < v))
 }
 
 // keys returns a prefix's start (IPv4: the 32-bit address; IPv6: the top 64
@@ -475,10 +489,13 @@ func (ex *Extractor) ExtractNetwork(n locdb.Network, dst []float32) {
 	x[ASNumber] = float32(n.ASN)
 	x[HasASN] = b2f(n.ASN != 0)
 	x[ASNamed] = b2f(n.ASName != "")
-	x[ASHostingName] = b2f(raven.HostingName(n.ASName))
 
-	if i, found := slices.BinarySearch(ex.asns, n.ASN); found && n.ASN != 0 {
-		s := &ex.as[i]
+	if s := ex.as.find(uint64(n.ASN)); s != nil && n.ASN != 0 {
+		if n.ASName == s.name { // the same bytes, normally: a comparison of pointers
+			x[ASHostingName] = b2f(s.hosting)
+		} else {
+			x[ASHostingName] = b2f(raven.HostingName(n.ASName))
+		}
 		others := sub(s.nets, self)
 		anon, drop := sub(s.anon, selfAnon), sub(s.drop, selfDrop)
 		x[ASNetworks] = k * float32(others)
@@ -492,6 +509,7 @@ func (ex *Extractor) ExtractNetwork(n locdb.Network, dst []float32) {
 		x[ASAnycastShare] = share(s.anycast, s.nets)
 		x[ASSatelliteShare] = share(s.sat, s.nets)
 	} else {
+		x[ASHostingName] = b2f(raven.HostingName(n.ASName))
 		for _, k := range [...]int{ASNetworks, ASV4AddrsLog2, ASV6Networks, ASCountries, ASAnonOthers, ASDropOthers, ASAnonShare, ASDropShare, ASAnycastShare, ASSatelliteShare} {
 			x[k] = Missing
 		}
@@ -501,9 +519,14 @@ func (ex *Extractor) ExtractNetwork(n locdb.Network, dst []float32) {
 	if v6 {
 		wide, narrow, anonList, dropList = &ex.wide6, &ex.narrow6, &ex.anon6, &ex.drop6
 	}
-	ws, _ := wide.find(wk)
+	var ws, ns bucketStat // a network the index never saw: zero
+	if s := wide.find(wk); s != nil {
+		ws = *s
+	}
+	if s := narrow.find(nk); s != nil {
+		ns = *s
+	}
 	ex.bucketFeatures(x[WideNetworks:], ws, self, selfAnon, selfDrop, true)
-	ns, _ := narrow.find(nk)
 	ex.bucketFeatures(x[NarrowNetworks:], ns, self, selfAnon, selfDrop, false)
 
 	x[NearAnonLog2] = anonList.nearestLog2(start, bits, selfAnon == 1)

@@ -2,6 +2,7 @@ package features_test
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -10,6 +11,7 @@ import (
 	"github.com/styx-inference/styx/pkg/features/featurestest"
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/locdb/locdbtest"
+	"github.com/styx-inference/styx/pkg/raven"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -150,5 +152,70 @@ func BenchmarkExtract(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		ex.Extract(a, x)
+	}
+}
+
+// TestHostingOnceAnAS: the hosting test the index runs once an AS gives
+// raven.HostingName of every network's AS name, in the full index and in
+// a fold index that leaves some ASes out entirely.
+func TestHostingOnceAnAS(t *testing.T) {
+	db := featurestest.Open(t, 120, 3)
+	full, err := features.NewExtractor(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fold, err := features.NewFoldExtractor(db, func(n locdb.Network) bool {
+		return n.ASN%3 == 0 || n.Prefix.Addr().As16()[13]%4 == 0
+	}, 1.5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := make([]float32, features.Count)
+	hosting := 0
+	for n := range db.Networks() {
+		want := raven.HostingName(n.ASName)
+		for name, ex := range map[string]*features.Extractor{"full": full, "fold": fold} {
+			ex.ExtractNetwork(n, x)
+			if ex.Hosting(x) != want {
+				t.Fatalf("%s index, %s (AS%d %q): hosting %v, want %v", name, n.Prefix, n.ASN, n.ASName, ex.Hosting(x), want)
+			}
+		}
+		if want {
+			hosting++
+		}
+	}
+	if hosting == 0 {
+		t.Fatal("the fixture has no hosting AS")
+	}
+}
+
+// TestFacts: Evidence lists the names of Facts' bits in order.
+func TestFacts(t *testing.T) {
+	db := featurestest.Open(t, 60, 5)
+	ex, err := features.NewExtractor(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := make([]float32, features.Count)
+	seen := uint32(0)
+	for n := range db.Networks() {
+		ex.ExtractNetwork(n, x)
+		f := ex.Facts(x)
+		seen |= f
+		var want []string
+		for i := range 32 {
+			if f&(1<<i) != 0 {
+				want = append(want, ex.Fact(i))
+			}
+		}
+		if got := ex.Evidence(x, nil); !slices.Equal(got, want) || slices.Contains(got, "") {
+			t.Fatalf("%s: evidence %q, facts %b", n.Prefix, got, f)
+		}
+	}
+	if seen == 0 {
+		t.Fatal("no fact ever holds on the fixture")
+	}
+	if ex.Fact(-1) != "" || ex.Fact(32) != "" {
+		t.Fatal("a fact out of range has a name")
 	}
 }

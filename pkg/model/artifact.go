@@ -78,8 +78,8 @@ type Model struct {
 	Metrics       []Evaluation `json:"metrics,omitempty"`
 	Provenance    Provenance   `json:"provenance"`
 
-	compiled []compiled // per head, built by Compile
-	sha      string     // of the payload, set by Save and Load
+	scorer *scorer // built by Compile
+	sha    string  // of the payload, set by Save and Load
 }
 
 // envelope is the file: the payload's exact bytes and their sha256.
@@ -103,7 +103,6 @@ func (m *Model) Compile() error {
 	if len(m.Heads) == 0 {
 		return fmt.Errorf("model %s: no heads", m.Version)
 	}
-	m.compiled = make([]compiled, len(m.Heads))
 	seen := map[string]bool{}
 	for i, h := range m.Heads {
 		if h.Name == "" || seen[h.Name] {
@@ -118,8 +117,8 @@ func (m *Model) Compile() error {
 				return fmt.Errorf("model %s: head %s: tree %d: %w", m.Version, h.Name, k, err)
 			}
 		}
-		m.compiled[i] = compile(h.Base, h.Trees)
 	}
+	m.scorer = newScorer(m.Heads, len(m.Features))
 	return nil
 }
 
@@ -151,12 +150,21 @@ func (m *Model) Threshold(head int) float64 { return m.Heads[head].Threshold }
 // Raw returns head's raw score (log-odds) for x. It does not allocate.
 func (m *Model) Raw(head int, x []float32) float64 {
 	_ = x[len(m.Features)-1]
-	return m.compiled[head].raw(x)
+	return m.scorer.raw(head, x)
 }
 
 // Probability returns head's probability for x. It does not allocate.
 func (m *Model) Probability(head int, x []float32) float64 {
 	return sigmoid(m.Raw(head, x))
+}
+
+// Probabilities returns the probabilities of heads a and b for x, which
+// cost little more than one: x is compared with the thresholds once. It
+// does not allocate.
+func (m *Model) Probabilities(a, b int, x []float32) (pa, pb float64) {
+	_ = x[len(m.Features)-1]
+	ra, rb := m.scorer.raw2(a, b, x)
+	return sigmoid(ra), sigmoid(rb)
 }
 
 // Size is the number of trees and nodes over all heads.

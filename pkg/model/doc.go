@@ -15,5 +15,10 @@
 // schema it was trained on, its metrics and provenance. Save writes it as
 // JSON: an envelope whose "sha256" is the hash of the exact "payload" bytes;
 // Load verifies the hash and the feature schema before anything is used.
-// Probability scores one head without allocating.
+//
+// Compile lays the trees out for scoring (score.go): x is compared with
+// every distinct threshold at once, and each tree, padded to a complete
+// binary tree, is walked without a data-dependent branch. Probability scores
+// one head and Probabilities two (sharing the comparison) without
+// allocating; the scores are bit for bit those of walking the trees.
 package model

@@ -28,8 +28,9 @@ type Verdict struct {
 
 // Engine examines addresses. Implementations are safe for concurrent use.
 type Engine interface {
-	// Examine returns the verdict for addr. It must not retain addr's
-	// storage or the returned Evidence slice beyond the call's result.
+	// Examine returns the verdict for addr. The Evidence slice may be
+	// shared between verdicts (engines hand out cached, immutable lists):
+	// callers must not modify it, and append only to a copy.
 	Examine(addr netip.Addr) Verdict
 	// ModelVersion names the model that makes the verdicts.
 	ModelVersion() string
