@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := $(CURDIR)/bin
 PKGS := ./...
-APT_PACKAGES := libloc-database location protobuf-compiler tinyproxy microsocks dante-server
+APT_PACKAGES := libloc-database location protobuf-compiler tinyproxy microsocks dante-server wrk
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 TEST_TIMEOUT ?= 30m
 
