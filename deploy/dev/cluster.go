@@ -276,8 +276,8 @@ func report(ctx context.Context, cfg Config, out io.Writer, ld *load, children [
 			st, err := admin.Status(sctx, &styxv1.StatusRequest{})
 			cancel()
 			if err != nil {
-				if ctx.Err() != nil {
-					continue // stopping: the summary follows
+				if dl, ok := ctx.Deadline(); ctx.Err() != nil || ok && !time.Now().Before(dl) {
+					continue // stopping (the deadline may pass before ctx's timer fires): the summary follows
 				}
 				fmt.Fprintf(out, "%6.0fs  status: %v\n", now.Sub(began).Seconds(), err)
 				continue
