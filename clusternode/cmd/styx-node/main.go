@@ -3,6 +3,7 @@
 //	styx-node [serve] [flags]   answer queries and stream sightings (default)
 //	styx-node lookup [flags] ADDR...   look addresses up in the location database
 //	styx-node import-attacks [flags] FILE...   post attack reports to a node
+//	styx-node export-verdicts [flags]   write stored verdicts as a training labels file
 //
 // Every serve flag may also be set as STYX_<FLAG> (upper case, '-' as '_').
 package main
@@ -19,6 +20,7 @@ import (
 	"syscall"
 
 	"github.com/styx-inference/styx/clusternode"
+	"github.com/styx-inference/styx/clusternode/internal/exportcmd"
 	"github.com/styx-inference/styx/clusternode/internal/importcmd"
 	"github.com/styx-inference/styx/clusternode/internal/lookupcmd"
 	"github.com/styx-inference/styx/pkg/envflag"
@@ -28,10 +30,12 @@ import (
 const usage = `usage: styx-node [serve] [flags]
        styx-node lookup [flags] ADDR...
        styx-node import-attacks [flags] FILE...
+       styx-node export-verdicts [--data-dir DIR] [--probe-confirmed] [--out FILE|-]
 
 serve           answer proxy queries over HTTP and stream newly seen addresses to STYX
 lookup          look addresses up in the location database ("styx-node lookup -h")
-import-attacks  post attack reports from CSV or JSON-lines files to a node ("styx-node import-attacks -h")`
+import-attacks  post attack reports from CSV or JSON-lines files to a node ("styx-node import-attacks -h")
+export-verdicts write the stored verdicts as a labels file for styx-trainer --labels ("styx-node export-verdicts -h")`
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -52,6 +56,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return lookupcmd.Run(ctx, args, stdout, stderr)
 	case "import-attacks":
 		return importcmd.Run(ctx, args, os.Stdin, stdout, stderr)
+	case "export-verdicts":
+		return exportcmd.Run(ctx, args, stdout, stderr)
 	case "help":
 		fmt.Fprintln(stdout, usage)
 		return 0
@@ -86,7 +92,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.AttackEvents, "attack-events", cfg.AttackEvents, "attack reports kept per address (the counts per kind cover every report)")
 	fs.IntVar(&cfg.AttackOutboxMax, "attack-outbox-max", cfg.AttackOutboxMax, "attack reports waiting to be forwarded to the leader at most; beyond, POST /v2/attacks answers 503")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	fs.Usage = envflag.Usage(fs, "STYX", "usage: styx-node [serve] [flags]\n       styx-node lookup [--json] [--db PATH] ADDR...   (see styx-node lookup -h)\n       styx-node import-attacks [--node URL] [--token T] FILE...   (see styx-node import-attacks -h)\n\nAnswers proxy queries over HTTP (GET /v2/{ip}, POST /v2/) and streams newly seen addresses to STYX.\nWith --attack-token, accepts attack reports (POST /v2/attacks) and shares them with every node and worker.")
+	fs.Usage = envflag.Usage(fs, "STYX", "usage: styx-node [serve] [flags]\n       styx-node lookup [--json] [--db PATH] ADDR...   (see styx-node lookup -h)\n       styx-node import-attacks [--node URL] [--token T] FILE...   (see styx-node import-attacks -h)\n       styx-node export-verdicts [--data-dir DIR] [--probe-confirmed] [--out FILE|-]   (see styx-node export-verdicts -h)\n\nAnswers proxy queries over HTTP (GET /v2/{ip}, POST /v2/) and streams newly seen addresses to STYX.\nWith --attack-token, accepts attack reports (POST /v2/attacks) and shares them with every node and worker.")
 	if err := envflag.Parse(fs, "STYX", args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
