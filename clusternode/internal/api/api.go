@@ -1,9 +1,7 @@
 package api
 
 import (
-	"bytes"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -387,13 +385,7 @@ func HumanAgo(d time.Duration) string {
 }
 
 func (a *API) writeJSON(w http.ResponseWriter, status int, o object, pretty bool) {
-	var b []byte
-	var err error
-	if pretty {
-		b, err = json.MarshalIndent(o, "", "    ")
-	} else {
-		b, err = json.Marshal(o)
-	}
+	b, err := o.appendTo(make([]byte, 0, 512), pretty, 0)
 	if err != nil {
 		a.log.Error().Err(err).Msg("encode response")
 		status = http.StatusInternalServerError
@@ -412,26 +404,6 @@ type field struct {
 
 type object []field
 
-// MarshalJSON implements json.Marshaler.
-func (o object) MarshalJSON() ([]byte, error) {
-	var b bytes.Buffer
-	b.WriteByte('{')
-	for i, f := range o {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		k, err := json.Marshal(f.k)
-		if err != nil {
-			return nil, err
-		}
-		v, err := json.Marshal(f.v)
-		if err != nil {
-			return nil, err
-		}
-		b.Write(k)
-		b.WriteByte(':')
-		b.Write(v)
-	}
-	b.WriteByte('}')
-	return b.Bytes(), nil
-}
+// MarshalJSON implements json.Marshaler (compact), for values that hold an
+// object and go through encoding/json.
+func (o object) MarshalJSON() ([]byte, error) { return o.appendTo(nil, false, 0) }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // ErrInUse is returned by OpenReadOnly when another process (a running
@@ -32,7 +33,7 @@ func OpenReadOnly(path string, timeout time.Duration, log zerolog.Logger) (*Stor
 		timeout = DefaultReadOnlyTimeout
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: timeout})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("store: open %s: %w", path, ErrInUse)
 	}
 	if err != nil {
