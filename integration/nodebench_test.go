@@ -24,6 +24,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/styx-inference/styx/clusternode"
+	"github.com/styx-inference/styx/pkg/addrsample"
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/model"
 	"github.com/styx-inference/styx/pkg/modelstore"
@@ -382,23 +383,14 @@ func checkAnswer(base, addr string) error {
 	return nil
 }
 
-// sampleAddrs draws n networks uniformly from the database (reservoir
-// sampling over one walk) and a random address inside each.
+// sampleAddrs draws n networks uniformly from the database and a random
+// address inside each, without repeats, shuffled.
 func sampleAddrs(db *locdb.DB, n int, rng *rand.Rand) []string {
-	nets := make([]netip.Prefix, 0, n)
-	seen := 0
-	for nw := range db.Networks() {
-		seen++
-		if len(nets) < n {
-			nets = append(nets, nw.Prefix)
-		} else if j := rng.IntN(seen); j < n {
-			nets[j] = nw.Prefix
-		}
-	}
+	nets := addrsample.Networks(db, n, rng)
 	out := make([]string, 0, len(nets))
 	uniq := make(map[netip.Addr]bool, len(nets))
 	for _, p := range nets {
-		a := addrIn(p, rng)
+		a := addrsample.In(p, rng)
 		if !uniq[a] {
 			uniq[a] = true
 			out = append(out, a.String())
@@ -406,25 +398,6 @@ func sampleAddrs(db *locdb.DB, n int, rng *rand.Rand) []string {
 	}
 	rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
 	return out
-}
-
-// addrIn returns a uniformly random address inside p.
-func addrIn(p netip.Prefix, rng *rand.Rand) netip.Addr {
-	b := p.Addr().As16()
-	off := 0
-	if p.Addr().Is4() {
-		off = 96
-	}
-	for bit := p.Bits() + off; bit < 128; bit++ {
-		if rng.IntN(2) == 1 {
-			b[bit/8] |= 0x80 >> (bit % 8)
-		}
-	}
-	a := netip.AddrFrom16(b)
-	if p.Addr().Is4() {
-		a = a.Unmap()
-	}
-	return a
 }
 
 // wrkScript makes wrk ask for /v2/<addr>?vpn=1&asn=1, cycling through the

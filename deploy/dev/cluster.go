@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/styx-inference/styx/pkg/addrsample"
 	"github.com/styx-inference/styx/pkg/childproc"
 	"github.com/styx-inference/styx/pkg/embedetcd"
 	"github.com/styx-inference/styx/pkg/locdb"
@@ -195,7 +196,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "load        %d addresses/s, random ones inside %d networks sampled from the location database (data only: nothing dials them)\n", cfg.Rate, len(nets))
 	fmt.Fprintf(out, "data        %s\n", locdb.Attribution)
-	fmt.Fprintf(out, "try         curl 'http://%s/v2/%s?vpn=1&asn=1'\n", cfg.NodeHTTP, randomIn(nets[0], rng))
+	fmt.Fprintf(out, "try         curl 'http://%s/v2/%s?vpn=1&asn=1'\n", cfg.NodeHTTP, addrsample.In(nets[0], rng))
 	fmt.Fprintln(out, "Ctrl-C stops everything.")
 
 	if cfg.Duration > 0 {

@@ -13,55 +13,25 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/styx-inference/styx/pkg/addrsample"
 	"github.com/styx-inference/styx/pkg/locdb"
 )
 
 // perRequest is how many addresses one POST /v2/ query carries.
 const perRequest = 100
 
-// sampleNetworks picks n networks uniformly from the database (reservoir
-// sampling over one walk of the tree).
+// sampleNetworks picks n networks uniformly from the database at path.
 func sampleNetworks(path string, n int, rng *rand.Rand) ([]netip.Prefix, error) {
 	db, err := locdb.Open(locdb.Config{Path: path})
 	if err != nil {
 		return nil, err
 	}
 	defer db.Close()
-	out := make([]netip.Prefix, 0, n)
-	seen := 0
-	for nw := range db.Networks() {
-		seen++
-		if len(out) < n {
-			out = append(out, nw.Prefix)
-		} else if j := rng.IntN(seen); j < n {
-			out[j] = nw.Prefix
-		}
-	}
+	out := addrsample.Networks(db, n, rng)
 	if len(out) == 0 {
 		return nil, fmt.Errorf("%s holds no networks", path)
 	}
 	return out, nil
-}
-
-// randomIn returns a uniformly random address inside p.
-func randomIn(p netip.Prefix, rng *rand.Rand) netip.Addr {
-	a := p.Addr()
-	if a.Is4() {
-		b := a.As4()
-		host := 32 - p.Bits()
-		v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
-		if host > 0 {
-			v |= rng.Uint32() & (1<<host - 1)
-		}
-		return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
-	}
-	b := a.As16()
-	for bit := p.Bits(); bit < 128; bit++ {
-		if rng.IntN(2) == 1 {
-			b[bit/8] |= 0x80 >> (bit % 8)
-		}
-	}
-	return netip.AddrFrom16(b)
 }
 
 // load sends the node query batches at a steady rate: every 100 ms, a
@@ -101,7 +71,7 @@ func (l *load) run(ctx context.Context) {
 				if i > 0 {
 					list.WriteByte(',')
 				}
-				list.WriteString(randomIn(l.nets[rng.IntN(len(l.nets))], rng).String())
+				list.WriteString(addrsample.In(l.nets[rng.IntN(len(l.nets))], rng).String())
 			}
 			l.query(ctx, client, list.String(), n)
 		}

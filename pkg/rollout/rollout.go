@@ -33,7 +33,8 @@ type Config struct {
 	// Changed is called after Set (e.g. to rewrite the registration with
 	// the new model version). May be nil.
 	Changed func()
-	// Lease returns the worker's lease for the canary report (0: not now).
+	// Lease returns the worker's lease for the canary report (0: not now);
+	// nil: no reports (a cluster node).
 	Lease func() clientv3.LeaseID
 	// Locator attributes canary differences to ASes. May be nil.
 	Locator raven.Locator
@@ -71,7 +72,9 @@ func (f *Follower) Active() string {
 // Run follows the pointer and reports canary comparisons until ctx ends.
 func (f *Follower) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Go(func() { f.report(ctx) })
+	if f.cfg.Lease != nil { // without a lease (a cluster node) there is nothing to report under
+		wg.Go(func() { f.report(ctx) })
+	}
 	modelstore.Watch(ctx, f.cfg.Client, func(p keyspace.ModelPointer) { f.apply(ctx, p) })
 	wg.Wait()
 }
@@ -144,7 +147,7 @@ func (f *Follower) report(ctx context.Context) {
 		f.mu.Lock()
 		can := f.canary
 		f.mu.Unlock()
-		if can == nil || f.cfg.Lease == nil || f.cfg.Lease() == 0 {
+		if can == nil || f.cfg.Lease() == 0 {
 			continue
 		}
 		f.writeReport(ctx, can.Stats())

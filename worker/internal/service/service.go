@@ -7,7 +7,6 @@ import (
 	"io"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -108,7 +107,7 @@ type Service struct {
 
 	cfg    Config
 	log    zerolog.Logger
-	engine atomic.Pointer[engineRef]
+	engine *raven.Swap // the engine new batches use
 	work   chan chunk
 	// stopping is closed when Run is told to stop; nothing new is queued
 	// after that.
@@ -125,8 +124,6 @@ type Service struct {
 	inFlight int           // accepted batches not yet answered, all sessions
 	idle     chan struct{} // closed when inFlight drops to 0; nil when nobody waits
 }
-
-type engineRef struct{ raven.Engine }
 
 // New returns a Service.
 func New(cfg Config, log zerolog.Logger) (*Service, error) {
@@ -149,7 +146,7 @@ func New(cfg Config, log zerolog.Logger) (*Service, error) {
 		stopping: make(chan struct{}),
 		sessions: map[*session]struct{}{},
 	}
-	s.engine.Store(&engineRef{cfg.Engine})
+	s.engine = raven.NewSwap(cfg.Engine)
 	return s, nil
 }
 
@@ -174,10 +171,10 @@ func (s *Service) Run(ctx context.Context) error {
 
 // SetEngine swaps the engine; batches accepted from now on use it, batches
 // already accepted finish with the engine they started with.
-func (s *Service) SetEngine(e raven.Engine) { s.engine.Store(&engineRef{e}) }
+func (s *Service) SetEngine(e raven.Engine) { s.engine.Set(e) }
 
 // ModelVersion is the current engine's model version.
-func (s *Service) ModelVersion() string { return s.engine.Load().ModelVersion() }
+func (s *Service) ModelVersion() string { return s.engine.ModelVersion() }
 
 // Drain stops granting credits and refuses new batches with ReasonDraining.
 // Batches already accepted are still answered (with credit 0).
@@ -339,7 +336,7 @@ func (s *Service) open(ctx context.Context, o *styxv1.Open) (*session, error) {
 		Credit: uint32(credit),
 		Msg: &styxv1.WorkReport_Ready{Ready: &styxv1.Ready{
 			WorkerId:     s.cfg.WorkerID,
-			ModelVersion: s.engine.Load().ModelVersion(),
+			ModelVersion: s.engine.ModelVersion(),
 			Draining:     s.draining,
 		}},
 	}}
@@ -495,7 +492,7 @@ func (s *Service) batch(sess *session, b *styxv1.Batch) {
 	j := &job{
 		sess:     sess,
 		batch:    b,
-		engine:   s.engine.Load().Engine,
+		engine:   s.engine.Current(), // a batch keeps the engine it started with
 		verdicts: make([]styxv1.Verdict, n),
 	}
 	j.model = j.engine.ModelVersion()

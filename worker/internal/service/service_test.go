@@ -615,3 +615,38 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+// versioned answers like the fake engine under another model version.
+type versioned struct{ version string }
+
+func (v versioned) Examine(a netip.Addr) raven.Verdict { return fakeVerdict(a) }
+func (v versioned) ModelVersion() string               { return v.version }
+
+// TestSetEngineBetweenBatches: a model swapped while a batch is examined
+// does not touch that batch; the batches accepted afterwards use it.
+func TestSetEngineBetweenBatches(t *testing.T) {
+	eng := newGatedEngine()
+	h := start(t, Config{Capacity: 2, Engine: eng})
+	st, _ := h.open(t, 1)
+	in := [][]byte{v4("192.0.2.1"), v4("192.0.2.2")}
+	st.batch(1, 1, in...)
+	waitFor(t, "batch 1 in flight", func() bool { return h.svc.InFlight() == 1 })
+	h.svc.SetEngine(versioned{"model-v2"})
+	if h.svc.ModelVersion() != "model-v2" {
+		t.Fatalf("ModelVersion %s after SetEngine", h.svc.ModelVersion())
+	}
+	eng.release()
+	first := st.recv().GetResult()
+	st.batch(2, 1, in...)
+	second := st.recv().GetResult()
+	for _, v := range first.GetVerdicts() {
+		if v.ModelVersion != fakeVersion {
+			t.Fatalf("batch 1 verdict names %s, want the engine it started with (%s)", v.ModelVersion, fakeVersion)
+		}
+	}
+	for _, v := range second.GetVerdicts() {
+		if v.ModelVersion != "model-v2" {
+			t.Fatalf("batch 2 verdict names %s, want model-v2", v.ModelVersion)
+		}
+	}
+}
