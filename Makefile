@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := $(CURDIR)/bin
 PKGS := ./...
-APT_PACKAGES := libloc-database location protobuf-compiler tinyproxy microsocks dante-server wrk
+APT_PACKAGES := libloc-database location protobuf-compiler tinyproxy microsocks dante-server wrk chromium
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 TEST_TIMEOUT ?= 30m
 
@@ -32,8 +32,8 @@ run: deps build ## run an all-in-one cluster: embedded etcd, a scheduler, two wo
 	$(BIN)/styx-dev --bin $(BIN)
 
 .PHONY: test
-test: deps ## run every test with the race detector
-	$(GO) test -race -timeout $(TEST_TIMEOUT) $(PKGS)
+test: deps ## run every test with the race detector (screenshots of browser tests go to artifacts/)
+	STYX_REQUIRE_BROWSER=1 STYX_ARTIFACT_DIR=$(CURDIR)/artifacts $(GO) test -race -timeout $(TEST_TIMEOUT) $(PKGS)
 
 .PHONY: bench
 bench: deps build ## run the benchmarks and print figures

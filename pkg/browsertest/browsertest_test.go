@@ -1,0 +1,34 @@
+package browsertest
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+func TestPageLoadsAndScreenshot(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		fmt.Fprint(w, `<!doctype html><title>t</title><p id="p">hello</p><script>document.getElementById("p").textContent += " from script"</script>`)
+	}))
+	defer srv.Close()
+	ctx := New(t)
+	var text string
+	Run(t, ctx, 30*time.Second,
+		chromedp.Navigate(srv.URL),
+		chromedp.Text("#p", &text, chromedp.ByQuery),
+	)
+	if text != "hello from script" {
+		t.Fatalf("text = %q", text)
+	}
+	path := Screenshot(t, ctx, "browsertest-selftest")
+	st, err := os.Stat(path)
+	if err != nil || st.Size() == 0 {
+		t.Fatalf("screenshot missing: %v", err)
+	}
+}
