@@ -6,6 +6,9 @@ PKGS := ./...
 APT_PACKAGES := libloc-database location protobuf-compiler tinyproxy microsocks dante-server wrk chromium
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 TEST_TIMEOUT ?= 30m
+DOCKER ?= docker
+IMAGE_TAG ?= dev
+IMAGE_ROLES := etcd scheduler worker node
 
 .DEFAULT_GOAL := help
 
@@ -26,6 +29,22 @@ deps: ## install the system packages STYX needs (idempotent)
 build: ## build every binary into bin/ (static, CGO_ENABLED=0)
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./scheduler/cmd/styx-scheduler ./worker/cmd/styx-worker ./clusternode/cmd/styx-node ./trainer/cmd/styx-trainer ./deploy/dev/cmd/styx-dev
+
+.PHONY: images
+images: ## build the FROM scratch container images styx-{etcd,scheduler,worker,node}:$(IMAGE_TAG) (deploy/compose)
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./scheduler/cmd/styx-scheduler ./worker/cmd/styx-worker ./clusternode/cmd/styx-node ./deploy/etcd/cmd/styx-etcd
+	@rm -rf $(BIN)/image && mkdir -p $(BIN)/image/empty
+	@for r in $(IMAGE_ROLES); do ln -f $(BIN)/styx-$$r $(BIN)/image/styx-$$r; done
+	@for r in $(IMAGE_ROLES); do \
+		echo "image styx-$$r:$(IMAGE_TAG)"; \
+		out="$$(DOCKER_BUILDKIT=0 $(DOCKER) build -q -f deploy/compose/Dockerfile --target $$r -t styx-$$r:$(IMAGE_TAG) $(BIN)/image 2>&1)" || { echo "$$out"; exit 1; }; \
+	done
+	@rm -rf $(BIN)/image
+
+.PHONY: e2e
+e2e: deps ## end-to-end test of the compose deployment (needs a Docker engine; builds its own images)
+	$(GO) test -tags e2e -count 1 -v -timeout 20m -run 'TestCompose' ./deploy/compose/
 
 .PHONY: run
 run: deps build ## run an all-in-one cluster: embedded etcd, a scheduler, two workers, a node and a load generator

@@ -39,7 +39,8 @@ type Config struct {
 	// Etcd, when set, is used instead of dialing EtcdEndpoints (tests).
 	Etcd *clientv3.Client
 	// GRPCAddr and HTTPAddr are the listen addresses; AdvertiseAddr is the
-	// gRPC address others dial (default: the bound address).
+	// gRPC address others dial (default: the bound address, with the host
+	// name in place of an unspecified IP such as 0.0.0.0).
 	GRPCAddr      string
 	HTTPAddr      string
 	AdvertiseAddr string
@@ -204,7 +205,8 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	s.grpcAddr, s.httpAddr = gl.Addr().String(), hl.Addr().String()
 	adv := s.cfg.AdvertiseAddr
 	if adv == "" {
-		adv = s.grpcAddr
+		host, _ := os.Hostname()
+		adv = advertiseFor(s.grpcAddr, host)
 	}
 
 	gs := grpc.NewServer(
@@ -386,6 +388,20 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
+}
+
+// advertiseFor is the gRPC address to publish for a bound one: the bound
+// address, with host in place of an unspecified IP (0.0.0.0, ::), which no
+// peer could dial. In a container the host name is what its peers resolve.
+func advertiseFor(bound, host string) string {
+	h, port, err := net.SplitHostPort(bound)
+	if err != nil {
+		return bound
+	}
+	if ip := net.ParseIP(h); ip != nil && ip.IsUnspecified() && host != "" {
+		return net.JoinHostPort(host, port)
+	}
+	return bound
 }
 
 // DefaultID is <hostname>-<pid>-style id safe for the keyspace.

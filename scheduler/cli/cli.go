@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/styx-inference/styx/pkg/envflag"
+	"github.com/styx-inference/styx/pkg/healthcheck"
 	"github.com/styx-inference/styx/pkg/logging"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 	"github.com/styx-inference/styx/scheduler"
@@ -28,6 +29,7 @@ const usage = `styx-scheduler: the STYX scheduler.
 Usage:
   styx-scheduler [serve] [flags]     run a scheduler (several may run; one leads)
   styx-scheduler status [flags]      print the fleet and the pool of a running scheduler
+  styx-scheduler healthcheck [flags] exit 0 when the scheduler at --http-addr answers /healthz
 
 Run 'styx-scheduler serve -h' or 'styx-scheduler status -h' for the flags.`
 
@@ -42,6 +44,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return serve(ctx, args, stderr)
 	case "status":
 		return status(ctx, args, stdout, stderr)
+	case "healthcheck":
+		return healthcheck.Main("styx-scheduler", args, scheduler.DefaultConfig().HTTPAddr, "/healthz", stderr)
 	case "help":
 		fmt.Fprintln(stdout, usage)
 		return 0
@@ -58,7 +62,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	etcd := fs.String("etcd-endpoints", strings.Join(d.EtcdEndpoints, ","), "etcd endpoints, comma-separated")
 	fs.StringVar(&d.GRPCAddr, "grpc-addr", d.GRPCAddr, "gRPC listen address (cluster nodes' Submit and Feed streams, admin; the leader dials the workers)")
 	fs.StringVar(&d.HTTPAddr, "http-addr", d.HTTPAddr, "HTTP listen address (status page, /api/status, /metrics)")
-	fs.StringVar(&d.AdvertiseAddr, "advertise-addr", "", "gRPC address others dial (default: the bound gRPC address)")
+	fs.StringVar(&d.AdvertiseAddr, "advertise-addr", "", "gRPC address others dial (default: the bound gRPC address, the host name replacing an unspecified IP)")
 	fs.DurationVar(&d.LeaseTTL, "lease-ttl", d.LeaseTTL, "election lease TTL: a dead leader is replaced within about this long")
 	fs.IntVar(&d.BatchSize, "batch-size", d.BatchSize, "most addresses per batch")
 	fs.DurationVar(&d.BatchInterval, "batch-interval", d.BatchInterval, "longest a partial batch waits for more addresses")

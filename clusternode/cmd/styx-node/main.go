@@ -4,6 +4,7 @@
 //	styx-node lookup [flags] ADDR...   look addresses up in the location database
 //	styx-node import-attacks [flags] FILE...   post attack reports to a node
 //	styx-node export-verdicts [flags]   write stored verdicts as a training labels file
+//	styx-node healthcheck [flags]   exit 0 when the node at --http-addr answers /healthz
 //
 // Every serve flag may also be set as STYX_<FLAG> (upper case, '-' as '_').
 package main
@@ -24,6 +25,7 @@ import (
 	"github.com/styx-inference/styx/clusternode/internal/importcmd"
 	"github.com/styx-inference/styx/clusternode/internal/lookupcmd"
 	"github.com/styx-inference/styx/pkg/envflag"
+	"github.com/styx-inference/styx/pkg/healthcheck"
 	"github.com/styx-inference/styx/pkg/logging"
 )
 
@@ -31,11 +33,13 @@ const usage = `usage: styx-node [serve] [flags]
        styx-node lookup [flags] ADDR...
        styx-node import-attacks [flags] FILE...
        styx-node export-verdicts [--data-dir DIR] [--probe-confirmed] [--out FILE|-]
+       styx-node healthcheck [--http-addr A] [--timeout D]
 
 serve           answer proxy queries over HTTP and stream newly seen addresses to STYX
 lookup          look addresses up in the location database ("styx-node lookup -h")
 import-attacks  post attack reports from CSV or JSON-lines files to a node ("styx-node import-attacks -h")
-export-verdicts write the stored verdicts as a labels file for styx-trainer --labels ("styx-node export-verdicts -h")`
+export-verdicts write the stored verdicts as a labels file for styx-trainer --labels ("styx-node export-verdicts -h")
+healthcheck     exit 0 when the node at --http-addr (or STYX_HTTP_ADDR) answers /healthz, for container health checks`
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -58,6 +62,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return importcmd.Run(ctx, args, os.Stdin, stdout, stderr)
 	case "export-verdicts":
 		return exportcmd.Run(ctx, args, stdout, stderr)
+	case "healthcheck":
+		return healthcheck.Main("styx-node", args, clusternode.DefaultConfig().HTTPAddr, "/healthz", stderr)
 	case "help":
 		fmt.Fprintln(stdout, usage)
 		return 0

@@ -1,0 +1,18 @@
+package scheduler
+
+import "testing"
+
+func TestAdvertiseFor(t *testing.T) {
+	tests := []struct{ bound, host, want string }{
+		{"127.0.0.1:7070", "sched-a", "127.0.0.1:7070"},
+		{"0.0.0.0:7070", "sched-a", "sched-a:7070"},
+		{"[::]:7070", "sched-a", "sched-a:7070"},
+		{"[::1]:7070", "sched-a", "[::1]:7070"},
+		{"0.0.0.0:7070", "", "0.0.0.0:7070"},
+	}
+	for _, tt := range tests {
+		if got := advertiseFor(tt.bound, tt.host); got != tt.want {
+			t.Errorf("advertiseFor(%q, %q) = %q, want %q", tt.bound, tt.host, got, tt.want)
+		}
+	}
+}
