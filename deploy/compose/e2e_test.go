@@ -1,0 +1,637 @@
+package compose_test
+
+// The end-to-end test of the compose deployment: it builds the images,
+// starts the stack of docker-compose.yml under a project name of its own,
+// sends sightings through both cluster nodes, scales the workers from 3 to
+// 5, kills a worker and the leading scheduler with SIGKILL, and checks that
+// every sighting ended in a worker's verdict. It runs only with STYX_E2E=1
+// (make e2e) and a Docker engine; the stack, its volumes and its images are
+// removed at the end, also when the test fails.
+//
+// The addresses are real ones sampled from the location database, used as
+// data only: nothing dials them (the workers run the rule engine, without
+// the probe). The test reaches the containers only through ports published
+// on 127.0.0.1.
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	mrand "math/rand/v2"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/styx-inference/styx/pkg/addrsample"
+	"github.com/styx-inference/styx/pkg/locdb"
+	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
+)
+
+// override slows every batch down on the workers, so that batches are out
+// on them when the test kills one, and when it kills the leader.
+const override = `services:
+  worker:
+    environment:
+      STYX_BATCH_DELAY: 500ms
+`
+
+var (
+	schedulers = []string{"scheduler-a", "scheduler-b"}
+	nodes      = []string{"node-a", "node-b"}
+)
+
+func TestCompose(t *testing.T) {
+	if os.Getenv("STYX_E2E") != "1" {
+		t.Skip("the compose end-to-end test runs with STYX_E2E=1 (make e2e)")
+	}
+	if out, err := exec.Command("docker", "info").CombinedOutput(); err != nil {
+		t.Skipf("no Docker engine (docker info: %v): %s", err, firstLine(out))
+	}
+	composeCmd, err := composeCommand()
+	if err != nil {
+		t.Skip(err)
+	}
+	db, err := locdb.Open(locdb.Config{Path: locdb.DefaultPath})
+	if err != nil {
+		t.Fatalf("the location database is needed (make deps installs it): %v", err)
+	}
+	rng := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	nets := addrsample.Networks(db, 50_000, rng)
+	db.Close()
+
+	start := time.Now()
+	progress := func(format string, args ...any) {
+		t.Helper()
+		t.Logf("%6.1fs  %s", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
+	}
+	s := newStack(t, composeCmd)
+	progress("project %s, images tagged %s, compose %s", s.project, s.project, strings.Join(composeCmd, " "))
+
+	s.buildImages()
+	progress("images built")
+	s.up()
+	progress("stack up")
+
+	ctx := t.Context()
+	addrs := &addrSource{nets: nets, rng: rng, seen: map[netip.Addr]bool{}}
+	api := map[string]*nodeAPI{}
+	for _, n := range nodes {
+		api[n] = &nodeAPI{name: n, base: "http://" + s.port(n, 8080), client: &http.Client{Timeout: 15 * time.Second}}
+	}
+	adm := map[string]styxv1.AdminServiceClient{}
+	schedulerContainers := map[string]string{}
+	for _, sc := range schedulers {
+		schedulerContainers[sc] = s.containers(sc)[0]
+		conn, err := grpc.NewClient(s.port(sc, 7070), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		adm[sc] = styxv1.NewAdminServiceClient(conn)
+	}
+	leaderStatus := func(among []string) (*styxv1.StatusResponse, string) {
+		for _, sc := range among {
+			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			st, err := adm[sc].Status(cctx, &styxv1.StatusRequest{})
+			cancel()
+			if err == nil && st.Leader {
+				return st, sc
+			}
+		}
+		return nil, ""
+	}
+	readyWorkers := func(st *styxv1.StatusResponse) map[string]*styxv1.WorkerStatus {
+		out := map[string]*styxv1.WorkerStatus{}
+		for _, w := range st.GetWorkers() {
+			if w.State == "ready" {
+				out[w.WorkerId] = w
+			}
+		}
+		return out
+	}
+
+	// 1. The cluster forms: a leader with three ready workers, both nodes
+	// connected to it.
+	var first *styxv1.StatusResponse
+	wait(t, 90*time.Second, "a leader with 3 ready workers and both nodes connected", func() bool {
+		st, _ := leaderStatus(schedulers)
+		if st == nil || len(readyWorkers(st)) != 3 {
+			return false
+		}
+		for _, n := range nodes {
+			if h, err := api[n].health(); err != nil || h["uplink_connected"] != true {
+				return false
+			}
+		}
+		first = st
+		return true
+	})
+	initial := slices.Sorted(maps.Keys(readyWorkers(first)))
+	progress("leader %s (term %d), workers %s", first.SchedulerId, first.Term, strings.Join(initial, " "))
+
+	// 2. Sightings through both nodes: the first answers come from the
+	// node's engine (the local rule); once the workers' verdicts are back,
+	// the same queries are answered from the node's store.
+	sent := map[string][]netip.Addr{}
+	for _, n := range nodes {
+		batch := addrs.next(1000)
+		engine := api[n].mustCount(t, "engine", func() { api[n].mustQuery(t, batch) })
+		if engine != len(batch) {
+			t.Errorf("%s: %d of %d new addresses answered by the engine", n, engine, len(batch))
+		}
+		sent[n] = append(sent[n], batch...)
+	}
+	waitResolved(t, api, sent, progress)
+	for _, n := range nodes {
+		api[n].checkFromStore(t, sent[n])
+	}
+	progress("phase 1: %d addresses, every one answered from a worker's verdict on the node that asked", total(sent))
+
+	// 3. Two more worker containers: STYX uses them without other change.
+	s.compose("up", "-d", "--no-recreate", "--scale", "worker=5")
+	var grown map[string]*styxv1.WorkerStatus
+	wait(t, 60*time.Second, "5 ready workers", func() bool {
+		st, _ := leaderStatus(schedulers)
+		if st == nil {
+			return false
+		}
+		grown = readyWorkers(st)
+		return len(grown) == 5
+	})
+	var added []string
+	for id := range grown {
+		if !slices.Contains(initial, id) {
+			added = append(added, id)
+		}
+	}
+	slices.Sort(added)
+	progress("scaled to 5 workers; new: %s", strings.Join(added, " "))
+	wait(t, 90*time.Second, "work on the new workers", func() bool {
+		for _, n := range nodes {
+			batch := addrs.next(200)
+			api[n].mustQuery(t, batch)
+			sent[n] = append(sent[n], batch...)
+		}
+		st, _ := leaderStatus(schedulers)
+		if st == nil {
+			return false
+		}
+		for _, id := range added {
+			if w := readyWorkers(st)[id]; w == nil || w.AddressesDone == 0 {
+				return false
+			}
+		}
+		for _, id := range added {
+			progress("new worker %s: %d addresses done", id, readyWorkers(st)[id].AddressesDone)
+		}
+		return true
+	})
+
+	// 4. Under steady load, kill a worker that holds batches and then the
+	// leading scheduler, both with SIGKILL.
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	var (
+		mu      sync.Mutex
+		loadErr error
+		wg      sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-loadCtx.Done():
+				return
+			case <-tick.C:
+			}
+			n := nodes[i%len(nodes)]
+			mu.Lock()
+			batch := addrs.next(60)
+			mu.Unlock()
+			if err := api[n].query(batch); err != nil {
+				mu.Lock()
+				loadErr = errors.Join(loadErr, err)
+				mu.Unlock()
+				continue
+			}
+			mu.Lock()
+			sent[n] = append(sent[n], batch...)
+			mu.Unlock()
+		}
+	}()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			stopLoad()
+			wg.Wait()
+		}
+	}
+	defer stop()
+
+	// Kill a worker the moment the leader reports batches out on it.
+	workerContainers := s.containers("worker")
+	var victim string
+	var before uint64
+	wait(t, 30*time.Second, "a worker holding batches", func() bool {
+		st, _ := leaderStatus(schedulers)
+		for _, w := range readyWorkers(st) {
+			if w.InFlight > 0 {
+				victim, before = w.WorkerId, st.Pool.GetReassigned()
+				s.kill(workerContainer(t, workerContainers, victim))
+				return true
+			}
+		}
+		return false
+	})
+	progress("killed worker %s (SIGKILL) while it held batches", victim)
+	wait(t, 30*time.Second, "the killed worker out of the ready set", func() bool {
+		st, _ := leaderStatus(schedulers)
+		return st != nil && readyWorkers(st)[victim] == nil
+	})
+	progress("the leader no longer counts %s as ready", victim)
+	wait(t, 15*time.Second, "the killed worker's batches requeued", func() bool {
+		st, _ := leaderStatus(schedulers)
+		return st != nil && st.Pool.GetReassigned() > before
+	})
+	time.Sleep(2 * time.Second)
+
+	old, oldName := leaderStatus(schedulers)
+	if old == nil {
+		t.Fatal("no leader before the scheduler kill")
+	}
+	s.kill(schedulerContainers[oldName])
+	killedAt := time.Now()
+	progress("killed the leading scheduler %s (term %d, SIGKILL); pool then: received %d, examined %d, reassigned %d",
+		oldName, old.Term, old.Pool.GetReceived(), old.Pool.GetExamined(), old.Pool.GetReassigned())
+	survivors := slices.DeleteFunc(slices.Clone(schedulers), func(sc string) bool { return sc == oldName })
+	var now *styxv1.StatusResponse
+	wait(t, 60*time.Second, "a new leader", func() bool {
+		now, _ = leaderStatus(survivors)
+		return now != nil
+	})
+	progress("%s leads (term %d) %.1fs after the kill", now.SchedulerId, now.Term, time.Since(killedAt).Seconds())
+	time.Sleep(3 * time.Second)
+	stop()
+	mu.Lock()
+	if loadErr != nil {
+		t.Errorf("queries failed during the kills: %v", loadErr)
+	}
+	mu.Unlock()
+
+	// 5. Nothing lost: every sighting either node submitted ended in a
+	// verdict, and every address is now answered from the store of the
+	// node that asked.
+	waitResolved(t, api, sent, progress)
+	for _, n := range nodes {
+		api[n].checkFromStore(t, sent[n])
+	}
+	after, _ := leaderStatus(survivors)
+	if after != nil {
+		p := after.Pool
+		progress("new leader %s, term %d: received %d, examined %d, verdicts %d, reassigned %d, shed %d, expired %d",
+			after.SchedulerId, after.Term, p.GetReceived(), p.GetExamined(), p.GetVerdicts(), p.GetReassigned(), p.GetShed(), p.GetExpired())
+		for _, w := range after.Workers {
+			progress("  worker %s %s: %d batches, %d addresses", w.WorkerId, w.State, w.BatchesDone, w.AddressesDone)
+		}
+	}
+	progress("%d addresses in all, each answered with a worker's verdict", total(sent))
+}
+
+// stack is one compose project.
+type stack struct {
+	t       *testing.T
+	cmd     []string // docker-compose, or docker compose
+	root    string   // the repository
+	files   []string
+	project string // also the image tag
+}
+
+func newStack(t *testing.T, cmd []string) *stack {
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	s := &stack{t: t, cmd: cmd, root: root, project: "styxe2e" + hex.EncodeToString(b)}
+	ov := filepath.Join(t.TempDir(), "e2e-override.yml")
+	if err := os.WriteFile(ov, []byte(override), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.files = []string{filepath.Join(root, "deploy", "compose", "docker-compose.yml"), ov}
+	return s
+}
+
+// buildImages builds the four images under the project's tag and removes
+// them when the test ends.
+func (s *stack) buildImages() {
+	t := s.t
+	t.Cleanup(func() {
+		for _, r := range []string{"etcd", "scheduler", "worker", "node"} {
+			if out, err := exec.Command("docker", "rmi", "styx-"+r+":"+s.project).CombinedOutput(); err != nil {
+				t.Logf("docker rmi styx-%s:%s: %v: %s", r, s.project, err, out)
+			}
+		}
+	})
+	cmd := exec.Command("make", "-C", s.root, "images", "IMAGE_TAG="+s.project)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make images: %v\n%s", err, out)
+	}
+}
+
+// up starts the stack; it is taken down with its volumes when the test
+// ends, after the logs of a failed run are printed.
+func (s *stack) up() {
+	t := s.t
+	t.Cleanup(func() {
+		if out, err := s.run("down", "-v", "--remove-orphans", "-t", "10"); err != nil {
+			t.Logf("compose down: %v: %s", err, out)
+		}
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := s.run("logs", "--no-color", "--tail", "40")
+			t.Logf("compose logs (last 40 lines per container):\n%s", out)
+		}
+	})
+	s.compose("up", "-d")
+}
+
+func (s *stack) run(args ...string) (string, error) {
+	full := slices.Clone(s.cmd[1:])
+	for _, f := range s.files {
+		full = append(full, "-f", f)
+	}
+	full = append(full, "-p", s.project)
+	full = append(full, args...)
+	cmd := exec.Command(s.cmd[0], full...)
+	cmd.Env = append(os.Environ(), "IMAGE_TAG="+s.project)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+func (s *stack) compose(args ...string) string {
+	s.t.Helper()
+	out, err := s.run(args...)
+	if err != nil {
+		s.t.Fatalf("compose %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// port is the 127.0.0.1 host address a service's container port is
+// published on.
+func (s *stack) port(service string, port int) string {
+	s.t.Helper()
+	out := strings.TrimSpace(s.compose("port", service, strconv.Itoa(port)))
+	if _, err := netip.ParseAddrPort(out); err != nil {
+		s.t.Fatalf("compose port %s %d: %q", service, port, out)
+	}
+	return out
+}
+
+func (s *stack) containers(service string) []string {
+	return strings.Fields(s.compose("ps", "-q", service))
+}
+
+// workerContainer is the container of a worker id among containers: the
+// worker registers as <host name>-<port>, and a container's host name is
+// its short id.
+func workerContainer(t *testing.T, containers []string, workerID string) string {
+	t.Helper()
+	host, _, _ := strings.Cut(workerID, "-")
+	for _, c := range containers {
+		if strings.HasPrefix(c, host) {
+			return c
+		}
+	}
+	t.Fatalf("no worker container for %s among %v", workerID, containers)
+	return ""
+}
+
+func (s *stack) kill(container string) {
+	s.t.Helper()
+	if out, err := exec.Command("docker", "kill", "--signal", "KILL", container).CombinedOutput(); err != nil {
+		s.t.Fatalf("docker kill %s: %v: %s", container, err, out)
+	}
+}
+
+// nodeAPI is a cluster node's HTTP API on its published port.
+type nodeAPI struct {
+	name, base string
+	client     *http.Client
+}
+
+// query asks for addrs in one POST /v2/.
+func (n *nodeAPI) query(addrs []netip.Addr) error {
+	list := make([]string, len(addrs))
+	for i, a := range addrs {
+		list[i] = a.String()
+	}
+	resp, err := n.client.PostForm(n.base+"/v2/?p=0", url.Values{"ips": {strings.Join(list, ",")}})
+	if err != nil {
+		return fmt.Errorf("%s: %w", n.name, err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Status string `json:"status"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != http.StatusOK || body.Status != "ok" {
+		return fmt.Errorf("%s: POST /v2/: %s, status %q, %v", n.name, resp.Status, body.Status, err)
+	}
+	return nil
+}
+
+func (n *nodeAPI) mustQuery(t *testing.T, addrs []netip.Addr) {
+	t.Helper()
+	if err := n.query(addrs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (n *nodeAPI) health() (map[string]any, error) {
+	resp, err := n.client.Get(n.base + "/healthz")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var h map[string]any
+	return h, json.NewDecoder(resp.Body).Decode(&h)
+}
+
+// metrics reads /metrics into a map keyed by name{labels}.
+func (n *nodeAPI) metrics() (map[string]float64, error) {
+	resp, err := n.client.Get(n.base + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for line := range strings.Lines(string(b)) {
+		line = strings.TrimSpace(line)
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out, nil
+}
+
+func (n *nodeAPI) mustMetrics(t *testing.T) map[string]float64 {
+	t.Helper()
+	m, err := n.metrics()
+	if err != nil {
+		t.Fatalf("%s /metrics: %v", n.name, err)
+	}
+	return m
+}
+
+// mustCount runs f and returns by how much the node's count of addresses
+// answered from source ("store" or "engine") went up meanwhile.
+func (n *nodeAPI) mustCount(t *testing.T, source string, f func()) int {
+	t.Helper()
+	key := `styx_node_query_addresses_total{source="` + source + `"}`
+	before := n.mustMetrics(t)[key]
+	f()
+	return int(n.mustMetrics(t)[key] - before)
+}
+
+// checkFromStore asks for addrs again and checks that each answer comes
+// from the node's store: the verdict a worker made for it.
+func (n *nodeAPI) checkFromStore(t *testing.T, addrs []netip.Addr) {
+	t.Helper()
+	missing := 0
+	for chunk := range slices.Chunk(addrs, 1000) {
+		got := n.mustCount(t, "store", func() { n.mustQuery(t, chunk) })
+		missing += len(chunk) - got
+	}
+	if missing != 0 {
+		t.Errorf("%s: %d of %d addresses not answered from a stored verdict", n.name, missing, len(addrs))
+	}
+}
+
+// waitResolved waits until every sighting each node submitted has its
+// outcome, and checks that each outcome was a verdict.
+func waitResolved(t *testing.T, api map[string]*nodeAPI, sent map[string][]netip.Addr, progress func(string, ...any)) {
+	t.Helper()
+	var last map[string]map[string]float64
+	wait(t, 120*time.Second, "an outcome for every sighting", func() bool {
+		last = map[string]map[string]float64{}
+		for _, n := range nodes {
+			m, err := api[n].metrics()
+			if err != nil {
+				return false
+			}
+			last[n] = m
+			outcomes := 0.0
+			for _, k := range []string{"verdict", "expired", "shed", "rejected", "unspecified"} {
+				outcomes += m[`styx_node_outcomes_total{kind="`+k+`"}`]
+			}
+			if m["styx_node_sightings_pending"] != 0 || int(m["styx_node_sightings_submitted_total"]) != len(sent[n]) || outcomes < m["styx_node_sightings_submitted_total"] {
+				return false
+			}
+		}
+		return true
+	})
+	for _, n := range nodes {
+		m := last[n]
+		submitted, verdicts := m["styx_node_sightings_submitted_total"], m[`styx_node_outcomes_total{kind="verdict"}`]
+		progress("%s: %d queried, %.0f submitted, %.0f verdicts, %.0f re-sent after reconnects, %.0f duplicate outcomes ignored, %.0f verdict errors",
+			n, len(sent[n]), submitted, verdicts, m["styx_node_sightings_resent_total"], m["styx_node_outcomes_duplicate_total"], m["styx_node_verdict_errors_total"])
+		if verdicts != submitted {
+			t.Errorf("%s: %.0f sightings submitted, %.0f verdicts (expired %.0f, shed %.0f, rejected %.0f)", n, submitted, verdicts,
+				m[`styx_node_outcomes_total{kind="expired"}`], m[`styx_node_outcomes_total{kind="shed"}`], m[`styx_node_outcomes_total{kind="rejected"}`])
+		}
+		if e := m["styx_node_verdict_errors_total"]; e != 0 {
+			t.Errorf("%s: %.0f verdict errors", n, e)
+		}
+	}
+}
+
+// addrSource hands out addresses never handed out before, each inside a
+// network sampled from the location database, that a node streams to STYX
+// (global unicast, not private).
+type addrSource struct {
+	nets []netip.Prefix
+	rng  *mrand.Rand
+	seen map[netip.Addr]bool
+}
+
+func (s *addrSource) next(n int) []netip.Addr {
+	out := make([]netip.Addr, 0, n)
+	for len(out) < n {
+		a := addrsample.In(s.nets[s.rng.IntN(len(s.nets))], s.rng)
+		if !a.IsGlobalUnicast() || a.IsPrivate() || s.seen[a] {
+			continue
+		}
+		s.seen[a] = true
+		out = append(out, a)
+	}
+	return out
+}
+
+func total(sent map[string][]netip.Addr) int {
+	n := 0
+	for _, a := range sent {
+		n += len(a)
+	}
+	return n
+}
+
+// composeCommand is docker-compose when installed, else the compose plugin.
+func composeCommand() ([]string, error) {
+	if p, err := exec.LookPath("docker-compose"); err == nil {
+		return []string{p}, nil
+	}
+	if exec.Command("docker", "compose", "version").Run() == nil {
+		return []string{"docker", "compose"}, nil
+	}
+	return nil, errors.New("neither docker-compose nor the docker compose plugin is installed")
+}
+
+// wait polls cond every 250 ms until it holds, failing the test after d.
+func wait(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+func firstLine(b []byte) string {
+	s, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	return s
+}

@@ -1,0 +1,466 @@
+package deploy_test
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/yaml"
+)
+
+const k8sDir = "k8s"
+
+// k8sObject is one decoded manifest document.
+type k8sObject struct {
+	where string // file:document
+	kind  string
+	meta  metav1.ObjectMeta
+	obj   any
+}
+
+// workload is a Deployment, DaemonSet or StatefulSet.
+type workload struct {
+	where, kind, name string
+	selector          *metav1.LabelSelector
+	tpl               corev1.PodTemplateSpec
+	claims            []corev1.PersistentVolumeClaim
+}
+
+// newTyped returns the API type a document of this apiVersion and kind
+// decodes into; a kind the manifests do not use is an error.
+func newTyped(tm metav1.TypeMeta) (any, error) {
+	switch tm.APIVersion + " " + tm.Kind {
+	case "v1 Namespace":
+		return &corev1.Namespace{}, nil
+	case "v1 ConfigMap":
+		return &corev1.ConfigMap{}, nil
+	case "v1 Service":
+		return &corev1.Service{}, nil
+	case "apps/v1 Deployment":
+		return &appsv1.Deployment{}, nil
+	case "apps/v1 DaemonSet":
+		return &appsv1.DaemonSet{}, nil
+	case "apps/v1 StatefulSet":
+		return &appsv1.StatefulSet{}, nil
+	case "policy/v1 PodDisruptionBudget":
+		return &policyv1.PodDisruptionBudget{}, nil
+	}
+	return nil, fmt.Errorf("unexpected apiVersion %q kind %q", tm.APIVersion, tm.Kind)
+}
+
+// loadManifests decodes every document of every manifest strictly (an
+// unknown or duplicate field is an error) into its Kubernetes API type.
+func loadManifests(t *testing.T) []k8sObject {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(k8sDir, "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no manifests in %s: %v", k8sDir, err)
+	}
+	var out []k8sObject
+	for _, f := range files {
+		if filepath.Base(f) == "kustomization.yaml" {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, doc := range splitYAML(b) {
+			where := fmt.Sprintf("%s#%d", f, i+1)
+			var tm metav1.TypeMeta
+			if err := yaml.Unmarshal(doc, &tm); err != nil {
+				t.Errorf("%s: %v", where, err)
+				continue
+			}
+			obj, err := newTyped(tm)
+			if err != nil {
+				t.Errorf("%s: %v", where, err)
+				continue
+			}
+			if err := yaml.UnmarshalStrict(doc, obj); err != nil {
+				t.Errorf("%s: strict decoding into %T: %v", where, obj, err)
+				continue
+			}
+			o := k8sObject{where: where, kind: tm.Kind, obj: obj}
+			m := obj.(metav1.Object)
+			o.meta = metav1.ObjectMeta{Name: m.GetName(), Namespace: m.GetNamespace()}
+			if o.meta.Name == "" {
+				t.Errorf("%s: %s without metadata.name", where, tm.Kind)
+			}
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// splitYAML splits a multi-document YAML file at its "---" lines and drops
+// documents that hold only comments.
+func splitYAML(b []byte) [][]byte {
+	var docs [][]byte
+	var cur bytes.Buffer
+	flush := func() {
+		for line := range strings.Lines(cur.String()) {
+			if s := strings.TrimSpace(line); s != "" && !strings.HasPrefix(s, "#") {
+				docs = append(docs, slices.Clone(cur.Bytes()))
+				break
+			}
+		}
+		cur.Reset()
+	}
+	for line := range strings.Lines(string(b)) {
+		if strings.TrimRight(line, "\r\n") == "---" {
+			flush()
+			continue
+		}
+		cur.WriteString(line)
+	}
+	flush()
+	return docs
+}
+
+var imageRef = regexp.MustCompile(`^styx-(scheduler|worker|node):([A-Za-z0-9_][A-Za-z0-9_.-]*)$`)
+
+func TestKubernetesManifests(t *testing.T) {
+	objs := loadManifests(t)
+	if t.Failed() {
+		return
+	}
+
+	var (
+		namespace  string
+		configMaps = map[string]*corev1.ConfigMap{}
+		services   []*corev1.Service
+		workloads  []workload
+		pdbs       []*policyv1.PodDisruptionBudget
+	)
+	for _, o := range objs {
+		switch v := o.obj.(type) {
+		case *corev1.Namespace:
+			namespace = v.Name
+		case *corev1.ConfigMap:
+			configMaps[v.Name] = v
+		case *corev1.Service:
+			services = append(services, v)
+		case *appsv1.Deployment:
+			workloads = append(workloads, workload{o.where, o.kind, v.Name, v.Spec.Selector, v.Spec.Template, nil})
+			if v.Spec.Replicas == nil || *v.Spec.Replicas != 2 {
+				t.Errorf("%s: Deployment %s: want 2 replicas (one leads, one stands by)", o.where, v.Name)
+			}
+		case *appsv1.DaemonSet:
+			workloads = append(workloads, workload{o.where, o.kind, v.Name, v.Spec.Selector, v.Spec.Template, nil})
+			checkInferenceScheduling(t, o.where, v)
+		case *appsv1.StatefulSet:
+			workloads = append(workloads, workload{o.where, o.kind, v.Name, v.Spec.Selector, v.Spec.Template, v.Spec.VolumeClaimTemplates})
+			checkGoverningService(t, o.where, v, objs)
+		case *policyv1.PodDisruptionBudget:
+			pdbs = append(pdbs, v)
+		}
+	}
+	if namespace == "" {
+		t.Fatal("no Namespace object")
+	}
+	for _, o := range objs {
+		if o.kind != "Namespace" && o.meta.Namespace != namespace {
+			t.Errorf("%s: %s %s in namespace %q, want %q", o.where, o.kind, o.meta.Name, o.meta.Namespace, namespace)
+		}
+	}
+
+	// Each role runs once, as the kind the brief asks for.
+	wantKind := map[string]string{"scheduler": "Deployment", "worker": "DaemonSet", "node": "StatefulSet"}
+	images := map[string]bool{}
+	tags := map[string]bool{}
+	seen := map[string]bool{}
+	for _, w := range workloads {
+		sel, err := metav1.LabelSelectorAsSelector(w.selector)
+		if err != nil || w.selector == nil || sel.Empty() {
+			t.Errorf("%s: %s %s: selector %v: %v", w.where, w.kind, w.name, w.selector, err)
+		} else if !sel.Matches(labels.Set(w.tpl.Labels)) {
+			t.Errorf("%s: %s %s: selector %s does not match the template labels %v", w.where, w.kind, w.name, sel, w.tpl.Labels)
+		}
+		pod := w.tpl.Spec
+		if sc := pod.SecurityContext; sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
+			t.Errorf("%s: %s %s: the pod must set runAsNonRoot", w.where, w.kind, w.name)
+		}
+		volumes := map[string]bool{}
+		for _, v := range pod.Volumes {
+			volumes[v.Name] = true
+		}
+		for _, c := range w.claims {
+			volumes[c.Name] = true
+		}
+		if len(pod.Containers) == 0 {
+			t.Errorf("%s: %s %s has no container", w.where, w.kind, w.name)
+		}
+		for _, c := range pod.Containers {
+			where := fmt.Sprintf("%s: %s %s container %s", w.where, w.kind, w.name, c.Name)
+			m := imageRef.FindStringSubmatch(c.Image)
+			if m == nil {
+				t.Errorf("%s: image %q is not styx-<scheduler|worker|node>:<tag>", where, c.Image)
+				continue
+			}
+			r := m[1]
+			images["styx-"+r] = true
+			tags[m[2]] = true
+			if seen[r] {
+				t.Errorf("%s: a second workload runs %s", where, r)
+			}
+			seen[r] = true
+			if wantKind[r] != w.kind {
+				t.Errorf("%s: %s runs as a %s, want a %s", where, r, w.kind, wantKind[r])
+			}
+			checkContainer(t, where, r, c, volumes, configMaps)
+		}
+	}
+	for r := range wantKind {
+		if !seen[r] {
+			t.Errorf("no workload runs styx-%s", r)
+		}
+	}
+	if len(tags) > 1 {
+		t.Errorf("the images carry different tags: %v", tags)
+	}
+
+	for _, s := range services {
+		checkService(t, s, workloads)
+	}
+	for _, p := range pdbs {
+		sel, err := metav1.LabelSelectorAsSelector(p.Spec.Selector)
+		if err != nil || !slices.ContainsFunc(workloads, func(w workload) bool { return sel.Matches(labels.Set(w.tpl.Labels)) }) {
+			t.Errorf("PodDisruptionBudget %s selects no workload (%v)", p.Name, err)
+		}
+	}
+	checkKustomization(t, objs, namespace, images)
+}
+
+// checkContainer checks a container's environment, ports, probes and
+// mounts against its role's binary and its pod.
+func checkContainer(t *testing.T, where, r string, c corev1.Container, volumes map[string]bool, configMaps map[string]*corev1.ConfigMap) {
+	t.Helper()
+	var names []string
+	defined := map[string]bool{}
+	ref := regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
+	for _, e := range c.Env {
+		names = append(names, e.Name)
+		for _, m := range ref.FindAllStringSubmatch(e.Value, -1) {
+			if !defined[m[1]] {
+				t.Errorf("%s: %s refers to $(%s), which no earlier env entry defines", where, e.Name, m[1])
+			}
+		}
+		defined[e.Name] = true
+		if e.Value != "" && e.ValueFrom != nil {
+			t.Errorf("%s: %s has both value and valueFrom", where, e.Name)
+		}
+	}
+	for _, ef := range c.EnvFrom {
+		if ef.ConfigMapRef == nil {
+			continue
+		}
+		cm := configMaps[ef.ConfigMapRef.Name]
+		if cm == nil {
+			t.Errorf("%s: envFrom names ConfigMap %q, which the manifests do not define", where, ef.ConfigMapRef.Name)
+			continue
+		}
+		for k := range cm.Data {
+			if !strings.HasPrefix(k, "STYX_") {
+				t.Errorf("%s: ConfigMap %s key %s is not a STYX_* setting", where, cm.Name, k)
+			}
+			names = append(names, k)
+		}
+	}
+	checkVars(t, where, r, names)
+
+	ports := map[string]int32{}
+	numbers := map[int32]bool{}
+	for _, p := range c.Ports {
+		if p.ContainerPort <= 0 || p.ContainerPort > 65535 {
+			t.Errorf("%s: port %q: containerPort %d", where, p.Name, p.ContainerPort)
+		}
+		if p.Name != "" {
+			if _, dup := ports[p.Name]; dup {
+				t.Errorf("%s: two ports named %q", where, p.Name)
+			}
+			ports[p.Name] = p.ContainerPort
+		}
+		numbers[p.ContainerPort] = true
+	}
+	portOK := func(p intstr.IntOrString) bool {
+		if p.Type == intstr.String {
+			_, ok := ports[p.StrVal]
+			return ok
+		}
+		return numbers[p.IntVal]
+	}
+	for kind, pr := range map[string]*corev1.Probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe} {
+		switch {
+		case pr == nil:
+			t.Errorf("%s: no %s probe", where, kind)
+		case pr.HTTPGet != nil && !portOK(pr.HTTPGet.Port):
+			t.Errorf("%s: %s probe port %s is not a container port", where, kind, pr.HTTPGet.Port.String())
+		case pr.GRPC != nil && !numbers[pr.GRPC.Port]:
+			t.Errorf("%s: %s probe gRPC port %d is not a container port", where, kind, pr.GRPC.Port)
+		case pr.TCPSocket != nil && !portOK(pr.TCPSocket.Port):
+			t.Errorf("%s: %s probe port %s is not a container port", where, kind, pr.TCPSocket.Port.String())
+		}
+	}
+	for _, m := range c.VolumeMounts {
+		if !volumes[m.Name] {
+			t.Errorf("%s: mounts volume %q, which the pod does not define", where, m.Name)
+		}
+	}
+	sc := c.SecurityContext
+	if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+		sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+		sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
+		t.Errorf("%s: want allowPrivilegeEscalation false, readOnlyRootFilesystem true, capabilities drop ALL", where)
+	}
+}
+
+// checkService checks that a Service selects a workload and that each of
+// its target ports is a port of that workload's containers.
+func checkService(t *testing.T, s *corev1.Service, workloads []workload) {
+	t.Helper()
+	if len(s.Spec.Selector) == 0 {
+		t.Errorf("Service %s has no selector", s.Name)
+		return
+	}
+	sel := labels.SelectorFromSet(s.Spec.Selector)
+	var matched []workload
+	for _, w := range workloads {
+		if sel.Matches(labels.Set(w.tpl.Labels)) {
+			matched = append(matched, w)
+		}
+	}
+	if len(matched) == 0 {
+		t.Errorf("Service %s: selector %s matches no workload", s.Name, sel)
+		return
+	}
+	for _, p := range s.Spec.Ports {
+		target := p.TargetPort
+		if target.Type == intstr.Int && target.IntVal == 0 {
+			target = intstr.FromInt32(p.Port)
+		}
+		for _, w := range matched {
+			found := false
+			for _, c := range w.tpl.Spec.Containers {
+				for _, cp := range c.Ports {
+					if target.Type == intstr.String && cp.Name == target.StrVal || target.Type == intstr.Int && cp.ContainerPort == target.IntVal {
+						found = true
+					}
+				}
+			}
+			if !found {
+				t.Errorf("Service %s port %s: targetPort %s is not a container port of %s %s", s.Name, p.Name, target.String(), w.kind, w.name)
+			}
+		}
+	}
+}
+
+// checkInferenceScheduling checks that workers land only on inference
+// hosts, and tolerate those hosts' taint.
+func checkInferenceScheduling(t *testing.T, where string, d *appsv1.DaemonSet) {
+	t.Helper()
+	ns := d.Spec.Template.Spec.NodeSelector
+	if len(ns) == 0 {
+		t.Errorf("%s: DaemonSet %s has no nodeSelector: workers would run on every host", where, d.Name)
+	}
+	for key := range ns {
+		if !slices.ContainsFunc(d.Spec.Template.Spec.Tolerations, func(tol corev1.Toleration) bool { return tol.Key == key }) {
+			t.Errorf("%s: DaemonSet %s selects hosts by %s but tolerates no taint of that key", where, d.Name, key)
+		}
+	}
+}
+
+// checkGoverningService checks that a StatefulSet's serviceName is a
+// headless Service that selects it.
+func checkGoverningService(t *testing.T, where string, s *appsv1.StatefulSet, objs []k8sObject) {
+	t.Helper()
+	for _, o := range objs {
+		svc, ok := o.obj.(*corev1.Service)
+		if !ok || svc.Name != s.Spec.ServiceName {
+			continue
+		}
+		if svc.Spec.ClusterIP != corev1.ClusterIPNone {
+			t.Errorf("%s: StatefulSet %s: Service %s is not headless", where, s.Name, svc.Name)
+		}
+		if !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(s.Spec.Template.Labels)) {
+			t.Errorf("%s: StatefulSet %s: Service %s does not select its pods", where, s.Name, svc.Name)
+		}
+		return
+	}
+	t.Errorf("%s: StatefulSet %s: serviceName %q is not a Service of the manifests", where, s.Name, s.Spec.ServiceName)
+}
+
+// kustomization is the part of kustomize's Kustomization the manifests use.
+type kustomization struct {
+	APIVersion string   `json:"apiVersion"`
+	Kind       string   `json:"kind"`
+	Namespace  string   `json:"namespace"`
+	Resources  []string `json:"resources"`
+	Images     []struct {
+		Name    string `json:"name"`
+		NewName string `json:"newName,omitempty"`
+		NewTag  string `json:"newTag,omitempty"`
+	} `json:"images"`
+}
+
+// checkKustomization checks that kustomization.yaml lists every manifest,
+// the namespace, and every image the workloads use; and, when kubectl is
+// installed, that `kubectl kustomize` (offline) builds it.
+func checkKustomization(t *testing.T, objs []k8sObject, namespace string, images map[string]bool) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(k8sDir, "kustomization.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k kustomization
+	if err := yaml.UnmarshalStrict(b, &k); err != nil {
+		t.Fatalf("kustomization.yaml: %v", err)
+	}
+	if k.Kind != "Kustomization" || k.Namespace != namespace {
+		t.Errorf("kustomization.yaml: kind %q namespace %q, want Kustomization in %q", k.Kind, k.Namespace, namespace)
+	}
+	files := map[string]bool{}
+	for _, o := range objs {
+		f, _, _ := strings.Cut(o.where, "#")
+		files[filepath.Base(f)] = true
+	}
+	for f := range files {
+		if !slices.Contains(k.Resources, f) {
+			t.Errorf("kustomization.yaml does not list %s", f)
+		}
+	}
+	for _, r := range k.Resources {
+		if !files[r] {
+			t.Errorf("kustomization.yaml lists %s, which holds no object", r)
+		}
+	}
+	var named []string
+	for _, im := range k.Images {
+		named = append(named, im.Name)
+		if !images[im.Name] {
+			t.Errorf("kustomization.yaml: image %s is used by no workload", im.Name)
+		}
+	}
+	for im := range images {
+		if !slices.Contains(named, im) {
+			t.Errorf("kustomization.yaml: no images entry for %s", im)
+		}
+	}
+	if kubectl, err := exec.LookPath("kubectl"); err == nil {
+		if out, err := exec.Command(kubectl, "kustomize", k8sDir).CombinedOutput(); err != nil {
+			t.Errorf("kubectl kustomize %s: %v\n%s", k8sDir, err, out)
+		}
+	}
+}
