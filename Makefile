@@ -14,7 +14,7 @@ IMAGE_ROLES := etcd scheduler worker node
 
 .PHONY: help
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-10s %s\n", $$1, $$2}'
 
 .PHONY: deps
 deps: ## install the system packages STYX needs (idempotent)
@@ -31,7 +31,7 @@ build: ## build every binary into bin/ (static, CGO_ENABLED=0)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./scheduler/cmd/styx-scheduler ./worker/cmd/styx-worker ./clusternode/cmd/styx-node ./trainer/cmd/styx-trainer ./deploy/dev/cmd/styx-dev
 
 .PHONY: images
-images: ## build the FROM scratch container images styx-{etcd,scheduler,worker,node}:$(IMAGE_TAG) (deploy/compose)
+images: ## build the FROM scratch images styx-{etcd,scheduler,worker,node}:IMAGE_TAG (default dev) for deploy/
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./scheduler/cmd/styx-scheduler ./worker/cmd/styx-worker ./clusternode/cmd/styx-node ./deploy/etcd/cmd/styx-etcd
 	@rm -rf $(BIN)/image && mkdir -p $(BIN)/image/empty
@@ -44,7 +44,7 @@ images: ## build the FROM scratch container images styx-{etcd,scheduler,worker,n
 
 .PHONY: e2e
 e2e: deps ## end-to-end test of the compose deployment (needs a Docker engine; builds its own images)
-	$(GO) test -tags e2e -count 1 -v -timeout 20m -run 'TestCompose' ./deploy/compose/
+	STYX_E2E=1 $(GO) test -count 1 -v -timeout 20m -run '^TestCompose$$' ./deploy/compose/
 
 .PHONY: run
 run: deps build ## run an all-in-one cluster: embedded etcd, a scheduler, two workers, a node and a load generator
