@@ -270,10 +270,16 @@ func TestCompose(t *testing.T) {
 		return st != nil && readyWorkers(st)[victim] == nil
 	})
 	progress("the leader no longer counts %s as ready", victim)
+	var requeued uint64
 	wait(t, 15*time.Second, "the killed worker's batches requeued", func() bool {
 		st, _ := leaderStatus(schedulers)
-		return st != nil && st.Pool.GetReassigned() > before
+		if st == nil {
+			return false
+		}
+		requeued = st.Pool.GetReassigned() - before
+		return requeued > 0
 	})
+	progress("the leader requeued %d batches of %s", requeued, victim)
 	time.Sleep(2 * time.Second)
 
 	old, oldName := leaderStatus(schedulers)
