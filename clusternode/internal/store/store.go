@@ -51,6 +51,12 @@ type Config struct {
 	// OutboxMax bounds the attack reports waiting to be forwarded to the
 	// leader. Default 1,000,000.
 	OutboxMax int
+	// OnVerdicts, when set, is called after every Put or ApplyFeed that
+	// changed the store, with the verdicts that did (the newest verdict of
+	// each address, in write order), outside the transaction. Calls from
+	// concurrent writers may arrive in either order: compare the inference
+	// times. It must not block nor call back into the store's writers.
+	OnVerdicts func([]Landed)
 }
 
 // Validate reports a configuration error.
@@ -88,6 +94,12 @@ type Entry struct {
 	// LastSeen is the last time the address was queried here (zero when
 	// never), including touches not yet flushed.
 	LastSeen time.Time
+}
+
+// Landed is a verdict that changed the store, as Config.OnVerdicts gets it.
+type Landed struct {
+	Addr    netip.Addr // normalized (see Normalize)
+	Verdict Verdict
 }
 
 // Item is one verdict to write, keyed by Addr (the verdict's own address
@@ -185,6 +197,10 @@ func decodeVerdict(b []byte) (Verdict, error) {
 	if err := proto.Unmarshal(b[8:], &pv); err != nil {
 		return Verdict{}, fmt.Errorf("decode verdict: %w", err)
 	}
+	return fromProto(&pv), nil
+}
+
+func fromProto(pv *styxv1.Verdict) Verdict {
 	return Verdict{
 		Proxy:        pv.GetProxy(),
 		Type:         pv.GetType(),
@@ -193,7 +209,7 @@ func decodeVerdict(b []byte) (Verdict, error) {
 		ModelVersion: pv.GetModelVersion(),
 		Evidence:     pv.GetEvidence(),
 		Inferred:     time.Unix(0, pv.GetInferredUnixNano()),
-	}, nil
+	}
 }
 
 func putU64(b *bolt.Bucket, k []byte, v uint64) error {
@@ -249,13 +265,16 @@ func (s *Store) Put(items []Item) (changed int, err error) {
 	if len(items) == 0 {
 		return 0, nil
 	}
+	var landed []Landed
 	err = s.db.Update(func(tx *bolt.Tx) error {
-		changed, err = putTxn(tx, items)
+		landed = landed[:0]
+		changed, err = putTxn(tx, items, s.landedSink(&landed))
 		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("store: put %d verdicts: %w", len(items), err)
 	}
+	s.notify(landed)
 	return changed, nil
 }
 
@@ -263,8 +282,10 @@ func (s *Store) Put(items []Item) (changed int, err error) {
 // the stored feed revision to rev, in one transaction. changed counts the
 // verdicts that changed the store.
 func (s *Store) ApplyFeed(items []Item, reports []attacks.Report, rev uint64) (changed int, ar AttackResult, err error) {
+	var landed []Landed
 	err = s.db.Update(func(tx *bolt.Tx) error {
-		changed, err = putTxn(tx, items)
+		landed = landed[:0]
+		changed, err = putTxn(tx, items, s.landedSink(&landed))
 		if err != nil {
 			return err
 		}
@@ -280,10 +301,29 @@ func (s *Store) ApplyFeed(items []Item, reports []attacks.Report, rev uint64) (c
 	if err != nil {
 		return 0, AttackResult{}, fmt.Errorf("store: apply feed up to revision %d: %w", rev, err)
 	}
+	s.notify(landed)
 	return changed, ar, nil
 }
 
-func putTxn(tx *bolt.Tx, items []Item) (int, error) {
+// landedSink returns where putTxn records the verdicts that changed the
+// store: nil (record nothing) without Config.OnVerdicts.
+func (s *Store) landedSink(dst *[]Landed) *[]Landed {
+	if s.cfg.OnVerdicts == nil {
+		return nil
+	}
+	return dst
+}
+
+// notify passes committed verdicts to Config.OnVerdicts.
+func (s *Store) notify(landed []Landed) {
+	if s.cfg.OnVerdicts != nil && len(landed) > 0 {
+		s.cfg.OnVerdicts(landed)
+	}
+}
+
+// putTxn writes items; when landed is not nil, it appends each verdict
+// that changed the store to it.
+func putTxn(tx *bolt.Tx, items []Item, landed *[]Landed) (int, error) {
 	b := tx.Bucket(bucketVerdicts)
 	changed := 0
 	for _, it := range items {
@@ -302,6 +342,9 @@ func putTxn(tx *bolt.Tx, items []Item) (int, error) {
 			return changed, fmt.Errorf("put %s: %w", it.Addr, err)
 		}
 		changed++
+		if landed != nil {
+			*landed = append(*landed, Landed{Addr: Normalize(it.Addr), Verdict: fromProto(it.Verdict)})
+		}
 	}
 	return changed, nil
 }
@@ -358,6 +401,36 @@ func (s *Store) Len() int {
 		return nil
 	})
 	return n
+}
+
+// ScanVerdicts calls fn with the stored verdicts whose inference time
+// want accepts, in address order, within one read transaction. want sees
+// only the time (kept in clear at the head of each value), so a caller
+// that needs few verdicts out of many decodes only those. fn must not
+// write to the store.
+func (s *Store) ScanVerdicts(want func(inferred time.Time) bool, fn func(addr netip.Addr, v Verdict)) error {
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketVerdicts).ForEach(func(k, v []byte) error {
+			if len(k) != 16 || len(v) < 8 {
+				return fmt.Errorf("verdict entry of %d+%d bytes", len(k), len(v))
+			}
+			inferred := time.Unix(0, int64(binary.BigEndian.Uint64(v)^(1<<63)))
+			if !want(inferred) {
+				return nil
+			}
+			addr := netip.AddrFrom16([16]byte(k)).Unmap()
+			d, err := decodeVerdict(v)
+			if err != nil {
+				return fmt.Errorf("%s: %w", addr, err)
+			}
+			fn(addr, d)
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("store: scan verdicts: %w", err)
+	}
+	return nil
 }
 
 // Touch records that addr was queried at t. It never blocks on I/O; when
