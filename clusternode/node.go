@@ -23,6 +23,7 @@ import (
 
 	"github.com/styx-inference/styx/clusternode/internal/api"
 	"github.com/styx-inference/styx/clusternode/internal/store"
+	"github.com/styx-inference/styx/clusternode/internal/threats"
 	"github.com/styx-inference/styx/clusternode/internal/uplink"
 	"github.com/styx-inference/styx/pkg/attacks"
 	"github.com/styx-inference/styx/pkg/keyspace"
@@ -73,6 +74,10 @@ type Config struct {
 	AttackEvents     int   // reports kept per address in the store
 	AttackOutboxMax  int   // reports waiting to be forwarded to the leader
 
+	// ThreatsRecent is how many of the newest proxy verdicts the threats
+	// page (/threats) samples from; 0 turns the page off.
+	ThreatsRecent int
+
 	ShutdownTimeout time.Duration // bound on the graceful HTTP shutdown
 
 	// Optional, mostly for tests.
@@ -109,6 +114,7 @@ func DefaultConfig() Config {
 		AttackMaxReports: api.DefaultAttackMaxReports,
 		AttackEvents:     store.DefaultAttackEvents,
 		AttackOutboxMax:  store.DefaultOutboxMax,
+		ThreatsRecent:    threats.DefaultCapacity,
 		FollowModels:     true,
 		ShutdownTimeout:  5 * time.Second,
 	}
@@ -150,6 +156,8 @@ func (c Config) Validate() error {
 	check(c.AttackMaxReports < 1, "attack max reports %d below 1", c.AttackMaxReports)
 	check(c.AttackEvents < 1, "attack events %d below 1", c.AttackEvents)
 	check(c.AttackOutboxMax < 1, "attack outbox max %d below 1", c.AttackOutboxMax)
+	check(c.ThreatsRecent < 0 || c.ThreatsRecent > threats.MaxCapacity,
+		"threats recent %d outside 0..%d", c.ThreatsRecent, threats.MaxCapacity)
 	check(c.ShutdownTimeout <= 0, "shutdown timeout %s not positive", c.ShutdownTimeout)
 	check(c.ReconnectMin < 0 || (c.ReconnectMax != 0 && c.ReconnectMax < c.ReconnectMin),
 		"reconnect bounds %s..%s", c.ReconnectMin, c.ReconnectMax)
@@ -203,7 +211,8 @@ type Node struct {
 	log zerolog.Logger
 
 	store   *store.Store
-	db      *locdb.DB // nil when Config.Locator was given
+	threats *threats.Recent // nil when the threats page is off
+	db      *locdb.DB       // nil when Config.Locator was given
 	engine  *raven.Swap
 	up      *uplink.Uplink
 	handler http.Handler
@@ -247,12 +256,28 @@ func New(cfg Config, log zerolog.Logger) (*Node, error) {
 		return nil, fmt.Errorf("clusternode: data dir: %w", err)
 	}
 	var err error
+	var landed func([]store.Landed)
+	if cfg.ThreatsRecent > 0 {
+		if n.threats, err = threats.New(cfg.ThreatsRecent); err != nil {
+			return nil, fmt.Errorf("clusternode: %w", err)
+		}
+		landed = n.threats.Landed
+	}
 	if n.store, err = store.Open(store.Config{
 		Path:         filepath.Join(cfg.DataDir, StoreFile),
 		AttackEvents: cfg.AttackEvents,
 		OutboxMax:    cfg.AttackOutboxMax,
+		OnVerdicts:   landed,
 	}, n.log); err != nil {
 		return nil, err
+	}
+	if n.threats != nil {
+		// Before the uplink runs, so no verdict lands during the scan.
+		start := time.Now()
+		if err := n.threats.Fill(n.store); err != nil {
+			return nil, fmt.Errorf("clusternode: threats page: %w", err)
+		}
+		n.log.Info().Int(logging.Count, n.threats.Len()).Dur("took", time.Since(start)).Msg("recent proxies loaded from the store")
 	}
 	loc := cfg.Locator
 	if loc == nil {
@@ -323,6 +348,7 @@ func New(cfg Config, log zerolog.Logger) (*Node, error) {
 		Attacks:          attackSink{n},
 		AttackMaxBody:    cfg.AttackMaxBody,
 		AttackMaxReports: cfg.AttackMaxReports,
+		Threats:          n.threats,
 	}, n.log)
 	if err != nil {
 		return nil, fmt.Errorf("clusternode: %w", err)

@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/styx-inference/styx/clusternode/internal/store"
+	"github.com/styx-inference/styx/clusternode/internal/threats"
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/logging"
 	"github.com/styx-inference/styx/pkg/raven"
@@ -61,6 +62,9 @@ type Config struct {
 	Attacks          AttackSink
 	AttackMaxBody    int64
 	AttackMaxReports int
+	// Threats, when set, serves the public threats page (/threats) and its
+	// JSON (/threats.json) from this window of recent proxy verdicts.
+	Threats *threats.Recent
 	// Now defaults to time.Now.
 	Now func() time.Time
 }
@@ -166,6 +170,15 @@ func New(cfg Config, log zerolog.Logger) (*API, error) {
 	a.mux.HandleFunc("/v2/", a.serveQuery)
 	a.mux.HandleFunc(AttacksPath, a.serveAttacks)
 	a.mux.HandleFunc("/healthz", a.serveHealth)
+	if cfg.Threats != nil {
+		hs, err := a.threatsHandlers()
+		if err != nil {
+			return nil, err
+		}
+		for path, h := range hs {
+			a.mux.HandleFunc(path, h)
+		}
+	}
 	if cfg.Gatherer != nil {
 		a.mux.Handle("/metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
 	}

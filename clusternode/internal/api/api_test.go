@@ -40,12 +40,14 @@ func fixtureDB(tb testing.TB) *locdb.DB {
 		Countries: []locdbtest.Country{
 			{Code: "BR", Continent: "SA", Name: "Brazil"},
 			{Code: "DE", Continent: "EU", Name: "Germany"},
+			{Code: "NL", Continent: "EU", Name: "Netherlands"},
 			{Code: "US", Continent: "NA", Name: "United States"},
 		},
 		ASes: []locdbtest.AS{
 			{Number: 3320, Name: "Deutsche Telekom AG"},
 			{Number: 15169, Name: "GOOGLE"},
 			{Number: 24940, Name: "Hetzner Online GmbH"},
+			{Number: 64512, Name: `Evil <script>alert("x")</script> & Co`},
 		},
 		Networks: []locdbtest.Network{
 			{Prefix: netip.MustParsePrefix("8.8.8.0/24"), Country: "US", ASN: 15169, Flags: locdb.FlagAnycast},
@@ -54,6 +56,7 @@ func fixtureDB(tb testing.TB) *locdb.DB {
 			{Prefix: netip.MustParsePrefix("80.128.0.0/11"), Country: "DE", ASN: 3320},
 			{Prefix: netip.MustParsePrefix("2.57.171.0/24"), Country: "BR", ASN: 262287, Flags: locdb.FlagAnonymousProxy},
 			{Prefix: netip.MustParsePrefix("185.100.0.0/16"), Country: "DE", ASN: 3320, Flags: locdb.FlagDrop},
+			{Prefix: netip.MustParsePrefix("45.66.0.0/16"), Country: "NL", ASN: 64512},
 		},
 	})
 	db, err := locdb.Open(locdb.Config{Path: path, SkipVerify: true})
