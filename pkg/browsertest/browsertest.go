@@ -99,7 +99,8 @@ func ArtifactDir(t testing.TB) string {
 func Screenshot(t testing.TB, ctx context.Context, name string) string {
 	t.Helper()
 	var buf []byte
-	Run(t, ctx, 30*time.Second, chromedp.FullScreenshot(&buf, 90))
+	// Quality 100 is what makes chromedp capture PNG; anything lower is JPEG.
+	Run(t, ctx, 30*time.Second, chromedp.FullScreenshot(&buf, 100))
 	path := filepath.Join(ArtifactDir(t), name+".png")
 	if err := os.WriteFile(path, buf, 0o644); err != nil {
 		t.Fatalf("save screenshot: %v", err)

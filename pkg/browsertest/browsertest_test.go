@@ -1,6 +1,7 @@
 package browsertest
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -27,8 +28,11 @@ func TestPageLoadsAndScreenshot(t *testing.T) {
 		t.Fatalf("text = %q", text)
 	}
 	path := Screenshot(t, ctx, "browsertest-selftest")
-	st, err := os.Stat(path)
-	if err != nil || st.Size() == 0 {
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) == 0 {
 		t.Fatalf("screenshot missing: %v", err)
+	}
+	if !bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")) {
+		t.Fatalf("screenshot %s is not a PNG: starts %q", path, b[:min(8, len(b))])
 	}
 }
