@@ -41,6 +41,13 @@ func New(t testing.TB) context.Context {
 		}
 		t.Skipf("no browser found (looked for %s); set STYX_REQUIRE_BROWSER=1 to fail instead", strings.Join(Candidates, ", "))
 	}
+	// Not t.TempDir: Chromium's helper processes may still write to the
+	// profile for a moment after the browser exits, which fails the
+	// test's own cleanup; the directory is removed with retries instead.
+	profile, err := os.MkdirTemp("", "styx-browser-")
+	if err != nil {
+		t.Fatalf("browser profile dir: %v", err)
+	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(path),
 		chromedp.NoSandbox, // tests may run as root in containers
@@ -53,13 +60,14 @@ func New(t testing.TB) context.Context {
 		// outside asset would fail visibly instead of leaving the machine.
 		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"),
 		chromedp.WindowSize(1400, 900),
-		chromedp.UserDataDir(t.TempDir()),
+		chromedp.UserDataDir(profile),
 	)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelCtx := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
 	t.Cleanup(func() {
 		cancelCtx()
-		cancelAlloc()
+		cancelAlloc() // waits for the browser process to exit
+		removeProfile(t, profile)
 	})
 	// Start the browser now so that a broken installation fails here. The
 	// first Run must get the tab's own context: the browser lives as long
@@ -68,6 +76,19 @@ func New(t testing.TB) context.Context {
 		t.Fatalf("start browser %s: %v", path, err)
 	}
 	return ctx
+}
+
+// removeProfile removes the browser's profile directory, retrying while
+// the browser's last helper processes finish writing to it.
+func removeProfile(t testing.TB, dir string) {
+	var err error
+	for range 50 {
+		if err = os.RemoveAll(dir); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("browser profile %s not removed: %v", dir, err)
 }
 
 // Run runs actions on the browser with a timeout and fails t on error.
