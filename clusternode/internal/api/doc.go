@@ -6,6 +6,8 @@
 //	POST /v2/attacks     attack reports (bearer token; see below)
 //	GET  /healthz
 //	GET  /metrics        (Prometheus)
+//	GET  /threats        the public threats page (with /threats.js, /threats.css)
+//	GET  /threats.json?n=N  its data
 //
 // Answers are immediate: from the node's verdict store when it holds a
 // verdict, else from the local real-time engine; the API never waits for
@@ -50,10 +52,18 @@
 // AttackMaxReports lines is refused whole (413); a full forwarding outbox
 // is a 503 with Retry-After. Nothing is taken from a refused request.
 //
+// Threats page (when Config.Threats is set): a random sample of n (default
+// 100, 1 to the window's capacity; anything else is a 400) of the newest
+// proxy verdicts from post-processing, newest first, each with type, port,
+// risk, asn, provider, country, isocode and last_seen_unix (the verdict's
+// inference time). The page (threatspage/, embedded) fetches the JSON every
+// 10 s, renders every value as text and computes "… ago" in the browser; its
+// Content-Security-Policy allows nothing but the node itself.
+//
 // Licence: country, continent, ASN and provider come from the IPFire
-// Location database. Every /v2 response carries the credit in the header
-// X-Data-Licence ("IPFire Location database, https://location.ipfire.org/,
-// CC BY-SA 4.0"); a header rather than a JSON field keeps the body
-// compatible with proxycheck clients, which treat unknown top-level keys as
-// addresses.
+// Location database. Every /v2 response (and the threats page and its JSON)
+// carries the credit in the header X-Data-Licence ("IPFire Location
+// database, https://location.ipfire.org/, CC BY-SA 4.0"); a header rather
+// than a JSON field keeps the body compatible with proxycheck clients,
+// which treat unknown top-level keys as addresses.
 package api

@@ -20,6 +20,9 @@
 // inference time are ordered by their encoding, so every node converges on
 // the same one whatever order they arrive in.
 //
+// Config.OnVerdicts, when set, learns after each commit which verdicts
+// changed the store (the threats page follows them; see package threats).
+//
 // Attack reports are idempotent too: (address, time, kind, reporter) is a
 // report's identity. An address keeps its newest Config.AttackEvents
 // reports (100) and a count per kind of every distinct report applied. A
