@@ -317,6 +317,8 @@ func TestConfigValidate(t *testing.T) {
 		{"zero interval", func(c *Config) { c.BatchInterval = 0 }, "batch interval"},
 		{"zero addresses", func(c *Config) { c.MaxAddresses = 0 }, "max addresses"},
 		{"zero body", func(c *Config) { c.MaxBody = 0 }, "max body"},
+		{"negative threats", func(c *Config) { c.ThreatsRecent = -1 }, "threats recent"},
+		{"huge threats", func(c *Config) { c.ThreatsRecent = 100_001 }, "threats recent"},
 	} {
 		cfg := DefaultConfig()
 		c.mod(&cfg)

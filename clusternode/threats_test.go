@@ -208,3 +208,64 @@ func TestThreatsPageInBrowser(t *testing.T) {
 		t.Fatalf("after the new verdict: %q", fresh)
 	}
 }
+
+// The threats window is rebuilt from the store: after a restart, with no
+// leader at all, the page lists what it listed before. With
+// ThreatsRecent 0 the page is off.
+func TestThreatsSurviveRestart(t *testing.T) {
+	cli := etcdClient(t)
+	f, err := fakesched.Start(fakesched.Config{ID: "styx-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Stop()
+	if err := f.Register(context.Background(), cli, "x"); err != nil {
+		t.Fatal(err)
+	}
+	dataDir, dbPath := t.TempDir(), threatsDBPath(t)
+	r := startNode(t, testConfig(t, dataDir, dbPath))
+	waitFor(t, "feed follower", func() bool { return f.FeedFollowers() > 0 })
+	inferred := time.Now().Add(-time.Hour)
+	for i, a := range []string{"2.57.171.5", "45.66.1.2", "88.198.3.3"} {
+		f.Publish(&styxv1.FeedEvent{Revision: uint64(10 + i), Verdict: &styxv1.Verdict{
+			Address: netip.MustParseAddr(a).AsSlice(), Proxy: a != "88.198.3.3", Type: "VPN", Risk: 80,
+			InferredUnixNano: inferred.UnixNano(),
+		}})
+	}
+	waitFor(t, "feed applied", func() bool { return r.node.Stats().FeedEvents == 3 })
+	listed := func(n *Node) []string {
+		code, m, _ := get(t, n, "/threats.json?n=10")
+		if code != 200 {
+			t.Fatalf("threats.json: %d %v", code, m)
+		}
+		var out []string
+		for _, th := range m["threats"].([]any) {
+			e := th.(map[string]any)
+			if e["last_seen_unix"] != float64(inferred.Unix()) {
+				t.Errorf("entry %v", e)
+			}
+			out = append(out, e["address"].(string))
+		}
+		slices.Sort(out)
+		return out
+	}
+	want := []string{"2.57.171.5", "45.66.1.2"}
+	if got := listed(r.node); !slices.Equal(got, want) {
+		t.Fatalf("before restart %v", got)
+	}
+	r.stop(t)
+	f.Stop()
+
+	r2 := startNode(t, testConfig(t, dataDir, dbPath))
+	if got := listed(r2.node); !slices.Equal(got, want) {
+		t.Fatalf("after restart %v, want %v", got, want)
+	}
+	r2.stop(t)
+
+	cfg := testConfig(t, dataDir, dbPath)
+	cfg.ThreatsRecent = 0
+	r3 := startNode(t, cfg)
+	if code, _, _ := get(t, r3.node, "/threats.json"); code != 404 {
+		t.Fatalf("page off: %d", code)
+	}
+}
