@@ -104,15 +104,13 @@ func (a *API) threatsSample(r *http.Request) (int, error) {
 		return 0, fmt.Errorf("%w, given once", bad)
 	}
 	v := vals[0]
-	if len(v) == 0 || len(v) > 7 {
+	n, err := strconv.Atoi(v)
+	if err != nil || v[0] == '+' || v[0] == '-' {
+		if len(v) > 32 {
+			v = v[:32] + "…"
+		}
 		return 0, fmt.Errorf("%w, not %q", bad, v)
 	}
-	for _, c := range []byte(v) {
-		if c < '0' || c > '9' {
-			return 0, fmt.Errorf("%w, not %q", bad, v)
-		}
-	}
-	n, _ := strconv.Atoi(v)
 	if n < 1 || n > capacity {
 		return 0, fmt.Errorf("%w, not %d", bad, n)
 	}

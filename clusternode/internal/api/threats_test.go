@@ -29,7 +29,7 @@ type threatsFixture struct {
 	win   *threats.Recent
 }
 
-func newThreatsFixture(t *testing.T, capacity int, loc raven.Locator) *threatsFixture {
+func newThreatsFixture(t testing.TB, capacity int, loc raven.Locator) *threatsFixture {
 	t.Helper()
 	win, err := threats.New(capacity)
 	if err != nil {
@@ -191,7 +191,8 @@ func TestThreatsBadRequests(t *testing.T) {
 		{"n=abc", `n must be an integer from 1 to 500, not "abc"`},
 		{"n=", `n must be an integer from 1 to 500, not ""`},
 		{"n=1.5", `n must be an integer from 1 to 500, not "1.5"`},
-		{"n=99999999999", `n must be an integer from 1 to 500, not "99999999999"`},
+		{"n=99999999999", `n must be an integer from 1 to 500, not 99999999999`},
+		{"n=999999999999999999999", `n must be an integer from 1 to 500, not "999999999999999999999"`},
 		{"n=1&n=2", "n must be an integer from 1 to 500, given once"},
 	} {
 		code, a, body := f.get(t, "/threats.json?"+c.query)

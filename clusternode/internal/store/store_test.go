@@ -222,3 +222,52 @@ func TestTouchBoundedAndFlushed(t *testing.T) {
 		t.Fatalf("dropped touch stored: %v", e.LastSeen)
 	}
 }
+
+// OnVerdicts hears of every verdict that changed the store, from Put and
+// ApplyFeed, after the commit, and of nothing else.
+func TestOnVerdicts(t *testing.T) {
+	var calls [][]Landed
+	s, err := Open(Config{Path: filepath.Join(t.TempDir(), "n.db"), OnVerdicts: func(ls []Landed) {
+		calls = append(calls, slices.Clone(ls))
+	}}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	mapped := netip.AddrFrom16(addr4.As16())
+	if _, err := s.Put([]Item{{Addr: mapped, Verdict: verdict(true, "VPN", 80, t0)}, {Addr: addr6, Verdict: verdict(false, "", 0, t0)}}); err != nil {
+		t.Fatal(err)
+	}
+	// The same verdict again, and an older one: nothing changes, no call.
+	if _, err := s.Put([]Item{{Addr: addr4, Verdict: verdict(true, "VPN", 80, t0)}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.ApplyFeed([]Item{{Addr: addr4, Verdict: verdict(true, "SOCKS5", 100, t0.Add(-time.Hour))}}, nil, 5); err != nil {
+		t.Fatal(err)
+	}
+	// A newer one from the feed.
+	if _, _, err := s.ApplyFeed([]Item{{Addr: addr4, Verdict: verdict(false, "", 0, t0.Add(time.Minute))}}, nil, 6); err != nil {
+		t.Fatal(err)
+	}
+	// A failed write (an invalid item) commits nothing and calls nothing.
+	if _, err := s.Put([]Item{{Addr: addr6, Verdict: verdict(true, "VPN", 80, t0.Add(time.Hour))}, {Addr: netip.Addr{}}}); err == nil {
+		t.Fatal("invalid item accepted")
+	}
+	if len(calls) != 2 || len(calls[0]) != 2 || len(calls[1]) != 1 {
+		t.Fatalf("calls %+v", calls)
+	}
+	if l := calls[0][0]; l.Addr != addr4 || !l.Verdict.Proxy || l.Verdict.Type != "VPN" || !l.Verdict.Inferred.Equal(t0) {
+		t.Fatalf("first landed %+v", l)
+	}
+	if l := calls[1][0]; l.Addr != addr4 || l.Verdict.Proxy || !l.Verdict.Inferred.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("feed landed %+v", l)
+	}
+	// ScanVerdicts filters by time before decoding.
+	var scanned []netip.Addr
+	err = s.ScanVerdicts(func(inferred time.Time) bool { return inferred.After(t0) }, func(a netip.Addr, v Verdict) {
+		scanned = append(scanned, a)
+	})
+	if err != nil || !slices.Equal(scanned, []netip.Addr{addr4}) {
+		t.Fatalf("scan %v %v", scanned, err)
+	}
+}
