@@ -272,12 +272,15 @@ func New(cfg Config, log zerolog.Logger) (*Node, error) {
 		return nil, err
 	}
 	if n.threats != nil {
-		// Before the uplink runs, so no verdict lands during the scan.
+		// Before the uplink runs, so no verdict lands during the scan. A
+		// store that cannot be read whole does not stop the node: the page
+		// starts with what was read and fills as verdicts land.
 		start := time.Now()
 		if err := n.threats.Fill(n.store); err != nil {
-			return nil, fmt.Errorf("clusternode: threats page: %w", err)
+			n.log.Warn().Err(err).Int(logging.Count, n.threats.Len()).Msg("threats page: recent proxies only partly loaded from the store")
+		} else {
+			n.log.Info().Int(logging.Count, n.threats.Len()).Dur("took", time.Since(start)).Msg("recent proxies loaded from the store")
 		}
-		n.log.Info().Int(logging.Count, n.threats.Len()).Dur("took", time.Since(start)).Msg("recent proxies loaded from the store")
 	}
 	loc := cfg.Locator
 	if loc == nil {

@@ -52,10 +52,10 @@ type Config struct {
 	// leader. Default 1,000,000.
 	OutboxMax int
 	// OnVerdicts, when set, is called after every Put or ApplyFeed that
-	// changed the store, with the verdicts that did (the newest verdict of
-	// each address, in write order), outside the transaction. Calls from
-	// concurrent writers may arrive in either order: compare the inference
-	// times. It must not block nor call back into the store's writers.
+	// changed the store, with each verdict that did, in write order,
+	// outside the transaction. Calls from concurrent writers may arrive in
+	// either order: compare the inference times. It must not block nor
+	// call back into the store's writers.
 	OnVerdicts func([]Landed)
 }
 
