@@ -14,8 +14,10 @@
 //
 // Parts (each under internal/): store (bbolt: verdicts, last-seen times,
 // feed revision, sighting id high-water mark), api (the proxycheck-style
-// HTTP API, /healthz, /metrics), uplink (dedup window, pending table, the
-// Submit and Feed streams to the leader). The node registers itself under
+// HTTP API, /healthz, /metrics, the public threats page), uplink (dedup
+// window, pending table, the Submit and Feed streams to the leader), threats
+// (the newest proxy verdicts, fed by the store as verdicts land, for the
+// threats page). The node registers itself under
 // /styx/nodes/<id> on a lease for as long as it runs.
 //
 // Shutdown order (Run, when its context ends): stop accepting HTTP
