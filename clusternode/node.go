@@ -93,6 +93,12 @@ type Config struct {
 	// ReconnectMin and ReconnectMax bound the delay between attempts to
 	// reach the leader (defaults 100 ms and 5 s).
 	ReconnectMin, ReconnectMax time.Duration
+	// DirectWorker, when set, is a worker's gRPC address: the node sends
+	// its sightings to that one worker, speaking WorkerService as a
+	// scheduler would, instead of to STYX, and follows no feed. The
+	// end-to-end benchmark uses it to measure the node's path without the
+	// scheduler hop. Not for a worker that serves a real leader.
+	DirectWorker string
 }
 
 // DefaultConfig returns the defaults: a node on one machine.
@@ -300,6 +306,7 @@ func New(cfg Config, log zerolog.Logger) (*Node, error) {
 	n.up, err = uplink.New(uplink.Config{
 		NodeID:        cfg.ID,
 		Leaders:       n.leaders,
+		DirectWorker:  cfg.DirectWorker,
 		Store:         n.store,
 		DedupWindow:   cfg.DedupWindow,
 		DedupMax:      cfg.DedupMax,

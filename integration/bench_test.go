@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/styx-inference/styx/clusternode"
+	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/raven"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 	"github.com/styx-inference/styx/scheduler"
@@ -26,26 +27,37 @@ const benchSightings = 200_000
 const benchBatch = 1024
 
 // BenchmarkEndToEnd measures, in one run and on one worker with the no-op
-// engine, three paths for the same number of sightings:
+// engine, four paths for the same number of sightings:
 //
-//   - node: a real cluster node (pending table, durable verdict store) ->
-//     STYX -> worker -> verdicts back to the node;
-//   - styx: a bare gRPC client speaking the node's protocol -> STYX ->
-//     worker -> verdicts back;
-//   - direct: a bare gRPC client speaking the scheduler's protocol straight
-//     to the worker, with the same batches and credits, no scheduler hop.
+//   - client direct: a bare gRPC client speaking the scheduler's protocol
+//     straight to the worker, with the same batches and credits;
+//   - client via STYX: a bare gRPC client speaking the node's protocol ->
+//     STYX -> worker -> outcomes back;
+//   - node direct: a real cluster node (pending table, durable verdict
+//     store) whose uplink speaks WorkerService to the worker itself
+//     (clusternode.Config.DirectWorker), without the scheduler hop;
+//   - node via STYX: the same node code -> STYX -> worker -> outcomes back
+//     to the node, which also follows the verdict feed, as it does in
+//     production.
 //
 // It reports sightings/s and CPU microseconds per sighting (the whole
-// process: every part runs in it) for each, and the ratios styx/direct and
-// node/direct.
+// process: every part runs in it) for each, and the ratios of each path
+// through STYX to its direct twin.
 func BenchmarkEndToEnd(b *testing.B) {
-	openDB(b) // the node needs the database; skip cleanly without it
+	// The nodes share one database, its index built before any
+	// measurement (skip cleanly without it).
+	db := openDB(b)
+	if err := db.WaitIndex(context.Background()); err != nil {
+		b.Fatal(err)
+	}
 	for b.Loop() {
-		// The direct path gets a cluster without a scheduler, so that no
+		// The direct paths get a cluster without a scheduler, so that no
 		// leader holds the worker's session.
 		d := newEtcdOnly(b)
 		dw := d.addWorker("bench-direct-w", raven.Nop{}, 0)
-		direct := measure(func() { runDirect(b, dw.AdvertiseAddr(), 0) })
+		clientDirect := measure(func() { runDirect(b, dw.AdvertiseAddr(), 0) })
+		feedDirect := startE2ENode(b, d, db, "bench-direct-node", 3_000_000, func(cfg *clusternode.Config) { cfg.DirectWorker = dw.AdvertiseAddr() })
+		nodeDirect := measure(feedDirect)
 		d.close()
 
 		c := newCluster(b, func(cfg *scheduler.Config) {
@@ -54,43 +66,66 @@ func BenchmarkEndToEnd(b *testing.B) {
 			cfg.DedupWindow = 0
 		})
 		c.addWorker("bench-w", raven.Nop{}, 0)
-		styx := measure(func() { runSubmit(b, c.sched.GRPCAddr(), 1_000_000) })
+		clientStyx := measure(func() { runSubmit(b, c.sched.GRPCAddr(), 1_000_000) })
 		// The node joins only now: it follows the verdict feed into its
 		// store, work that must not count against the bare client's path.
-		o := newOutcomes()
-		node := c.addNode("bench-node", o, func(cfg *clusternode.Config) {
-			cfg.BatchSize = benchBatch
-			cfg.DedupWindow = 0
-		})
-		viaNode := measure(func() {
-			addrs := make([]netip.Addr, benchSightings)
-			for i := range addrs {
-				addrs[i] = addrAt(2_000_000 + i)
-			}
-			for len(addrs) > 0 {
-				k := min(len(addrs), 4096)
-				node.Submit(addrs[:k]...)
-				addrs = addrs[k:]
-			}
-			waitUntil(b, 5*time.Minute, "every node outcome", func() bool { return o.total.Load() >= benchSightings })
-		})
+		nodeStyx := measure(startE2ENode(b, c, db, "bench-node", 2_000_000, nil))
 		c.close()
 
-		b.ReportMetric(direct.rate(), "direct-sightings/s")
-		b.ReportMetric(styx.rate(), "styx-sightings/s")
-		b.ReportMetric(viaNode.rate(), "node-sightings/s")
-		b.ReportMetric(styx.rate()/direct.rate(), "styx/direct")
-		b.ReportMetric(viaNode.rate()/direct.rate(), "node/direct")
-		b.ReportMetric(styx.cpuMicros(), "styx-cpu-µs/sighting")
-		b.ReportMetric(direct.cpuMicros(), "direct-cpu-µs/sighting")
+		b.ReportMetric(clientDirect.rate(), "client-direct-sightings/s")
+		b.ReportMetric(clientStyx.rate(), "client-styx-sightings/s")
+		b.ReportMetric(nodeDirect.rate(), "node-direct-sightings/s")
+		b.ReportMetric(nodeStyx.rate(), "node-styx-sightings/s")
+		b.ReportMetric(clientStyx.rate()/clientDirect.rate(), "client-styx/direct")
+		b.ReportMetric(nodeStyx.rate()/nodeDirect.rate(), "node-styx/direct")
+		b.ReportMetric(clientStyx.cpuMicros(), "client-styx-cpu-µs/sighting")
+		b.ReportMetric(nodeStyx.cpuMicros(), "node-styx-cpu-µs/sighting")
 		fmt.Fprintf(os.Stderr, "end to end, %d sightings, batches of %d, one worker, no-op engine, GOMAXPROCS %d\n",
 			benchSightings, benchBatch, runtime.GOMAXPROCS(0))
 		for _, r := range []struct {
-			name string
-			m    measurement
-		}{{"direct (client -> worker)", direct}, {"styx (client -> STYX -> worker)", styx}, {"node (node -> STYX -> worker)", viaNode}} {
-			fmt.Fprintf(os.Stderr, "  %-34s %9.0f sightings/s  %6.2f CPU µs/sighting  %.2fx direct\n",
-				r.name, r.m.rate(), r.m.cpuMicros(), r.m.rate()/direct.rate())
+			name    string
+			m, base measurement
+		}{
+			{"client direct (client -> worker)", clientDirect, clientDirect},
+			{"client via STYX (client -> STYX -> worker)", clientStyx, clientDirect},
+			{"node direct (node -> worker)", nodeDirect, nodeDirect},
+			{"node via STYX (node -> STYX -> worker)", nodeStyx, nodeDirect},
+		} {
+			fmt.Fprintf(os.Stderr, "  %-43s %9.0f sightings/s  %6.2f CPU µs/sighting  %.2fx its direct path\n",
+				r.name, r.m.rate(), r.m.cpuMicros(), r.m.rate()/r.base.rate())
+		}
+	}
+}
+
+// startE2ENode starts a cluster node over db and returns the measured
+// part: offer the node benchSightings new addresses from base on, and wait
+// for an outcome per sighting.
+func startE2ENode(b *testing.B, c *cluster, db *locdb.DB, id string, base int, mod func(*clusternode.Config)) func() {
+	o := newOutcomes()
+	node := c.addNode(id, o, func(cfg *clusternode.Config) {
+		cfg.Locator = db
+		cfg.BatchSize = benchBatch
+		cfg.DedupWindow = 0
+		if mod != nil {
+			mod(cfg)
+		}
+	})
+	waitUntil(b, 30*time.Second, id+" connected", func() bool { return node.Stats().Connected })
+	addrs := make([]netip.Addr, benchSightings)
+	for i := range addrs {
+		addrs[i] = addrAt(base + i)
+	}
+	return func() {
+		for len(addrs) > 0 {
+			k := min(len(addrs), 4096)
+			node.Submit(addrs[:k]...)
+			addrs = addrs[k:]
+		}
+		waitUntil(b, 5*time.Minute, "every node outcome", func() bool { return o.total.Load() >= benchSightings })
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		if k := o.byKind[styxv1.OutcomeKind_OUTCOME_KIND_VERDICT]; k != benchSightings || o.twice != 0 {
+			b.Fatalf("%s: %d verdicts of %d outcomes, %d resolved twice", id, k, o.total.Load(), o.twice)
 		}
 	}
 }

@@ -28,8 +28,12 @@ const feedApplyMax = 512
 // Run follows the leader and keeps a Submit stream and a Feed stream to it
 // until ctx ends. Then it sends what is queued (bounded by FlushTimeout),
 // closes the streams and returns nil. Pending sightings are not persisted:
-// their verdicts, if STYX produces them, come back through the feed.
+// their verdicts, if STYX produces them, come back through the feed. With
+// Config.DirectWorker it talks to that worker instead (runDirect).
 func (u *Uplink) Run(ctx context.Context) error {
+	if u.cfg.DirectWorker != "" {
+		return u.runDirect(ctx)
+	}
 	leaders := u.cfg.Leaders(ctx)
 	var li keyspace.LeaderInfo
 	for {

@@ -39,9 +39,15 @@ type Config struct {
 	NodeID string
 	// Leaders sends the current leader each time it changes (the zero
 	// LeaderInfo when there is none) and is closed when ctx ends:
-	// leader.Observe bound to an etcd client.
+	// leader.Observe bound to an etcd client. Unused with DirectWorker.
 	Leaders func(ctx context.Context) <-chan keyspace.LeaderInfo
-	Store   Store
+	// DirectWorker, when set, is a worker's gRPC address: the uplink
+	// speaks WorkerService to that one worker instead of following the
+	// leader, as a scheduler would (term DirectTerm, honouring its
+	// credits). There is no feed and no attack forwarding. It measures the
+	// node's path without the scheduler hop (benchmarks, tests).
+	DirectWorker string
+	Store        Store
 	// DedupWindow: an address offered again within it is not submitted
 	// again. 0 disables dedup.
 	DedupWindow time.Duration
@@ -78,7 +84,7 @@ func (c Config) Validate() error {
 	switch {
 	case c.NodeID == "":
 		return errors.New("uplink: empty node id")
-	case c.Leaders == nil:
+	case c.Leaders == nil && c.DirectWorker == "":
 		return errors.New("uplink: nil Leaders")
 	case c.Store == nil:
 		return errors.New("uplink: nil Store")
