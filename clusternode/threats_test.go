@@ -15,6 +15,7 @@ import (
 
 	"github.com/styx-inference/styx/clusternode/internal/fakesched"
 	"github.com/styx-inference/styx/pkg/browsertest"
+	"github.com/styx-inference/styx/pkg/columns"
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/locdb/locdbtest"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
@@ -70,9 +71,8 @@ func TestThreatsPageInBrowser(t *testing.T) {
 
 	cli := etcdClient(t)
 	own := map[string]bool{"88.198.1.1": true, "159.89.20.7": true}
-	f, err := fakesched.Start(fakesched.Config{ID: "styx-1", Answer: func(sg *styxv1.Sighting) *styxv1.Outcome {
-		a, _ := netip.AddrFromSlice(sg.GetAddress())
-		if !own[a.Unmap().String()] {
+	f, err := fakesched.Start(fakesched.Config{ID: "styx-1", Answer: func(sg columns.Sighting) *columns.Outcome {
+		if !own[sg.Addr.String()] {
 			return nil // no verdict yet: the address stays pending
 		}
 		return fakesched.VerdictFor(sg)

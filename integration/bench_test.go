@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/styx-inference/styx/clusternode"
+	"github.com/styx-inference/styx/pkg/columns"
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/raven"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
@@ -154,15 +155,6 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-func addrBytes(a netip.Addr) []byte {
-	if a.Is4() {
-		b := a.As4()
-		return b[:]
-	}
-	b := a.As16()
-	return b[:]
-}
-
 // runSubmit speaks SchedulerService.Submit as a node does and waits for an
 // outcome per sighting.
 func runSubmit(b *testing.B, addr string, base int) {
@@ -189,8 +181,7 @@ func runSubmit(b *testing.B, addr string, base int) {
 		for i := 0; i < benchSightings; i += benchBatch {
 			batch := &styxv1.SightingBatch{Seq: uint64(i/benchBatch + 1)}
 			for j := i; j < min(i+benchBatch, benchSightings); j++ {
-				batch.Sightings = append(batch.Sightings, &styxv1.Sighting{
-					Id: uint64(j + 1), Address: addrBytes(addrAt(base + j)), SeenUnixNano: now})
+				columns.AppendSighting(batch, columns.Sighting{ID: uint64(j + 1), Addr: addrAt(base + j), Seen: now})
 			}
 			if err := st.Send(&styxv1.SubmitRequest{Msg: &styxv1.SubmitRequest_Sightings{Sightings: batch}}); err != nil {
 				sendErr <- err
@@ -205,11 +196,17 @@ func runSubmit(b *testing.B, addr string, base int) {
 		if err != nil {
 			b.Fatalf("submit stream: %v after %d outcomes", err, got)
 		}
-		for _, out := range m.GetOutcomes().GetOutcomes() {
-			if out.Kind != styxv1.OutcomeKind_OUTCOME_KIND_VERDICT {
-				b.Fatalf("outcome %v", out)
+		if ob := m.GetOutcomes(); ob != nil {
+			outs, err := columns.Outcomes(ob)
+			if err != nil {
+				b.Fatal(err)
 			}
-			got++
+			for _, out := range outs {
+				if out.Kind != styxv1.OutcomeKind_OUTCOME_KIND_VERDICT {
+					b.Fatalf("outcome %+v", out)
+				}
+				got++
+			}
 		}
 	}
 	if err := <-sendErr; err != nil {
@@ -243,10 +240,11 @@ func runDirect(b *testing.B, addr string, base int) {
 		for credits > 0 && next < benchSightings {
 			now++
 			batch := &styxv1.Batch{BatchId: now, Term: term, Attempt: 1}
-			for j := next; j < min(next+benchBatch, benchSightings); j++ {
-				batch.Addresses = append(batch.Addresses, addrBytes(addrAt(base+j)))
+			end := min(next+benchBatch, benchSightings)
+			for j := next; j < end; j++ {
+				batch.Addresses = columns.AppendAddr(batch.Addresses, addrAt(base+j))
 			}
-			next += len(batch.Addresses)
+			next = end
 			if err := st.Send(&styxv1.WorkAssign{Msg: &styxv1.WorkAssign_Batch{Batch: batch}}); err != nil {
 				b.Fatal(err)
 			}
@@ -260,6 +258,13 @@ func runDirect(b *testing.B, addr string, base int) {
 		if r := rep.GetRefusal(); r != nil {
 			b.Fatalf("worker refused: %s", r.Reason)
 		}
-		done += len(rep.GetResult().GetVerdicts())
+		if res := rep.GetResult(); res != nil {
+			// Decoded as the leader decodes it, so that both paths pay for it.
+			vs, err := columns.DecodeVerdicts(res.GetVerdicts(), int(res.GetVerdicts().GetCount()))
+			if err != nil {
+				b.Fatal(err)
+			}
+			done += len(vs)
+		}
 	}
 }

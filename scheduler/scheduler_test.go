@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/styx-inference/styx/pkg/columns"
 	"github.com/styx-inference/styx/pkg/embedetcd"
 	"github.com/styx-inference/styx/pkg/embedetcd/etcdtest"
 	"github.com/styx-inference/styx/pkg/keyspace"
@@ -193,8 +195,12 @@ func (w *fakeWorker) Work(stream styxv1.WorkerService_WorkServer) error {
 		w.out++
 		w.maxOut = max(w.maxOut, w.out)
 		w.mu.Unlock()
-		for _, a := range b.Addresses {
-			if ip, _ := netip.AddrFromSlice(a); w.poison.IsValid() && ip == w.poison {
+		addrs, err := columns.Addrs(b.Addresses)
+		if err != nil {
+			return err
+		}
+		for _, ip := range addrs {
+			if w.poison.IsValid() && ip == w.poison {
 				return errors.New("worker crashed on poison")
 			}
 		}
@@ -214,13 +220,16 @@ func (w *fakeWorker) Work(stream styxv1.WorkerService_WorkServer) error {
 				}
 			}
 			res := &styxv1.Result{BatchId: b.BatchId, Term: b.Term, Attempt: b.Attempt}
-			for _, a := range b.Addresses {
-				res.Verdicts = append(res.Verdicts, &styxv1.Verdict{Address: a, ModelVersion: "fake", Risk: uint32(a[len(a)-1]) % 101})
+			vs := make([]*styxv1.Verdict, len(addrs))
+			for i, a := range addrs {
+				raw := a.AsSlice()
+				vs[i] = &styxv1.Verdict{ModelVersion: "fake", Risk: uint32(raw[len(raw)-1]) % 101}
 			}
+			res.Verdicts = columns.EncodeVerdicts(vs)
 			w.mu.Lock()
 			w.out--
 			w.mu.Unlock()
-			w.addrs.Add(int64(len(b.Addresses)))
+			w.addrs.Add(int64(len(addrs)))
 			w.batches.Add(1)
 			_ = send(&styxv1.WorkReport{Credit: 1, Msg: &styxv1.WorkReport_Result{Result: res}})
 		}()
@@ -308,15 +317,20 @@ func (n *fakeNode) session(ctx context.Context, addr string) error {
 				return
 			}
 			if ob := m.GetOutcomes(); ob != nil {
+				outs, err := columns.Outcomes(ob)
+				if err != nil {
+					errc <- err
+					return
+				}
 				n.mu.Lock()
-				for _, o := range ob.Outcomes {
-					a, ok := n.pending[o.SightingId]
+				for _, o := range outs {
+					a, ok := n.pending[o.SightingID]
 					if !ok {
 						n.dups++
 						continue
 					}
-					delete(n.pending, o.SightingId)
-					n.outcomes[o.SightingId] = append(n.outcomes[o.SightingId], o.Kind)
+					delete(n.pending, o.SightingID)
+					n.outcomes[o.SightingID] = append(n.outcomes[o.SightingID], o.Kind)
 					if o.Kind == styxv1.OutcomeKind_OUTCOME_KIND_VERDICT {
 						n.verdicts[a]++
 					}
@@ -329,27 +343,22 @@ func (n *fakeNode) session(ctx context.Context, addr string) error {
 	var seq uint64
 	for {
 		n.mu.Lock()
-		var batch []*styxv1.Sighting
+		batch := &styxv1.SightingBatch{}
 		for id, a := range n.pending {
 			if sent[id] {
 				continue
 			}
 			sent[id] = true
-			b := a.As16()
-			if a.Is4() {
-				b4 := a.As4()
-				batch = append(batch, &styxv1.Sighting{Id: id, Address: b4[:], SeenUnixNano: time.Now().UnixNano()})
-			} else {
-				batch = append(batch, &styxv1.Sighting{Id: id, Address: b[:], SeenUnixNano: time.Now().UnixNano()})
-			}
-			if len(batch) == maxBatch {
+			columns.AppendSighting(batch, columns.Sighting{ID: id, Addr: a, Seen: time.Now().UnixNano()})
+			if len(batch.Ids) == maxBatch {
 				break
 			}
 		}
 		n.mu.Unlock()
-		if len(batch) > 0 {
+		if len(batch.Ids) > 0 {
 			seq++
-			if err := st.Send(&styxv1.SubmitRequest{Msg: &styxv1.SubmitRequest_Sightings{Sightings: &styxv1.SightingBatch{Seq: seq, Sightings: batch}}}); err != nil {
+			batch.Seq = seq
+			if err := st.Send(&styxv1.SubmitRequest{Msg: &styxv1.SubmitRequest_Sightings{Sightings: batch}}); err != nil {
 				return err
 			}
 			continue
@@ -615,29 +624,42 @@ func TestBadInputOnSubmit(t *testing.T) {
 	if _, err := st.Recv(); err == nil {
 		t.Fatal("bad node id accepted")
 	}
-	// Malformed addresses are rejected one by one; an oversized batch ends the stream.
+	// Bad addresses are rejected one by one (unspecified ones, and every
+	// sighting of a batch whose columns do not line up); an oversized batch
+	// ends the stream.
 	st, _ = c.Submit(ctx)
 	_ = st.Send(&styxv1.SubmitRequest{Msg: &styxv1.SubmitRequest_Hello{Hello: &styxv1.Hello{NodeId: "n"}}})
 	if _, err := st.Recv(); err != nil {
 		t.Fatal(err)
 	}
-	_ = st.Send(&styxv1.SubmitRequest{Msg: &styxv1.SubmitRequest_Sightings{Sightings: &styxv1.SightingBatch{Seq: 1, Sightings: []*styxv1.Sighting{
-		{Id: 1, Address: []byte{1, 2, 3}}, {Id: 2, Address: make([]byte, 16)},
-	}}}})
-	rejected := 0
-	for rejected < 2 {
+	mapped0 := netip.AddrFrom16(netip.MustParseAddr("::ffff:0.0.0.0").As16())
+	_ = st.Send(&styxv1.SubmitRequest{Msg: &styxv1.SubmitRequest_Sightings{Sightings: &styxv1.SightingBatch{Seq: 1,
+		Ids: []uint64{1, 2}, Addresses: append(columns.AppendAddr(nil, netip.IPv6Unspecified()), mapped0.AsSlice()...), SeenUnixNano: []int64{0, 0},
+	}}})
+	_ = st.Send(&styxv1.SubmitRequest{Msg: &styxv1.SubmitRequest_Sightings{Sightings: &styxv1.SightingBatch{Seq: 2,
+		Ids: []uint64{3, 4}, Addresses: make([]byte, 20), SeenUnixNano: []int64{0, 0},
+	}}})
+	rejected := map[uint64]string{}
+	for len(rejected) < 4 {
 		m, err := st.Recv()
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, o := range m.GetOutcomes().GetOutcomes() {
-			if o.Kind != styxv1.OutcomeKind_OUTCOME_KIND_REJECTED || o.Reason == "" {
-				t.Fatalf("outcome %v", o)
+		outs, err := columns.Outcomes(m.GetOutcomes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range outs {
+			if o.Kind != styxv1.OutcomeKind_OUTCOME_KIND_REJECTED || o.Reason == "" || rejected[o.SightingID] != "" {
+				t.Fatalf("outcome %+v", o)
 			}
-			rejected++
+			rejected[o.SightingID] = o.Reason
 		}
 	}
-	_ = st.Send(&styxv1.SubmitRequest{Msg: &styxv1.SubmitRequest_Sightings{Sightings: &styxv1.SightingBatch{Seq: 2, Sightings: make([]*styxv1.Sighting, 11)}}})
+	if !strings.Contains(rejected[1], "unspecified") || !strings.Contains(rejected[2], "unspecified") || !strings.Contains(rejected[4], "malformed") {
+		t.Errorf("reasons %v", rejected)
+	}
+	_ = st.Send(&styxv1.SubmitRequest{Msg: &styxv1.SubmitRequest_Sightings{Sightings: &styxv1.SightingBatch{Seq: 3, Ids: make([]uint64, 11)}}})
 	for {
 		if _, err := st.Recv(); err != nil {
 			break

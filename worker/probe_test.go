@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/styx-inference/styx/pkg/columns"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -270,9 +271,9 @@ func listening(t *testing.T, ap netip.AddrPort, exited <-chan struct{}) bool {
 // batchOf sends one batch of addrs.
 func (s *session) batchOf(id uint64, term int64, addrs ...string) {
 	s.t.Helper()
-	raw := make([][]byte, len(addrs))
-	for i, a := range addrs {
-		raw[i] = netip.MustParseAddr(a).AsSlice()
+	var raw []byte
+	for _, a := range addrs {
+		raw = columns.AppendAddr(raw, netip.MustParseAddr(a))
 	}
 	if err := s.s.Send(&styxv1.WorkAssign{Msg: &styxv1.WorkAssign_Batch{Batch: &styxv1.Batch{
 		BatchId: id, Term: term, Attempt: 1, Addresses: raw,
@@ -318,7 +319,7 @@ func TestProbeFindsOpenProxy(t *testing.T) {
 	// anything is dialed.
 	s.batchOf(1, 1, "127.0.0.1", "127.0.0.2", "192.0.2.1")
 	res := s.recv().GetResult()
-	vs := res.GetVerdicts()
+	vs := verdictsOf(t, res)
 	if res.GetBatchId() != 1 || len(vs) != 3 {
 		t.Fatalf("result %v, want 3 verdicts for batch 1", res)
 	}
@@ -369,7 +370,7 @@ func TestProbeOffByDefault(t *testing.T) {
 
 	s, _ := openSession(t, dial(t, r.w.Addr()), 1)
 	s.batchOf(1, 1, "127.0.0.1")
-	v := s.recv().GetResult().GetVerdicts()
+	v := verdictsOf(t, s.recv().GetResult())
 	if len(v) != 1 || v[0].GetProxy() || len(v[0].GetEvidence()) != 0 {
 		t.Fatalf("verdicts %v, want one, no proxy, no evidence", v)
 	}

@@ -20,6 +20,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/styx-inference/styx/pkg/columns"
 	"github.com/styx-inference/styx/pkg/embedetcd"
 	"github.com/styx-inference/styx/pkg/embedetcd/etcdtest"
 	"github.com/styx-inference/styx/pkg/keyspace"
@@ -196,12 +197,21 @@ func openSession(t *testing.T, conn *grpc.ClientConn, term int64) (*session, *st
 
 func (s *session) batch(id uint64, term int64) {
 	s.t.Helper()
-	a := netip.MustParseAddr("192.0.2.1").As4()
 	if err := s.s.Send(&styxv1.WorkAssign{Msg: &styxv1.WorkAssign_Batch{Batch: &styxv1.Batch{
-		BatchId: id, Term: term, Attempt: 1, Addresses: [][]byte{a[:]},
+		BatchId: id, Term: term, Attempt: 1, Addresses: columns.AppendAddr(nil, netip.MustParseAddr("192.0.2.1")),
 	}}}); err != nil {
 		s.t.Fatal(err)
 	}
+}
+
+// verdictsOf decodes a result's verdicts.
+func verdictsOf(t *testing.T, res *styxv1.Result) []*styxv1.Verdict {
+	t.Helper()
+	vs, err := columns.Verdicts(res.GetVerdicts(), int(res.GetVerdicts().GetCount()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vs
 }
 
 func (s *session) recv() *styxv1.WorkReport {
@@ -277,7 +287,7 @@ func TestRegisterServeAndLeave(t *testing.T) {
 		t.Errorf("Ready = %v, want worker %s and credit 2", ready, wantID)
 	}
 	s.batch(1, 1)
-	if res := s.recv().GetResult(); res.GetBatchId() != 1 || len(res.GetVerdicts()) != 1 || res.GetVerdicts()[0].GetModelVersion() != "nop" {
+	if res := s.recv().GetResult(); res.GetBatchId() != 1 || len(verdictsOf(t, res)) != 1 || verdictsOf(t, res)[0].GetModelVersion() != "nop" {
 		t.Errorf("result %v, want one nop verdict for batch 1", res)
 	}
 
@@ -372,7 +382,7 @@ func TestStopDrainsResultInFlight(t *testing.T) {
 
 	eng.release()
 	rep := s.recv()
-	if rep.GetResult().GetBatchId() != 1 || rep.GetCredit() != 0 || len(rep.GetResult().GetVerdicts()) != 1 {
+	if rep.GetResult().GetBatchId() != 1 || rep.GetCredit() != 0 || rep.GetResult().GetVerdicts().GetCount() != 1 {
 		t.Errorf("report %v, want the result of batch 1 without credit", rep)
 	}
 	if code := s.end(); code != codes.Unavailable {

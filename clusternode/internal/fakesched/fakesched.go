@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/styx-inference/styx/pkg/columns"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
@@ -34,7 +35,7 @@ type Config struct {
 	Follower bool
 	// Answer, when set, is called for every sighting received; a non-nil
 	// Outcome is sent back at once (after the Ack).
-	Answer func(*styxv1.Sighting) *styxv1.Outcome
+	Answer func(columns.Sighting) *columns.Outcome
 	// FeedFloor: a Feed request with 0 < from_revision < FeedFloor gets
 	// OUT_OF_RANGE.
 	FeedFloor uint64
@@ -54,7 +55,7 @@ type Server struct {
 	sessions  int
 	hellos    []string
 	received  map[uint64]int // sighting id -> times received
-	sightings map[uint64]*styxv1.Sighting
+	sightings map[uint64]columns.Sighting
 	batches   []int
 	feedReqs  []uint64
 	subs      map[chan *styxv1.FeedEvent]struct{}
@@ -87,7 +88,7 @@ func Start(cfg Config) (*Server, error) {
 		lis:       lis,
 		done:      make(chan struct{}),
 		received:  map[uint64]int{},
-		sightings: map[uint64]*styxv1.Sighting{},
+		sightings: map[uint64]columns.Sighting{},
 		subs:      map[chan *styxv1.FeedEvent]struct{}{},
 	}
 	styxv1.RegisterSchedulerServiceServer(s.srv, s)
@@ -181,32 +182,36 @@ func (s *Server) Submit(stream styxv1.SchedulerService_SubmitServer) error {
 			if b == nil {
 				return status.Error(codes.InvalidArgument, "expected a sighting batch")
 			}
-			var outs []*styxv1.Outcome
+			sgs, err := columns.Sightings(b)
+			if err != nil {
+				return status.Error(codes.InvalidArgument, err.Error())
+			}
+			var outs []columns.Outcome
 			s.mu.Lock()
-			s.batches = append(s.batches, len(b.GetSightings()))
-			for _, sg := range b.GetSightings() {
-				s.received[sg.GetId()]++
-				if _, ok := s.sightings[sg.GetId()]; !ok {
-					s.sightings[sg.GetId()] = sg
+			s.batches = append(s.batches, len(sgs))
+			for _, sg := range sgs {
+				s.received[sg.ID]++
+				if _, ok := s.sightings[sg.ID]; !ok {
+					s.sightings[sg.ID] = sg
 				}
 			}
 			s.mu.Unlock()
 			ack := &styxv1.SubmitResponse{Msg: &styxv1.SubmitResponse_Ack{Ack: &styxv1.Ack{
-				Seq: b.GetSeq(), Accepted: uint32(len(b.GetSightings())),
+				Seq: b.GetSeq(), Accepted: uint32(len(sgs)),
 			}}}
 			if err := stream.Send(ack); err != nil {
 				return err
 			}
 			if s.cfg.Answer != nil {
-				for _, sg := range b.GetSightings() {
+				for _, sg := range sgs {
 					if o := s.cfg.Answer(sg); o != nil {
-						outs = append(outs, o)
+						outs = append(outs, *o)
 					}
 				}
 			}
 			if len(outs) > 0 {
 				if err := stream.Send(&styxv1.SubmitResponse{Msg: &styxv1.SubmitResponse_Outcomes{
-					Outcomes: &styxv1.OutcomeBatch{Outcomes: outs},
+					Outcomes: columns.EncodeOutcomes(outs...),
 				}}); err != nil {
 					return err
 				}
@@ -284,14 +289,18 @@ func (s *Server) Attacks() ([]*styxv1.AttackReport, int) {
 }
 
 // SendOutcomes sends outcomes on the current Submit stream.
-func (s *Server) SendOutcomes(outs ...*styxv1.Outcome) error {
+func (s *Server) SendOutcomes(outs ...*columns.Outcome) error {
+	rows := make([]columns.Outcome, len(outs))
+	for i, o := range outs {
+		rows[i] = *o
+	}
 	s.mu.Lock()
 	sess := s.sess
 	s.mu.Unlock()
 	if sess == nil {
 		return errors.New("fakesched: no submit stream")
 	}
-	m := &styxv1.SubmitResponse{Msg: &styxv1.SubmitResponse_Outcomes{Outcomes: &styxv1.OutcomeBatch{Outcomes: outs}}}
+	m := &styxv1.SubmitResponse{Msg: &styxv1.SubmitResponse_Outcomes{Outcomes: columns.EncodeOutcomes(rows...)}}
 	select {
 	case sess.out <- m:
 		return nil
@@ -360,10 +369,10 @@ func (s *Server) Received() map[uint64]int {
 }
 
 // Sightings returns the first copy of every sighting received, by id.
-func (s *Server) Sightings() map[uint64]*styxv1.Sighting {
+func (s *Server) Sightings() map[uint64]columns.Sighting {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m := make(map[uint64]*styxv1.Sighting, len(s.sightings))
+	m := make(map[uint64]columns.Sighting, len(s.sightings))
 	for k, v := range s.sightings {
 		m[k] = v
 	}
@@ -393,12 +402,12 @@ func (s *Server) FeedFollowers() int {
 
 // VerdictFor returns a VERDICT outcome for sg (proxy, type "VPN", risk 80,
 // inferred at now).
-func VerdictFor(sg *styxv1.Sighting) *styxv1.Outcome {
-	return &styxv1.Outcome{
-		SightingId: sg.GetId(),
+func VerdictFor(sg columns.Sighting) *columns.Outcome {
+	return &columns.Outcome{
+		SightingID: sg.ID,
 		Kind:       styxv1.OutcomeKind_OUTCOME_KIND_VERDICT,
 		Verdict: &styxv1.Verdict{
-			Address: sg.GetAddress(), Proxy: true, Type: "VPN", Risk: 80,
+			Proxy: true, Type: "VPN", Risk: 80,
 			ModelVersion: "fake-v1", Evidence: []string{"fake:test"},
 			InferredUnixNano: time.Now().UnixNano(),
 		},

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/styx-inference/styx/pkg/columns"
 	"github.com/styx-inference/styx/pkg/logging"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
@@ -141,18 +142,14 @@ func (u *Uplink) directSend(ctx context.Context, stream styxv1.WorkerService_Wor
 				return nil
 			}
 			sightings := u.takeBatch(maxBatch, onlyFull)
-			if len(sightings) == 0 {
+			if sightings == nil {
 				return nil
 			}
 			nextBatch++
-			b := &styxv1.Batch{BatchId: nextBatch, Term: DirectTerm, Attempt: 1, Addresses: make([][]byte, len(sightings))}
-			ids := make([]uint64, len(sightings))
-			for i, sg := range sightings {
-				b.Addresses[i], ids[i] = sg.Address, sg.Id
-			}
+			b := &styxv1.Batch{BatchId: nextBatch, Term: DirectTerm, Attempt: 1, Addresses: sightings.Addresses}
 			d.mu.Lock()
 			d.credits--
-			d.inFlight[b.BatchId] = ids
+			d.inFlight[b.BatchId] = sightings.Ids
 			d.mu.Unlock()
 			if err := stream.Send(&styxv1.WorkAssign{Msg: &styxv1.WorkAssign_Batch{Batch: b}}); err != nil {
 				// The sightings stay pending and go again on the next stream.
@@ -195,17 +192,18 @@ func (u *Uplink) directRecv(stream styxv1.WorkerService_WorkClient, d *directSta
 		switch m := r.GetMsg().(type) {
 		case *styxv1.WorkReport_Result:
 			ids, ok := d.take(m.Result.GetBatchId())
-			vs := m.Result.GetVerdicts()
-			if !ok || len(vs) != len(ids) {
-				u.log.Warn().Uint64(logging.BatchID, m.Result.GetBatchId()).Int("verdicts", len(vs)).Int("want", len(ids)).
-					Msg("unexpected result ignored; its sightings go again on the next stream")
+			if !ok {
+				u.log.Warn().Uint64(logging.BatchID, m.Result.GetBatchId()).Msg("result for an unknown batch ignored")
 				break
 			}
-			outs := make([]*styxv1.Outcome, len(ids))
-			slab := make([]styxv1.Outcome, len(ids))
+			vs, err := columns.DecodeVerdicts(m.Result.GetVerdicts(), len(ids))
+			if err != nil {
+				// The sightings stay pending and go again on the next stream.
+				return fmt.Errorf("result for batch %d: %w", m.Result.GetBatchId(), err)
+			}
+			outs := make([]columns.Outcome, len(ids))
 			for i, id := range ids {
-				slab[i] = styxv1.Outcome{SightingId: id, Kind: styxv1.OutcomeKind_OUTCOME_KIND_VERDICT, Verdict: vs[i]}
-				outs[i] = &slab[i]
+				outs[i] = columns.Outcome{SightingID: id, Kind: styxv1.OutcomeKind_OUTCOME_KIND_VERDICT, Verdict: &vs[i]}
 			}
 			u.resolve(outs)
 		case *styxv1.WorkReport_Refusal:

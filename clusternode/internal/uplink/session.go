@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/styx-inference/styx/pkg/columns"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/logging"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
@@ -172,7 +173,8 @@ func (u *Uplink) submitSession(ectx, root context.Context, client styxv1.Schedul
 }
 
 // recvStatus returns the stream's real status when Send failed with io.EOF
-// (the server ended the stream; Recv tells why).
+// (the server ended the stream; Recv tells why). Only while no other
+// goroutine receives: once recvLoop runs, use sendFailed.
 func recvStatus(stream styxv1.SchedulerService_SubmitClient, err error) error {
 	if !errors.Is(err, io.EOF) {
 		return err
@@ -190,16 +192,15 @@ func (u *Uplink) sendLoop(ctx, root context.Context, stream styxv1.SchedulerServ
 	send := func(onlyFull bool) error {
 		for {
 			batch := u.takeBatch(maxBatch, onlyFull)
-			if len(batch) == 0 {
+			if batch == nil {
 				return nil
 			}
 			seq++
-			req := &styxv1.SubmitRequest{Msg: &styxv1.SubmitRequest_Sightings{
-				Sightings: &styxv1.SightingBatch{Seq: seq, Sightings: batch},
-			}}
+			batch.Seq = seq
+			req := &styxv1.SubmitRequest{Msg: &styxv1.SubmitRequest_Sightings{Sightings: batch}}
 			if err := stream.Send(req); err != nil {
 				// The sightings stay pending and go again on the next stream.
-				return fmt.Errorf("send batch %d: %w", seq, recvStatus(stream, err))
+				return fmt.Errorf("send batch %d: %w", seq, err)
 			}
 			u.batches.Add(1)
 		}
@@ -210,7 +211,7 @@ func (u *Uplink) sendLoop(ctx, root context.Context, stream styxv1.SchedulerServ
 			// Flush, half-close, and let the leader end the stream (its
 			// last outcomes still count); Run bounds the wait.
 			if err := send(false); err != nil {
-				return false, err
+				return sendFailed(ctx, err, recvErr)
 			}
 			if err := stream.CloseSend(); err != nil {
 				return false, fmt.Errorf("close submit stream: %w", err)
@@ -231,8 +232,27 @@ func (u *Uplink) sendLoop(ctx, root context.Context, stream styxv1.SchedulerServ
 			err = send(false)
 		}
 		if err != nil {
-			return false, err
+			return sendFailed(ctx, err, recvErr)
 		}
+	}
+}
+
+// sendFailed returns the error a failed Send ends the session with. After
+// io.EOF (the server ended the stream) the real status is what recvLoop's
+// Recv returns: it is awaited here rather than read with a second,
+// concurrent Recv. recvDone reports whether recvErr was consumed.
+func sendFailed(ctx context.Context, err error, recvErr <-chan error) (recvDone bool, _ error) {
+	if !errors.Is(err, io.EOF) {
+		return false, err
+	}
+	select {
+	case rerr := <-recvErr:
+		if rerr == nil {
+			return true, err
+		}
+		return true, fmt.Errorf("%v: %w", err, rerr)
+	case <-ctx.Done():
+		return false, err
 	}
 }
 
@@ -250,7 +270,12 @@ func (u *Uplink) recvLoop(stream styxv1.SchedulerService_SubmitClient) error {
 			u.acked.Add(uint64(m.Ack.GetAccepted()))
 			u.log.Debug().Uint64("seq", m.Ack.GetSeq()).Uint32("accepted", m.Ack.GetAccepted()).Msg("batch acknowledged")
 		case *styxv1.SubmitResponse_Outcomes:
-			u.resolve(m.Outcomes.GetOutcomes())
+			outs, err := columns.Outcomes(m.Outcomes)
+			if err != nil {
+				// Its sightings stay pending and go again on the next stream.
+				return fmt.Errorf("receive: %w", err)
+			}
+			u.resolve(outs)
 		default:
 			u.log.Warn().Str("type", fmt.Sprintf("%T", m)).Msg("unexpected submit answer ignored")
 		}

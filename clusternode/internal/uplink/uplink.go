@@ -15,6 +15,7 @@ import (
 
 	"github.com/styx-inference/styx/clusternode/internal/store"
 	"github.com/styx-inference/styx/pkg/attacks"
+	"github.com/styx-inference/styx/pkg/columns"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/logging"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
@@ -288,16 +289,23 @@ func (u *Uplink) restartQueue() int {
 	return len(ids)
 }
 
-// takeBatch pops up to n queued sightings that are still pending. With
-// onlyFull it takes nothing unless n are queued.
-func (u *Uplink) takeBatch(n int, onlyFull bool) []*styxv1.Sighting {
+// takeBatch pops up to n queued sightings that are still pending into a
+// SightingBatch's columns (nil when there are none). With onlyFull it
+// takes nothing unless n are queued.
+func (u *Uplink) takeBatch(n int, onlyFull bool) *styxv1.SightingBatch {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if onlyFull && len(u.queue)-u.head < n {
+	q := len(u.queue) - u.head
+	if q == 0 || (onlyFull && q < n) {
 		return nil
 	}
-	var out []*styxv1.Sighting
-	for len(out) < n && u.head < len(u.queue) {
+	k := min(n, q)
+	b := &styxv1.SightingBatch{
+		Ids:          make([]uint64, 0, k),
+		Addresses:    make([]byte, 0, k*columns.AddrSize),
+		SeenUnixNano: make([]int64, 0, k),
+	}
+	for len(b.Ids) < n && u.head < len(u.queue) {
 		id := u.queue[u.head]
 		u.head++
 		e, ok := u.pending[id]
@@ -309,7 +317,7 @@ func (u *Uplink) takeBatch(n int, onlyFull bool) []*styxv1.Sighting {
 		}
 		e.sends++
 		u.pending[id] = e
-		out = append(out, &styxv1.Sighting{Id: id, Address: e.addr.AsSlice(), SeenUnixNano: e.seen})
+		columns.AppendSighting(b, columns.Sighting{ID: id, Addr: e.addr, Seen: e.seen})
 	}
 	switch {
 	case u.head == len(u.queue):
@@ -318,7 +326,10 @@ func (u *Uplink) takeBatch(n int, onlyFull bool) []*styxv1.Sighting {
 		n := copy(u.queue, u.queue[u.head:])
 		u.queue, u.head = u.queue[:n], 0
 	}
-	return out
+	if len(b.Ids) == 0 {
+		return nil
+	}
+	return b
 }
 
 type resolved struct {
@@ -330,22 +341,22 @@ type resolved struct {
 
 // resolve applies a batch of outcomes: each pending sighting is resolved
 // exactly once; outcomes for unknown ids are counted and ignored.
-func (u *Uplink) resolve(outs []*styxv1.Outcome) {
+func (u *Uplink) resolve(outs []columns.Outcome) {
 	res := make([]resolved, 0, len(outs))
 	var items []store.Item
 	u.mu.Lock()
 	for _, o := range outs {
-		e, ok := u.pending[o.GetSightingId()]
+		e, ok := u.pending[o.SightingID]
 		if !ok {
 			u.duplicates.Add(1)
 			continue
 		}
-		delete(u.pending, o.GetSightingId())
-		res = append(res, resolved{id: o.GetSightingId(), addr: e.addr, kind: o.GetKind(), reason: o.GetReason()})
-		if o.GetKind() != styxv1.OutcomeKind_OUTCOME_KIND_VERDICT {
+		delete(u.pending, o.SightingID)
+		res = append(res, resolved{id: o.SightingID, addr: e.addr, kind: o.Kind, reason: o.Reason})
+		if o.Kind != styxv1.OutcomeKind_OUTCOME_KIND_VERDICT {
 			continue
 		}
-		if it, ok := u.verdictItem(e.addr, o.GetVerdict()); ok {
+		if it, ok := u.verdictItem(e.addr, o.Verdict); ok {
 			items = append(items, it)
 		} else {
 			u.verdictErrors.Add(1)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/styx-inference/styx/clusternode/internal/fakesched"
 	"github.com/styx-inference/styx/clusternode/internal/store"
+	"github.com/styx-inference/styx/pkg/columns"
 	"github.com/styx-inference/styx/pkg/embedetcd"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/leader"
@@ -196,9 +197,12 @@ func TestSightingsReachLeaderAndVerdictsAreStored(t *testing.T) {
 	if len(got) != len(as) {
 		t.Fatalf("leader got %d sightings, want %d", len(got), len(as))
 	}
+	sent := map[netip.Addr]bool{}
+	for _, a := range as {
+		sent[a] = true
+	}
 	for _, sg := range got {
-		a, ok := netip.AddrFromSlice(sg.GetAddress())
-		if !ok || (a.Is4() && len(sg.GetAddress()) != 4) || sg.GetSeenUnixNano() != now.UnixNano() {
+		if !sent[sg.Addr] || sg.Seen != now.UnixNano() {
 			t.Fatalf("sighting %+v", sg)
 		}
 	}
@@ -236,9 +240,9 @@ func TestOutcomeKindsCountedAndDuplicatesIgnored(t *testing.T) {
 		styxv1.OutcomeKind_OUTCOME_KIND_VERDICT, styxv1.OutcomeKind_OUTCOME_KIND_EXPIRED,
 		styxv1.OutcomeKind_OUTCOME_KIND_SHED, styxv1.OutcomeKind_OUTCOME_KIND_REJECTED,
 	}
-	var outs []*styxv1.Outcome
+	var outs []*columns.Outcome
 	for i, id := range ids {
-		o := &styxv1.Outcome{SightingId: id, Kind: kinds[i], Reason: "test"}
+		o := &columns.Outcome{SightingID: id, Kind: kinds[i], Reason: "test"}
 		if kinds[i] == styxv1.OutcomeKind_OUTCOME_KIND_VERDICT {
 			o = fakesched.VerdictFor(f.Sightings()[id])
 		}
@@ -246,7 +250,7 @@ func TestOutcomeKindsCountedAndDuplicatesIgnored(t *testing.T) {
 	}
 	// Every outcome twice, plus one for an id never submitted.
 	outs = append(outs, outs...)
-	outs = append(outs, &styxv1.Outcome{SightingId: 12345, Kind: styxv1.OutcomeKind_OUTCOME_KIND_SHED})
+	outs = append(outs, &columns.Outcome{SightingID: 12345, Kind: styxv1.OutcomeKind_OUTCOME_KIND_SHED})
 	if err := f.SendOutcomes(outs...); err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +267,7 @@ func TestOutcomeKindsCountedAndDuplicatesIgnored(t *testing.T) {
 	}
 }
 
-func sortedIDs(m map[uint64]*styxv1.Sighting) []uint64 {
+func sortedIDs(m map[uint64]columns.Sighting) []uint64 {
 	ids := make([]uint64, 0, len(m))
 	for id := range m {
 		ids = append(ids, id)
@@ -320,7 +324,7 @@ func TestReconnectAndLeaderChangeResendPending(t *testing.T) {
 		t.Fatalf("after leader change: %+v", st)
 	}
 	// The new leader answers everything, twice; the old id once more.
-	var outs []*styxv1.Outcome
+	var outs []*columns.Outcome
 	for _, sg := range f2.Sightings() {
 		outs = append(outs, fakesched.VerdictFor(sg))
 	}
@@ -480,7 +484,7 @@ func TestIDsNeverReusedAcrossRestarts(t *testing.T) {
 		// A clock far in the past must not matter.
 		up.Offer(netip.MustParseAddr("192.0.2.1"), time.Unix(0, 0))
 		up.Offer(netip.MustParseAddr("192.0.2.2"), time.Unix(0, 0))
-		ids := sortedIDs(map[uint64]*styxv1.Sighting{})
+		ids := sortedIDs(map[uint64]columns.Sighting{})
 		for id := range up.pending {
 			ids = append(ids, id)
 		}

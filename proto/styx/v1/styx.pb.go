@@ -210,6 +210,151 @@ func (x *Verdict) GetInferredUnixNano() int64 {
 	return 0
 }
 
+// VerdictColumns is a list of verdicts stored column by column, without
+// their addresses (the message that carries it says which addresses they
+// answer). Verdict i is made of the i-th entry of every column. A column
+// is either empty, when every verdict has its zero value there, or holds
+// count entries. Strings that repeat (proxy types, model versions,
+// evidence) are stored once in strings and named by index: 0 is the empty
+// string and k is strings[k-1]. Evidence and errors are listed only for
+// the verdicts that have them.
+type VerdictColumns struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Count   uint32                 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	Strings []string               `protobuf:"bytes,2,rep,name=strings,proto3" json:"strings,omitempty"`
+	Proxy   []bool                 `protobuf:"varint,3,rep,packed,name=proxy,proto3" json:"proxy,omitempty"`
+	// type and model_version are indexes into strings.
+	Type             []uint32 `protobuf:"varint,4,rep,packed,name=type,proto3" json:"type,omitempty"`
+	Risk             []uint32 `protobuf:"varint,5,rep,packed,name=risk,proto3" json:"risk,omitempty"`
+	ModelVersion     []uint32 `protobuf:"varint,6,rep,packed,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
+	Port             []uint32 `protobuf:"varint,7,rep,packed,name=port,proto3" json:"port,omitempty"`
+	InferredUnixNano []int64  `protobuf:"varint,8,rep,packed,name=inferred_unix_nano,json=inferredUnixNano,proto3" json:"inferred_unix_nano,omitempty"`
+	// evidence[j] (an index into strings) belongs to the verdict
+	// evidence_of[j]; evidence_of does not decrease, and a verdict's evidence
+	// keeps its order.
+	EvidenceOf []uint32 `protobuf:"varint,9,rep,packed,name=evidence_of,json=evidenceOf,proto3" json:"evidence_of,omitempty"`
+	Evidence   []uint32 `protobuf:"varint,10,rep,packed,name=evidence,proto3" json:"evidence,omitempty"`
+	// error[j] is the error of the verdict error_of[j] (strictly increasing).
+	ErrorOf       []uint32 `protobuf:"varint,11,rep,packed,name=error_of,json=errorOf,proto3" json:"error_of,omitempty"`
+	Error         []string `protobuf:"bytes,12,rep,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerdictColumns) Reset() {
+	*x = VerdictColumns{}
+	mi := &file_styx_v1_styx_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerdictColumns) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerdictColumns) ProtoMessage() {}
+
+func (x *VerdictColumns) ProtoReflect() protoreflect.Message {
+	mi := &file_styx_v1_styx_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerdictColumns.ProtoReflect.Descriptor instead.
+func (*VerdictColumns) Descriptor() ([]byte, []int) {
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *VerdictColumns) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *VerdictColumns) GetStrings() []string {
+	if x != nil {
+		return x.Strings
+	}
+	return nil
+}
+
+func (x *VerdictColumns) GetProxy() []bool {
+	if x != nil {
+		return x.Proxy
+	}
+	return nil
+}
+
+func (x *VerdictColumns) GetType() []uint32 {
+	if x != nil {
+		return x.Type
+	}
+	return nil
+}
+
+func (x *VerdictColumns) GetRisk() []uint32 {
+	if x != nil {
+		return x.Risk
+	}
+	return nil
+}
+
+func (x *VerdictColumns) GetModelVersion() []uint32 {
+	if x != nil {
+		return x.ModelVersion
+	}
+	return nil
+}
+
+func (x *VerdictColumns) GetPort() []uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return nil
+}
+
+func (x *VerdictColumns) GetInferredUnixNano() []int64 {
+	if x != nil {
+		return x.InferredUnixNano
+	}
+	return nil
+}
+
+func (x *VerdictColumns) GetEvidenceOf() []uint32 {
+	if x != nil {
+		return x.EvidenceOf
+	}
+	return nil
+}
+
+func (x *VerdictColumns) GetEvidence() []uint32 {
+	if x != nil {
+		return x.Evidence
+	}
+	return nil
+}
+
+func (x *VerdictColumns) GetErrorOf() []uint32 {
+	if x != nil {
+		return x.ErrorOf
+	}
+	return nil
+}
+
+func (x *VerdictColumns) GetError() []string {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
 // AttackReport says that an address attacked someone: one line of an attack
 // report accepted by a cluster node (POST /v2/attacks, styx-node
 // import-attacks). (address, unix_nano, kind, reporter) identifies a report:
@@ -231,7 +376,7 @@ type AttackReport struct {
 
 func (x *AttackReport) Reset() {
 	*x = AttackReport{}
-	mi := &file_styx_v1_styx_proto_msgTypes[1]
+	mi := &file_styx_v1_styx_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -243,7 +388,7 @@ func (x *AttackReport) String() string {
 func (*AttackReport) ProtoMessage() {}
 
 func (x *AttackReport) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[1]
+	mi := &file_styx_v1_styx_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -256,7 +401,7 @@ func (x *AttackReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttackReport.ProtoReflect.Descriptor instead.
 func (*AttackReport) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{1}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *AttackReport) GetAddress() []byte {
@@ -300,7 +445,7 @@ type SubmitRequest struct {
 
 func (x *SubmitRequest) Reset() {
 	*x = SubmitRequest{}
-	mi := &file_styx_v1_styx_proto_msgTypes[2]
+	mi := &file_styx_v1_styx_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -312,7 +457,7 @@ func (x *SubmitRequest) String() string {
 func (*SubmitRequest) ProtoMessage() {}
 
 func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[2]
+	mi := &file_styx_v1_styx_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -325,7 +470,7 @@ func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRequest.ProtoReflect.Descriptor instead.
 func (*SubmitRequest) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{2}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SubmitRequest) GetMsg() isSubmitRequest_Msg {
@@ -378,7 +523,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_styx_v1_styx_proto_msgTypes[3]
+	mi := &file_styx_v1_styx_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -390,7 +535,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[3]
+	mi := &file_styx_v1_styx_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -403,7 +548,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{3}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Hello) GetNodeId() string {
@@ -413,75 +558,22 @@ func (x *Hello) GetNodeId() string {
 	return ""
 }
 
-// Sighting is one address a cluster node saw and wants examined.
-type Sighting struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// id is unique per node and never reused; outcomes echo it.
-	Id      uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	Address []byte `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	// seen_unix_nano is when the node first saw the address; the maximum age
-	// is counted from it.
-	SeenUnixNano  int64 `protobuf:"varint,3,opt,name=seen_unix_nano,json=seenUnixNano,proto3" json:"seen_unix_nano,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Sighting) Reset() {
-	*x = Sighting{}
-	mi := &file_styx_v1_styx_proto_msgTypes[4]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Sighting) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Sighting) ProtoMessage() {}
-
-func (x *Sighting) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[4]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Sighting.ProtoReflect.Descriptor instead.
-func (*Sighting) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{4}
-}
-
-func (x *Sighting) GetId() uint64 {
-	if x != nil {
-		return x.Id
-	}
-	return 0
-}
-
-func (x *Sighting) GetAddress() []byte {
-	if x != nil {
-		return x.Address
-	}
-	return nil
-}
-
-func (x *Sighting) GetSeenUnixNano() int64 {
-	if x != nil {
-		return x.SeenUnixNano
-	}
-	return 0
-}
-
+// SightingBatch carries sightings column by column: sighting i is made of
+// ids[i], the 16 bytes of addresses at [16i, 16i+16) and seen_unix_nano[i].
+// A sighting is one address a cluster node saw and wants examined. A batch
+// whose columns do not line up has every sighting rejected.
 type SightingBatch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// seq numbers batches within one stream; the Ack echoes it.
-	Seq           uint64      `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
-	Sightings     []*Sighting `protobuf:"bytes,2,rep,name=sightings,proto3" json:"sightings,omitempty"`
+	Seq uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// ids: unique per node and never reused; outcomes echo them.
+	Ids []uint64 `protobuf:"varint,3,rep,packed,name=ids,proto3" json:"ids,omitempty"`
+	// addresses: 16 bytes per sighting, IPv6, or IPv4 as an IPv4-mapped
+	// IPv6 address (::ffff:a.b.c.d).
+	Addresses []byte `protobuf:"bytes,4,opt,name=addresses,proto3" json:"addresses,omitempty"`
+	// seen_unix_nano: when the node first saw each address; the maximum age
+	// is counted from it.
+	SeenUnixNano  []int64 `protobuf:"varint,5,rep,packed,name=seen_unix_nano,json=seenUnixNano,proto3" json:"seen_unix_nano,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -523,9 +615,23 @@ func (x *SightingBatch) GetSeq() uint64 {
 	return 0
 }
 
-func (x *SightingBatch) GetSightings() []*Sighting {
+func (x *SightingBatch) GetIds() []uint64 {
 	if x != nil {
-		return x.Sightings
+		return x.Ids
+	}
+	return nil
+}
+
+func (x *SightingBatch) GetAddresses() []byte {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+func (x *SightingBatch) GetSeenUnixNano() []int64 {
+	if x != nil {
+		return x.SeenUnixNano
 	}
 	return nil
 }
@@ -744,86 +850,27 @@ func (x *Ack) GetAccepted() uint32 {
 	return 0
 }
 
-type Outcome struct {
-	state      protoimpl.MessageState `protogen:"open.v1"`
-	SightingId uint64                 `protobuf:"varint,1,opt,name=sighting_id,json=sightingId,proto3" json:"sighting_id,omitempty"`
-	Kind       OutcomeKind            `protobuf:"varint,2,opt,name=kind,proto3,enum=styx.v1.OutcomeKind" json:"kind,omitempty"`
-	// verdict is set for OUTCOME_KIND_VERDICT.
-	Verdict *Verdict `protobuf:"bytes,3,opt,name=verdict,proto3" json:"verdict,omitempty"`
-	// reason explains EXPIRED, SHED and REJECTED.
-	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Outcome) Reset() {
-	*x = Outcome{}
-	mi := &file_styx_v1_styx_proto_msgTypes[9]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Outcome) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Outcome) ProtoMessage() {}
-
-func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[9]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
-func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{9}
-}
-
-func (x *Outcome) GetSightingId() uint64 {
-	if x != nil {
-		return x.SightingId
-	}
-	return 0
-}
-
-func (x *Outcome) GetKind() OutcomeKind {
-	if x != nil {
-		return x.Kind
-	}
-	return OutcomeKind_OUTCOME_KIND_UNSPECIFIED
-}
-
-func (x *Outcome) GetVerdict() *Verdict {
-	if x != nil {
-		return x.Verdict
-	}
-	return nil
-}
-
-func (x *Outcome) GetReason() string {
-	if x != nil {
-		return x.Reason
-	}
-	return ""
-}
-
+// OutcomeBatch carries outcomes column by column: outcome i answers the
+// sighting sighting_ids[i] with kinds[i] (every outcome is a verdict when
+// kinds is empty), the verdict i of verdicts for OUTCOME_KIND_VERDICT, and
+// the reason reason[j] where reason_of[j] == i (EXPIRED, SHED, REJECTED).
+// The verdicts carry no addresses: the sighting names the address.
 type OutcomeBatch struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Outcomes      []*Outcome             `protobuf:"bytes,1,rep,name=outcomes,proto3" json:"outcomes,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	SightingIds []uint64               `protobuf:"varint,2,rep,packed,name=sighting_ids,json=sightingIds,proto3" json:"sighting_ids,omitempty"`
+	Kinds       []OutcomeKind          `protobuf:"varint,3,rep,packed,name=kinds,proto3,enum=styx.v1.OutcomeKind" json:"kinds,omitempty"`
+	// verdicts has one entry per outcome; the entries of outcomes that are
+	// not verdicts are zero.
+	Verdicts      *VerdictColumns `protobuf:"bytes,4,opt,name=verdicts,proto3" json:"verdicts,omitempty"`
+	ReasonOf      []uint32        `protobuf:"varint,5,rep,packed,name=reason_of,json=reasonOf,proto3" json:"reason_of,omitempty"`
+	Reason        []string        `protobuf:"bytes,6,rep,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OutcomeBatch) Reset() {
 	*x = OutcomeBatch{}
-	mi := &file_styx_v1_styx_proto_msgTypes[10]
+	mi := &file_styx_v1_styx_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -835,7 +882,7 @@ func (x *OutcomeBatch) String() string {
 func (*OutcomeBatch) ProtoMessage() {}
 
 func (x *OutcomeBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[10]
+	mi := &file_styx_v1_styx_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -848,12 +895,40 @@ func (x *OutcomeBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutcomeBatch.ProtoReflect.Descriptor instead.
 func (*OutcomeBatch) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{10}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{9}
 }
 
-func (x *OutcomeBatch) GetOutcomes() []*Outcome {
+func (x *OutcomeBatch) GetSightingIds() []uint64 {
 	if x != nil {
-		return x.Outcomes
+		return x.SightingIds
+	}
+	return nil
+}
+
+func (x *OutcomeBatch) GetKinds() []OutcomeKind {
+	if x != nil {
+		return x.Kinds
+	}
+	return nil
+}
+
+func (x *OutcomeBatch) GetVerdicts() *VerdictColumns {
+	if x != nil {
+		return x.Verdicts
+	}
+	return nil
+}
+
+func (x *OutcomeBatch) GetReasonOf() []uint32 {
+	if x != nil {
+		return x.ReasonOf
+	}
+	return nil
+}
+
+func (x *OutcomeBatch) GetReason() []string {
+	if x != nil {
+		return x.Reason
 	}
 	return nil
 }
@@ -872,7 +947,7 @@ type FeedRequest struct {
 
 func (x *FeedRequest) Reset() {
 	*x = FeedRequest{}
-	mi := &file_styx_v1_styx_proto_msgTypes[11]
+	mi := &file_styx_v1_styx_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +959,7 @@ func (x *FeedRequest) String() string {
 func (*FeedRequest) ProtoMessage() {}
 
 func (x *FeedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[11]
+	mi := &file_styx_v1_styx_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +972,7 @@ func (x *FeedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeedRequest.ProtoReflect.Descriptor instead.
 func (*FeedRequest) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{11}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *FeedRequest) GetFromRevision() uint64 {
@@ -929,7 +1004,7 @@ type FeedEvent struct {
 
 func (x *FeedEvent) Reset() {
 	*x = FeedEvent{}
-	mi := &file_styx_v1_styx_proto_msgTypes[12]
+	mi := &file_styx_v1_styx_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -941,7 +1016,7 @@ func (x *FeedEvent) String() string {
 func (*FeedEvent) ProtoMessage() {}
 
 func (x *FeedEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[12]
+	mi := &file_styx_v1_styx_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -954,7 +1029,7 @@ func (x *FeedEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FeedEvent.ProtoReflect.Descriptor instead.
 func (*FeedEvent) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{12}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *FeedEvent) GetRevision() uint64 {
@@ -991,7 +1066,7 @@ type ReportAttacksRequest struct {
 
 func (x *ReportAttacksRequest) Reset() {
 	*x = ReportAttacksRequest{}
-	mi := &file_styx_v1_styx_proto_msgTypes[13]
+	mi := &file_styx_v1_styx_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1003,7 +1078,7 @@ func (x *ReportAttacksRequest) String() string {
 func (*ReportAttacksRequest) ProtoMessage() {}
 
 func (x *ReportAttacksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[13]
+	mi := &file_styx_v1_styx_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1016,7 +1091,7 @@ func (x *ReportAttacksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportAttacksRequest.ProtoReflect.Descriptor instead.
 func (*ReportAttacksRequest) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{13}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ReportAttacksRequest) GetNodeId() string {
@@ -1049,7 +1124,7 @@ type ReportAttacksResponse struct {
 
 func (x *ReportAttacksResponse) Reset() {
 	*x = ReportAttacksResponse{}
-	mi := &file_styx_v1_styx_proto_msgTypes[14]
+	mi := &file_styx_v1_styx_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1061,7 +1136,7 @@ func (x *ReportAttacksResponse) String() string {
 func (*ReportAttacksResponse) ProtoMessage() {}
 
 func (x *ReportAttacksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[14]
+	mi := &file_styx_v1_styx_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1074,7 +1149,7 @@ func (x *ReportAttacksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportAttacksResponse.ProtoReflect.Descriptor instead.
 func (*ReportAttacksResponse) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{14}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReportAttacksResponse) GetAccepted() uint32 {
@@ -1118,7 +1193,7 @@ type WorkAssign struct {
 
 func (x *WorkAssign) Reset() {
 	*x = WorkAssign{}
-	mi := &file_styx_v1_styx_proto_msgTypes[15]
+	mi := &file_styx_v1_styx_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +1205,7 @@ func (x *WorkAssign) String() string {
 func (*WorkAssign) ProtoMessage() {}
 
 func (x *WorkAssign) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[15]
+	mi := &file_styx_v1_styx_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1218,7 @@ func (x *WorkAssign) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkAssign.ProtoReflect.Descriptor instead.
 func (*WorkAssign) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{15}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WorkAssign) GetMsg() isWorkAssign_Msg {
@@ -1197,7 +1272,7 @@ type Open struct {
 
 func (x *Open) Reset() {
 	*x = Open{}
-	mi := &file_styx_v1_styx_proto_msgTypes[16]
+	mi := &file_styx_v1_styx_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1209,7 +1284,7 @@ func (x *Open) String() string {
 func (*Open) ProtoMessage() {}
 
 func (x *Open) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[16]
+	mi := &file_styx_v1_styx_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1222,7 +1297,7 @@ func (x *Open) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Open.ProtoReflect.Descriptor instead.
 func (*Open) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{16}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Open) GetSchedulerId() string {
@@ -1245,15 +1320,15 @@ type Batch struct {
 	Term    int64                  `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
 	// attempt counts from 1; a result must echo it.
 	Attempt uint32 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	// addresses are 4 or 16 bytes each.
-	Addresses     [][]byte `protobuf:"bytes,4,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	// addresses: 16 bytes per address, as in SightingBatch.
+	Addresses     []byte `protobuf:"bytes,5,opt,name=addresses,proto3" json:"addresses,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_styx_v1_styx_proto_msgTypes[17]
+	mi := &file_styx_v1_styx_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1265,7 +1340,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[17]
+	mi := &file_styx_v1_styx_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1278,7 +1353,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{17}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Batch) GetBatchId() uint64 {
@@ -1302,7 +1377,7 @@ func (x *Batch) GetAttempt() uint32 {
 	return 0
 }
 
-func (x *Batch) GetAddresses() [][]byte {
+func (x *Batch) GetAddresses() []byte {
 	if x != nil {
 		return x.Addresses
 	}
@@ -1325,7 +1400,7 @@ type WorkReport struct {
 
 func (x *WorkReport) Reset() {
 	*x = WorkReport{}
-	mi := &file_styx_v1_styx_proto_msgTypes[18]
+	mi := &file_styx_v1_styx_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1337,7 +1412,7 @@ func (x *WorkReport) String() string {
 func (*WorkReport) ProtoMessage() {}
 
 func (x *WorkReport) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[18]
+	mi := &file_styx_v1_styx_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1350,7 +1425,7 @@ func (x *WorkReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkReport.ProtoReflect.Descriptor instead.
 func (*WorkReport) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{18}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WorkReport) GetCredit() uint32 {
@@ -1428,7 +1503,7 @@ type Ready struct {
 
 func (x *Ready) Reset() {
 	*x = Ready{}
-	mi := &file_styx_v1_styx_proto_msgTypes[19]
+	mi := &file_styx_v1_styx_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1440,7 +1515,7 @@ func (x *Ready) String() string {
 func (*Ready) ProtoMessage() {}
 
 func (x *Ready) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[19]
+	mi := &file_styx_v1_styx_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1453,7 +1528,7 @@ func (x *Ready) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ready.ProtoReflect.Descriptor instead.
 func (*Ready) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{19}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Ready) GetWorkerId() string {
@@ -1482,17 +1557,18 @@ type Result struct {
 	BatchId uint64                 `protobuf:"varint,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
 	Term    int64                  `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
 	Attempt uint32                 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	// verdicts are in the order of the batch's addresses.
-	Verdicts []*Verdict `protobuf:"bytes,4,rep,name=verdicts,proto3" json:"verdicts,omitempty"`
 	// busy_nanos is the engine time spent on the batch.
-	BusyNanos     int64 `protobuf:"varint,5,opt,name=busy_nanos,json=busyNanos,proto3" json:"busy_nanos,omitempty"`
+	BusyNanos int64 `protobuf:"varint,5,opt,name=busy_nanos,json=busyNanos,proto3" json:"busy_nanos,omitempty"`
+	// verdicts answers the batch's addresses in their order (count is the
+	// batch's size).
+	Verdicts      *VerdictColumns `protobuf:"bytes,6,opt,name=verdicts,proto3" json:"verdicts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_styx_v1_styx_proto_msgTypes[20]
+	mi := &file_styx_v1_styx_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1504,7 +1580,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[20]
+	mi := &file_styx_v1_styx_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1517,7 +1593,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{20}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Result) GetBatchId() uint64 {
@@ -1541,18 +1617,18 @@ func (x *Result) GetAttempt() uint32 {
 	return 0
 }
 
-func (x *Result) GetVerdicts() []*Verdict {
-	if x != nil {
-		return x.Verdicts
-	}
-	return nil
-}
-
 func (x *Result) GetBusyNanos() int64 {
 	if x != nil {
 		return x.BusyNanos
 	}
 	return 0
+}
+
+func (x *Result) GetVerdicts() *VerdictColumns {
+	if x != nil {
+		return x.Verdicts
+	}
+	return nil
 }
 
 // Refusal hands a batch back untouched (stale term, draining, malformed).
@@ -1567,7 +1643,7 @@ type Refusal struct {
 
 func (x *Refusal) Reset() {
 	*x = Refusal{}
-	mi := &file_styx_v1_styx_proto_msgTypes[21]
+	mi := &file_styx_v1_styx_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1579,7 +1655,7 @@ func (x *Refusal) String() string {
 func (*Refusal) ProtoMessage() {}
 
 func (x *Refusal) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[21]
+	mi := &file_styx_v1_styx_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1592,7 +1668,7 @@ func (x *Refusal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Refusal.ProtoReflect.Descriptor instead.
 func (*Refusal) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{21}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Refusal) GetBatchId() uint64 {
@@ -1624,7 +1700,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_styx_v1_styx_proto_msgTypes[22]
+	mi := &file_styx_v1_styx_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1636,7 +1712,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[22]
+	mi := &file_styx_v1_styx_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1649,7 +1725,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{22}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{21}
 }
 
 type WorkerStatus struct {
@@ -1672,7 +1748,7 @@ type WorkerStatus struct {
 
 func (x *WorkerStatus) Reset() {
 	*x = WorkerStatus{}
-	mi := &file_styx_v1_styx_proto_msgTypes[23]
+	mi := &file_styx_v1_styx_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1684,7 +1760,7 @@ func (x *WorkerStatus) String() string {
 func (*WorkerStatus) ProtoMessage() {}
 
 func (x *WorkerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[23]
+	mi := &file_styx_v1_styx_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1697,7 +1773,7 @@ func (x *WorkerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerStatus.ProtoReflect.Descriptor instead.
 func (*WorkerStatus) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{23}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WorkerStatus) GetWorkerId() string {
@@ -1806,7 +1882,7 @@ type PoolStatus struct {
 
 func (x *PoolStatus) Reset() {
 	*x = PoolStatus{}
-	mi := &file_styx_v1_styx_proto_msgTypes[24]
+	mi := &file_styx_v1_styx_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1818,7 +1894,7 @@ func (x *PoolStatus) String() string {
 func (*PoolStatus) ProtoMessage() {}
 
 func (x *PoolStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[24]
+	mi := &file_styx_v1_styx_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1831,7 +1907,7 @@ func (x *PoolStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolStatus.ProtoReflect.Descriptor instead.
 func (*PoolStatus) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{24}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PoolStatus) GetPending() uint64 {
@@ -1933,7 +2009,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_styx_v1_styx_proto_msgTypes[25]
+	mi := &file_styx_v1_styx_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1945,7 +2021,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[25]
+	mi := &file_styx_v1_styx_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1958,7 +2034,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{25}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *StatusResponse) GetSchedulerId() string {
@@ -2024,7 +2100,22 @@ const file_styx_v1_styx_proto_rawDesc = "" +
 	"\bevidence\x18\x06 \x03(\tR\bevidence\x12\x14\n" +
 	"\x05error\x18\a \x01(\tR\x05error\x12\x12\n" +
 	"\x04port\x18\b \x01(\rR\x04port\x12,\n" +
-	"\x12inferred_unix_nano\x18\t \x01(\x03R\x10inferredUnixNano\"u\n" +
+	"\x12inferred_unix_nano\x18\t \x01(\x03R\x10inferredUnixNano\"\xd3\x02\n" +
+	"\x0eVerdictColumns\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\rR\x05count\x12\x18\n" +
+	"\astrings\x18\x02 \x03(\tR\astrings\x12\x14\n" +
+	"\x05proxy\x18\x03 \x03(\bR\x05proxy\x12\x12\n" +
+	"\x04type\x18\x04 \x03(\rR\x04type\x12\x12\n" +
+	"\x04risk\x18\x05 \x03(\rR\x04risk\x12#\n" +
+	"\rmodel_version\x18\x06 \x03(\rR\fmodelVersion\x12\x12\n" +
+	"\x04port\x18\a \x03(\rR\x04port\x12,\n" +
+	"\x12inferred_unix_nano\x18\b \x03(\x03R\x10inferredUnixNano\x12\x1f\n" +
+	"\vevidence_of\x18\t \x03(\rR\n" +
+	"evidenceOf\x12\x1a\n" +
+	"\bevidence\x18\n" +
+	" \x03(\rR\bevidence\x12\x19\n" +
+	"\berror_of\x18\v \x03(\rR\aerrorOf\x12\x14\n" +
+	"\x05error\x18\f \x03(\tR\x05error\"u\n" +
 	"\fAttackReport\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\fR\aaddress\x12\x1b\n" +
 	"\tunix_nano\x18\x02 \x01(\x03R\bunixNano\x12\x12\n" +
@@ -2035,14 +2126,12 @@ const file_styx_v1_styx_proto_rawDesc = "" +
 	"\tsightings\x18\x02 \x01(\v2\x16.styx.v1.SightingBatchH\x00R\tsightingsB\x05\n" +
 	"\x03msg\" \n" +
 	"\x05Hello\x12\x17\n" +
-	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"Z\n" +
-	"\bSighting\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\fR\aaddress\x12$\n" +
-	"\x0eseen_unix_nano\x18\x03 \x01(\x03R\fseenUnixNano\"R\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\x88\x01\n" +
 	"\rSightingBatch\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12/\n" +
-	"\tsightings\x18\x02 \x03(\v2\x11.styx.v1.SightingR\tsightings\"\x9c\x01\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x10\n" +
+	"\x03ids\x18\x03 \x03(\x04R\x03ids\x12\x1c\n" +
+	"\taddresses\x18\x04 \x01(\fR\taddresses\x12$\n" +
+	"\x0eseen_unix_nano\x18\x05 \x03(\x03R\fseenUnixNanoJ\x04\b\x02\x10\x03R\tsightings\"\x9c\x01\n" +
 	"\x0eSubmitResponse\x12 \n" +
 	"\x03ack\x18\x01 \x01(\v2\f.styx.v1.AckH\x00R\x03ack\x123\n" +
 	"\boutcomes\x18\x02 \x01(\v2\x15.styx.v1.OutcomeBatchH\x00R\boutcomes\x12,\n" +
@@ -2054,15 +2143,13 @@ const file_styx_v1_styx_proto_rawDesc = "" +
 	"\tmax_batch\x18\x03 \x01(\rR\bmaxBatch\"3\n" +
 	"\x03Ack\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1a\n" +
-	"\baccepted\x18\x02 \x01(\rR\baccepted\"\x98\x01\n" +
-	"\aOutcome\x12\x1f\n" +
-	"\vsighting_id\x18\x01 \x01(\x04R\n" +
-	"sightingId\x12(\n" +
-	"\x04kind\x18\x02 \x01(\x0e2\x14.styx.v1.OutcomeKindR\x04kind\x12*\n" +
-	"\averdict\x18\x03 \x01(\v2\x10.styx.v1.VerdictR\averdict\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"<\n" +
-	"\fOutcomeBatch\x12,\n" +
-	"\boutcomes\x18\x01 \x03(\v2\x10.styx.v1.OutcomeR\boutcomes\"U\n" +
+	"\baccepted\x18\x02 \x01(\rR\baccepted\"\xd7\x01\n" +
+	"\fOutcomeBatch\x12!\n" +
+	"\fsighting_ids\x18\x02 \x03(\x04R\vsightingIds\x12*\n" +
+	"\x05kinds\x18\x03 \x03(\x0e2\x14.styx.v1.OutcomeKindR\x05kinds\x123\n" +
+	"\bverdicts\x18\x04 \x01(\v2\x17.styx.v1.VerdictColumnsR\bverdicts\x12\x1b\n" +
+	"\treason_of\x18\x05 \x03(\rR\breasonOf\x12\x16\n" +
+	"\x06reason\x18\x06 \x03(\tR\x06reasonJ\x04\b\x01\x10\x02R\boutcomes\"U\n" +
 	"\vFeedRequest\x12#\n" +
 	"\rfrom_revision\x18\x01 \x01(\x04R\ffromRevision\x12!\n" +
 	"\fattacks_only\x18\x02 \x01(\bR\vattacksOnly\"\x82\x01\n" +
@@ -2087,12 +2174,12 @@ const file_styx_v1_styx_proto_rawDesc = "" +
 	"\x03msg\"=\n" +
 	"\x04Open\x12!\n" +
 	"\fscheduler_id\x18\x01 \x01(\tR\vschedulerId\x12\x12\n" +
-	"\x04term\x18\x02 \x01(\x03R\x04term\"n\n" +
+	"\x04term\x18\x02 \x01(\x03R\x04term\"t\n" +
 	"\x05Batch\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\x04R\abatchId\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x03R\x04term\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\rR\aattempt\x12\x1c\n" +
-	"\taddresses\x18\x04 \x03(\fR\taddresses\"\xac\x01\n" +
+	"\taddresses\x18\x05 \x01(\fR\taddressesJ\x04\b\x04\x10\x05\"\xac\x01\n" +
 	"\n" +
 	"WorkReport\x12\x16\n" +
 	"\x06credit\x18\x01 \x01(\rR\x06credit\x12&\n" +
@@ -2103,14 +2190,14 @@ const file_styx_v1_styx_proto_rawDesc = "" +
 	"\x05Ready\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12#\n" +
 	"\rmodel_version\x18\x02 \x01(\tR\fmodelVersion\x12\x1a\n" +
-	"\bdraining\x18\x03 \x01(\bR\bdraining\"\x9e\x01\n" +
+	"\bdraining\x18\x03 \x01(\bR\bdraining\"\xab\x01\n" +
 	"\x06Result\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\x04R\abatchId\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x03R\x04term\x12\x18\n" +
-	"\aattempt\x18\x03 \x01(\rR\aattempt\x12,\n" +
-	"\bverdicts\x18\x04 \x03(\v2\x10.styx.v1.VerdictR\bverdicts\x12\x1d\n" +
+	"\aattempt\x18\x03 \x01(\rR\aattempt\x12\x1d\n" +
 	"\n" +
-	"busy_nanos\x18\x05 \x01(\x03R\tbusyNanos\"V\n" +
+	"busy_nanos\x18\x05 \x01(\x03R\tbusyNanos\x123\n" +
+	"\bverdicts\x18\x06 \x01(\v2\x17.styx.v1.VerdictColumnsR\bverdictsJ\x04\b\x04\x10\x05\"V\n" +
 	"\aRefusal\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\x04R\abatchId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\rR\aattempt\x12\x16\n" +
@@ -2184,72 +2271,69 @@ func file_styx_v1_styx_proto_rawDescGZIP() []byte {
 }
 
 var file_styx_v1_styx_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_styx_v1_styx_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_styx_v1_styx_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_styx_v1_styx_proto_goTypes = []any{
 	(OutcomeKind)(0),              // 0: styx.v1.OutcomeKind
 	(*Verdict)(nil),               // 1: styx.v1.Verdict
-	(*AttackReport)(nil),          // 2: styx.v1.AttackReport
-	(*SubmitRequest)(nil),         // 3: styx.v1.SubmitRequest
-	(*Hello)(nil),                 // 4: styx.v1.Hello
-	(*Sighting)(nil),              // 5: styx.v1.Sighting
+	(*VerdictColumns)(nil),        // 2: styx.v1.VerdictColumns
+	(*AttackReport)(nil),          // 3: styx.v1.AttackReport
+	(*SubmitRequest)(nil),         // 4: styx.v1.SubmitRequest
+	(*Hello)(nil),                 // 5: styx.v1.Hello
 	(*SightingBatch)(nil),         // 6: styx.v1.SightingBatch
 	(*SubmitResponse)(nil),        // 7: styx.v1.SubmitResponse
 	(*Welcome)(nil),               // 8: styx.v1.Welcome
 	(*Ack)(nil),                   // 9: styx.v1.Ack
-	(*Outcome)(nil),               // 10: styx.v1.Outcome
-	(*OutcomeBatch)(nil),          // 11: styx.v1.OutcomeBatch
-	(*FeedRequest)(nil),           // 12: styx.v1.FeedRequest
-	(*FeedEvent)(nil),             // 13: styx.v1.FeedEvent
-	(*ReportAttacksRequest)(nil),  // 14: styx.v1.ReportAttacksRequest
-	(*ReportAttacksResponse)(nil), // 15: styx.v1.ReportAttacksResponse
-	(*WorkAssign)(nil),            // 16: styx.v1.WorkAssign
-	(*Open)(nil),                  // 17: styx.v1.Open
-	(*Batch)(nil),                 // 18: styx.v1.Batch
-	(*WorkReport)(nil),            // 19: styx.v1.WorkReport
-	(*Ready)(nil),                 // 20: styx.v1.Ready
-	(*Result)(nil),                // 21: styx.v1.Result
-	(*Refusal)(nil),               // 22: styx.v1.Refusal
-	(*StatusRequest)(nil),         // 23: styx.v1.StatusRequest
-	(*WorkerStatus)(nil),          // 24: styx.v1.WorkerStatus
-	(*PoolStatus)(nil),            // 25: styx.v1.PoolStatus
-	(*StatusResponse)(nil),        // 26: styx.v1.StatusResponse
+	(*OutcomeBatch)(nil),          // 10: styx.v1.OutcomeBatch
+	(*FeedRequest)(nil),           // 11: styx.v1.FeedRequest
+	(*FeedEvent)(nil),             // 12: styx.v1.FeedEvent
+	(*ReportAttacksRequest)(nil),  // 13: styx.v1.ReportAttacksRequest
+	(*ReportAttacksResponse)(nil), // 14: styx.v1.ReportAttacksResponse
+	(*WorkAssign)(nil),            // 15: styx.v1.WorkAssign
+	(*Open)(nil),                  // 16: styx.v1.Open
+	(*Batch)(nil),                 // 17: styx.v1.Batch
+	(*WorkReport)(nil),            // 18: styx.v1.WorkReport
+	(*Ready)(nil),                 // 19: styx.v1.Ready
+	(*Result)(nil),                // 20: styx.v1.Result
+	(*Refusal)(nil),               // 21: styx.v1.Refusal
+	(*StatusRequest)(nil),         // 22: styx.v1.StatusRequest
+	(*WorkerStatus)(nil),          // 23: styx.v1.WorkerStatus
+	(*PoolStatus)(nil),            // 24: styx.v1.PoolStatus
+	(*StatusResponse)(nil),        // 25: styx.v1.StatusResponse
 }
 var file_styx_v1_styx_proto_depIdxs = []int32{
-	4,  // 0: styx.v1.SubmitRequest.hello:type_name -> styx.v1.Hello
+	5,  // 0: styx.v1.SubmitRequest.hello:type_name -> styx.v1.Hello
 	6,  // 1: styx.v1.SubmitRequest.sightings:type_name -> styx.v1.SightingBatch
-	5,  // 2: styx.v1.SightingBatch.sightings:type_name -> styx.v1.Sighting
-	9,  // 3: styx.v1.SubmitResponse.ack:type_name -> styx.v1.Ack
-	11, // 4: styx.v1.SubmitResponse.outcomes:type_name -> styx.v1.OutcomeBatch
-	8,  // 5: styx.v1.SubmitResponse.welcome:type_name -> styx.v1.Welcome
-	0,  // 6: styx.v1.Outcome.kind:type_name -> styx.v1.OutcomeKind
-	1,  // 7: styx.v1.Outcome.verdict:type_name -> styx.v1.Verdict
-	10, // 8: styx.v1.OutcomeBatch.outcomes:type_name -> styx.v1.Outcome
-	1,  // 9: styx.v1.FeedEvent.verdict:type_name -> styx.v1.Verdict
-	2,  // 10: styx.v1.FeedEvent.attack:type_name -> styx.v1.AttackReport
-	2,  // 11: styx.v1.ReportAttacksRequest.reports:type_name -> styx.v1.AttackReport
-	17, // 12: styx.v1.WorkAssign.open:type_name -> styx.v1.Open
-	18, // 13: styx.v1.WorkAssign.batch:type_name -> styx.v1.Batch
-	20, // 14: styx.v1.WorkReport.ready:type_name -> styx.v1.Ready
-	21, // 15: styx.v1.WorkReport.result:type_name -> styx.v1.Result
-	22, // 16: styx.v1.WorkReport.refusal:type_name -> styx.v1.Refusal
-	1,  // 17: styx.v1.Result.verdicts:type_name -> styx.v1.Verdict
-	24, // 18: styx.v1.StatusResponse.workers:type_name -> styx.v1.WorkerStatus
-	25, // 19: styx.v1.StatusResponse.pool:type_name -> styx.v1.PoolStatus
-	3,  // 20: styx.v1.SchedulerService.Submit:input_type -> styx.v1.SubmitRequest
-	12, // 21: styx.v1.SchedulerService.Feed:input_type -> styx.v1.FeedRequest
-	14, // 22: styx.v1.SchedulerService.ReportAttacks:input_type -> styx.v1.ReportAttacksRequest
-	16, // 23: styx.v1.WorkerService.Work:input_type -> styx.v1.WorkAssign
-	23, // 24: styx.v1.AdminService.Status:input_type -> styx.v1.StatusRequest
-	7,  // 25: styx.v1.SchedulerService.Submit:output_type -> styx.v1.SubmitResponse
-	13, // 26: styx.v1.SchedulerService.Feed:output_type -> styx.v1.FeedEvent
-	15, // 27: styx.v1.SchedulerService.ReportAttacks:output_type -> styx.v1.ReportAttacksResponse
-	19, // 28: styx.v1.WorkerService.Work:output_type -> styx.v1.WorkReport
-	26, // 29: styx.v1.AdminService.Status:output_type -> styx.v1.StatusResponse
-	25, // [25:30] is the sub-list for method output_type
-	20, // [20:25] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	9,  // 2: styx.v1.SubmitResponse.ack:type_name -> styx.v1.Ack
+	10, // 3: styx.v1.SubmitResponse.outcomes:type_name -> styx.v1.OutcomeBatch
+	8,  // 4: styx.v1.SubmitResponse.welcome:type_name -> styx.v1.Welcome
+	0,  // 5: styx.v1.OutcomeBatch.kinds:type_name -> styx.v1.OutcomeKind
+	2,  // 6: styx.v1.OutcomeBatch.verdicts:type_name -> styx.v1.VerdictColumns
+	1,  // 7: styx.v1.FeedEvent.verdict:type_name -> styx.v1.Verdict
+	3,  // 8: styx.v1.FeedEvent.attack:type_name -> styx.v1.AttackReport
+	3,  // 9: styx.v1.ReportAttacksRequest.reports:type_name -> styx.v1.AttackReport
+	16, // 10: styx.v1.WorkAssign.open:type_name -> styx.v1.Open
+	17, // 11: styx.v1.WorkAssign.batch:type_name -> styx.v1.Batch
+	19, // 12: styx.v1.WorkReport.ready:type_name -> styx.v1.Ready
+	20, // 13: styx.v1.WorkReport.result:type_name -> styx.v1.Result
+	21, // 14: styx.v1.WorkReport.refusal:type_name -> styx.v1.Refusal
+	2,  // 15: styx.v1.Result.verdicts:type_name -> styx.v1.VerdictColumns
+	23, // 16: styx.v1.StatusResponse.workers:type_name -> styx.v1.WorkerStatus
+	24, // 17: styx.v1.StatusResponse.pool:type_name -> styx.v1.PoolStatus
+	4,  // 18: styx.v1.SchedulerService.Submit:input_type -> styx.v1.SubmitRequest
+	11, // 19: styx.v1.SchedulerService.Feed:input_type -> styx.v1.FeedRequest
+	13, // 20: styx.v1.SchedulerService.ReportAttacks:input_type -> styx.v1.ReportAttacksRequest
+	15, // 21: styx.v1.WorkerService.Work:input_type -> styx.v1.WorkAssign
+	22, // 22: styx.v1.AdminService.Status:input_type -> styx.v1.StatusRequest
+	7,  // 23: styx.v1.SchedulerService.Submit:output_type -> styx.v1.SubmitResponse
+	12, // 24: styx.v1.SchedulerService.Feed:output_type -> styx.v1.FeedEvent
+	14, // 25: styx.v1.SchedulerService.ReportAttacks:output_type -> styx.v1.ReportAttacksResponse
+	18, // 26: styx.v1.WorkerService.Work:output_type -> styx.v1.WorkReport
+	25, // 27: styx.v1.AdminService.Status:output_type -> styx.v1.StatusResponse
+	23, // [23:28] is the sub-list for method output_type
+	18, // [18:23] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_styx_v1_styx_proto_init() }
@@ -2257,7 +2341,7 @@ func file_styx_v1_styx_proto_init() {
 	if File_styx_v1_styx_proto != nil {
 		return
 	}
-	file_styx_v1_styx_proto_msgTypes[2].OneofWrappers = []any{
+	file_styx_v1_styx_proto_msgTypes[3].OneofWrappers = []any{
 		(*SubmitRequest_Hello)(nil),
 		(*SubmitRequest_Sightings)(nil),
 	}
@@ -2266,11 +2350,11 @@ func file_styx_v1_styx_proto_init() {
 		(*SubmitResponse_Outcomes)(nil),
 		(*SubmitResponse_Welcome)(nil),
 	}
-	file_styx_v1_styx_proto_msgTypes[15].OneofWrappers = []any{
+	file_styx_v1_styx_proto_msgTypes[14].OneofWrappers = []any{
 		(*WorkAssign_Open)(nil),
 		(*WorkAssign_Batch)(nil),
 	}
-	file_styx_v1_styx_proto_msgTypes[18].OneofWrappers = []any{
+	file_styx_v1_styx_proto_msgTypes[17].OneofWrappers = []any{
 		(*WorkReport_Ready)(nil),
 		(*WorkReport_Result)(nil),
 		(*WorkReport_Refusal)(nil),
@@ -2281,7 +2365,7 @@ func file_styx_v1_styx_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_styx_v1_styx_proto_rawDesc), len(file_styx_v1_styx_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   26,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

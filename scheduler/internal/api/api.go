@@ -129,8 +129,8 @@ func (s *Server) recvSightings(stream styxv1.SchedulerService_SubmitServer, co *
 		if b == nil {
 			return status.Error(codes.InvalidArgument, "expected a sighting batch")
 		}
-		if len(b.Sightings) > co.MaxSubmitBatch() {
-			return status.Errorf(codes.InvalidArgument, "sighting batch of %d exceeds the maximum %d", len(b.Sightings), co.MaxSubmitBatch())
+		if len(b.GetIds()) > co.MaxSubmitBatch() {
+			return status.Errorf(codes.InvalidArgument, "sighting batch of %d exceeds the maximum %d", len(b.GetIds()), co.MaxSubmitBatch())
 		}
 		n, err := co.Offer(sub, b)
 		if err != nil {

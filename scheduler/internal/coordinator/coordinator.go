@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/styx-inference/styx/pkg/columns"
 	"github.com/styx-inference/styx/pkg/logging"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 	"github.com/styx-inference/styx/scheduler/internal/dispatch"
@@ -301,9 +302,9 @@ func (c *Coordinator) dispatchOneTxn(t *state.Txn, now time.Time) (bool, error) 
 	nb.State, nb.WorkerID, nb.Session = state.BatchAssigned, w.ID, w.Session
 	nb.Attempt++
 	nb.AssignedAt = now
-	msg := &styxv1.Batch{BatchId: nb.ID, Term: c.cfg.Term, Attempt: nb.Attempt, Addresses: make([][]byte, 0, nb.Size)}
+	msg := &styxv1.Batch{BatchId: nb.ID, Term: c.cfg.Term, Attempt: nb.Attempt, Addresses: make([]byte, 0, nb.Size*columns.AddrSize)}
 	for _, e := range nb.Entries.([]*pool.Entry) {
-		msg.Addresses = append(msg.Addresses, addrBytes(e.Addr))
+		msg.Addresses = columns.AppendAddr(msg.Addresses, e.Addr)
 	}
 	w.Credits--
 	w.InFlight++
@@ -439,22 +440,25 @@ func (c *Coordinator) resultTxn(t *state.Txn, w *state.Worker, res *styxv1.Resul
 		return err
 	}
 	es := b.Entries.([]*pool.Entry)
-	if len(res.Verdicts) != len(es) {
-		c.log.Warn().Str(logging.WorkerID, w.ID).Uint64(logging.BatchID, b.ID).Int("want", len(es)).Int("got", len(res.Verdicts)).Msg("result size mismatch, batch failed")
+	vs, err := columns.DecodeVerdicts(res.GetVerdicts(), len(es))
+	if err != nil {
+		c.log.Warn().Err(err).Str(logging.WorkerID, w.ID).Uint64(logging.BatchID, b.ID).Msg("malformed result, batch failed")
 		w.InFlight--
 		return c.failBatchTxn(t, b, now)
 	}
 	nowN := now.UnixNano()
 	ds := make([]pool.Delivery, 0, len(es))
 	feedVs := make([]*styxv1.Verdict, 0, len(es))
+	addrs := make([]byte, 0, len(es)*columns.AddrSize) // one allocation for every verdict's address
 	for i, e := range es {
-		v := res.Verdicts[i]
-		if a, ok := netip.AddrFromSlice(v.Address); !ok || a.Unmap() != e.Addr {
-			v.Address = addrBytes(e.Addr) // the verdict speaks for the batch's address
-		}
 		if !c.pool.Live(e) {
 			continue
 		}
+		v := &vs[i]
+		// The verdict speaks for the batch's address (the feed carries it).
+		k := len(addrs)
+		addrs = appendAddrBytes(addrs, e.Addr)
+		v.Address = addrs[k:len(addrs):len(addrs)]
 		ds = c.pool.AppendComplete(ds, nowN, e, v, true)
 		feedVs = append(feedVs, v)
 	}
@@ -549,6 +553,16 @@ func (c *Coordinator) sessionLost(workerID string, session uint64, remove bool, 
 		c.log.Error().Err(err).Msg("session lost")
 	}
 	c.poke()
+}
+
+// appendAddrBytes appends a as 4 bytes (IPv4) or 16 (IPv6).
+func appendAddrBytes(dst []byte, a netip.Addr) []byte {
+	if a.Is4() {
+		b := a.As4()
+		return append(dst, b[:]...)
+	}
+	b := a.As16()
+	return append(dst, b[:]...)
 }
 
 func addrBytes(a netip.Addr) []byte {

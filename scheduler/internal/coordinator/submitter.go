@@ -2,10 +2,10 @@ package coordinator
 
 import (
 	"errors"
-	"net/netip"
 	"sync"
 	"time"
 
+	"github.com/styx-inference/styx/pkg/columns"
 	"github.com/styx-inference/styx/pkg/logging"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 	"github.com/styx-inference/styx/scheduler/internal/pool"
@@ -127,29 +127,36 @@ func (c *Coordinator) Offer(s *Submitter, b *styxv1.SightingBatch) (uint32, erro
 		return 0, errReplaced
 	}
 	now := c.now().UnixNano()
+	n, err := columns.SightingCount(b)
 	var ds []pool.Delivery
-	var rejected []*styxv1.Outcome
-	for _, sg := range b.Sightings {
-		a, ok := netip.AddrFromSlice(sg.Address)
-		if !ok {
-			c.counters.Rejected++
-			rejected = append(rejected, &styxv1.Outcome{SightingId: sg.Id, Kind: styxv1.OutcomeKind_OUTCOME_KIND_REJECTED, Reason: "address must be 4 or 16 bytes"})
+	var rejected columns.OutcomeBuilder
+	reject := func(id uint64, reason string) {
+		c.counters.Rejected++
+		rejected.Add(id, styxv1.OutcomeKind_OUTCOME_KIND_REJECTED, nil, reason)
+	}
+	if err != nil {
+		// The columns do not line up: nothing in the batch can be trusted
+		// but the ids, and each of them gets its outcome.
+		for _, id := range b.GetIds() {
+			reject(id, err.Error())
+		}
+		n = 0
+	}
+	for i := range n {
+		id := b.Ids[i]
+		a := columns.Addr(b.Addresses, i)
+		if a.IsUnspecified() {
+			reject(id, "unspecified address")
 			continue
 		}
-		a = a.Unmap()
-		if !a.IsValid() || a.IsUnspecified() {
-			c.counters.Rejected++
-			rejected = append(rejected, &styxv1.Outcome{SightingId: sg.Id, Kind: styxv1.OutcomeKind_OUTCOME_KIND_REJECTED, Reason: "unspecified address"})
-			continue
-		}
-		d, done, evicted := c.pool.Offer(now, pool.Waiter{Node: s.NodeID, ID: sg.Id}, a, sg.SeenUnixNano)
+		d, done, evicted := c.pool.Offer(now, pool.Waiter{Node: s.NodeID, ID: id}, a, b.SeenUnixNano[i])
 		if done {
 			ds = append(ds, d)
 		}
 		ds = append(ds, evicted...)
 	}
-	if len(rejected) > 0 {
-		if !s.send(&styxv1.SubmitResponse{Msg: &styxv1.SubmitResponse_Outcomes{Outcomes: &styxv1.OutcomeBatch{Outcomes: rejected}}}) {
+	if rejected.Len() > 0 {
+		if !s.send(&styxv1.SubmitResponse{Msg: &styxv1.SubmitResponse_Outcomes{Outcomes: rejected.Batch()}}) {
 			c.overflowLocked(s)
 		}
 	}
@@ -160,13 +167,13 @@ func (c *Coordinator) Offer(s *Submitter, b *styxv1.SightingBatch) (uint32, erro
 			return err
 		}
 		row := *old
-		row.Received += uint64(len(b.Sightings))
+		row.Received += uint64(len(b.GetIds()))
 		return t.UpsertSubmitterTxn(&row)
 	})
 	if c.pool.Pending() >= c.cfg.BatchSize {
 		c.poke()
 	}
-	return uint32(len(b.Sightings)), nil
+	return uint32(len(b.GetIds())), nil
 }
 
 func (c *Coordinator) overflowLocked(s *Submitter) {
@@ -185,35 +192,39 @@ func (c *Coordinator) deliverLocked(ds []pool.Delivery) {
 	if len(ds) == 0 {
 		return
 	}
-	byNode := make(map[string][]*styxv1.Outcome, 2)
-	slab := make([]styxv1.Outcome, len(ds)) // one allocation for the whole delivery
-	for i, d := range ds {
-		o := &slab[i]
-		o.SightingId, o.Reason = d.Waiter.ID, d.Reason
+	byNode := make(map[string]*columns.OutcomeBuilder, 2)
+	for _, d := range ds {
+		var kind styxv1.OutcomeKind
+		var v *styxv1.Verdict
 		switch d.Kind {
 		case pool.KindVerdict:
-			o.Kind = styxv1.OutcomeKind_OUTCOME_KIND_VERDICT
-			o.Verdict, _ = d.Verdict.(*styxv1.Verdict)
+			kind = styxv1.OutcomeKind_OUTCOME_KIND_VERDICT
+			v, _ = d.Verdict.(*styxv1.Verdict)
 			c.counters.Verdicts++
 		case pool.KindExpired:
-			o.Kind = styxv1.OutcomeKind_OUTCOME_KIND_EXPIRED
+			kind = styxv1.OutcomeKind_OUTCOME_KIND_EXPIRED
 		case pool.KindShed:
-			o.Kind = styxv1.OutcomeKind_OUTCOME_KIND_SHED
+			kind = styxv1.OutcomeKind_OUTCOME_KIND_SHED
 		}
-		l, ok := byNode[d.Waiter.Node]
-		if !ok && len(byNode) == 0 {
-			l = make([]*styxv1.Outcome, 0, len(ds)) // usually every delivery goes to one node
+		b, ok := byNode[d.Waiter.Node]
+		if !ok {
+			b = &columns.OutcomeBuilder{}
+			if len(byNode) == 0 {
+				b.Reset(len(ds)) // usually every delivery goes to one node
+			}
+			byNode[d.Waiter.Node] = b
 		}
-		byNode[d.Waiter.Node] = append(l, o)
+		b.Add(d.Waiter.ID, kind, v, d.Reason)
 	}
-	for node, os := range byNode {
+	for node, b := range byNode {
+		n := uint64(b.Len())
 		s := c.subs[node]
 		if s == nil {
-			c.counters.OutcomesDropped += uint64(len(os))
+			c.counters.OutcomesDropped += n
 			continue
 		}
-		if !s.send(&styxv1.SubmitResponse{Msg: &styxv1.SubmitResponse_Outcomes{Outcomes: &styxv1.OutcomeBatch{Outcomes: os}}}) {
-			c.counters.OutcomesDropped += uint64(len(os))
+		if !s.send(&styxv1.SubmitResponse{Msg: &styxv1.SubmitResponse_Outcomes{Outcomes: b.Batch()}}) {
+			c.counters.OutcomesDropped += n
 			c.overflowLocked(s)
 		}
 	}

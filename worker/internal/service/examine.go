@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/styx-inference/styx/pkg/columns"
 	"github.com/styx-inference/styx/pkg/raven"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
@@ -59,13 +60,11 @@ func (s *Service) examine(c chunk) {
 	}
 	inferred := time.Now().UnixNano()
 	for i := c.lo; i < c.hi; i++ {
-		raw := j.batch.Addresses[i]
 		v := &j.verdicts[i]
-		v.Address = raw
 		v.ModelVersion = j.model
 		v.InferredUnixNano = inferred
-		addr, _ := netip.AddrFromSlice(raw) // length checked on admission
-		rv, err := examineOne(j.engine, addr.Unmap())
+		addr := columns.Addr(j.batch.Addresses, i) // length checked on admission
+		rv, err := examineOne(j.engine, addr)
 		if err != nil {
 			v.Error = err.Error()
 			continue

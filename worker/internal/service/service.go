@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/styx-inference/styx/pkg/columns"
 	"github.com/styx-inference/styx/pkg/logging"
 	"github.com/styx-inference/styx/pkg/raven"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
@@ -488,7 +489,7 @@ func (s *Service) batch(sess *session, b *styxv1.Batch) {
 	sess.mu.Unlock()
 	s.addInFlight(1)
 
-	n := len(b.GetAddresses())
+	n := len(b.GetAddresses()) / columns.AddrSize
 	j := &job{
 		sess:     sess,
 		batch:    b,
@@ -515,23 +516,20 @@ func (s *Service) check(sess *session, b *styxv1.Batch) (reason, detail string) 
 	s.mu.Lock()
 	draining, newest := s.draining, s.newest
 	s.mu.Unlock()
-	switch addrs := b.GetAddresses(); {
+	n, whole := columns.AddrCount(b.GetAddresses())
+	switch {
 	case draining:
 		return ReasonDraining, ""
 	case b.GetTerm() < newest:
 		return ReasonStaleTerm, fmt.Sprintf("batch term %d, newest term %d", b.GetTerm(), newest)
 	case b.GetTerm() != sess.term:
 		return ReasonTermMismatch, fmt.Sprintf("batch term %d, session term %d", b.GetTerm(), sess.term)
-	case len(addrs) == 0:
+	case !whole:
+		return ReasonMalformed, fmt.Sprintf("addresses of %d bytes, not a multiple of %d", len(b.GetAddresses()), columns.AddrSize)
+	case n == 0:
 		return ReasonEmpty, ""
-	case len(addrs) > s.cfg.MaxBatch:
-		return ReasonTooLarge, fmt.Sprintf("%d addresses, at most %d", len(addrs), s.cfg.MaxBatch)
-	default:
-		for i, a := range addrs {
-			if len(a) != 4 && len(a) != 16 {
-				return ReasonMalformed, fmt.Sprintf("address %d has %d bytes, want 4 or 16", i, len(a))
-			}
-		}
+	case n > s.cfg.MaxBatch:
+		return ReasonTooLarge, fmt.Sprintf("%d addresses, at most %d", n, s.cfg.MaxBatch)
 	}
 	return "", ""
 }
@@ -557,11 +555,13 @@ func (s *Service) refuse(sess *session, b *styxv1.Batch, reason, detail string, 
 // finish sends the result of a job whose every chunk is done.
 func (s *Service) finish(j *job) {
 	busy := time.Duration(j.busy.Load())
-	verdicts := make([]*styxv1.Verdict, len(j.verdicts))
+	var b columns.VerdictBuilder
+	b.Reset(len(j.verdicts))
 	for i := range j.verdicts {
-		verdicts[i] = &j.verdicts[i]
+		b.Add(&j.verdicts[i])
 	}
-	s.cfg.Metrics.answered(len(verdicts), busy)
+	verdicts := b.Columns()
+	s.cfg.Metrics.answered(len(j.verdicts), busy)
 	j.sess.send(report{result: true, msg: &styxv1.WorkReport{
 		Credit: s.grant(j.sess),
 		Msg: &styxv1.WorkReport_Result{Result: &styxv1.Result{

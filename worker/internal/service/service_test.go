@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/styx-inference/styx/pkg/columns"
 	"github.com/styx-inference/styx/pkg/raven"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
@@ -159,8 +160,32 @@ func (st *stream) send(m *styxv1.WorkAssign) {
 func (st *stream) batch(id uint64, term int64, addrs ...[]byte) {
 	st.t.Helper()
 	st.send(&styxv1.WorkAssign{Msg: &styxv1.WorkAssign_Batch{Batch: &styxv1.Batch{
-		BatchId: id, Term: term, Attempt: uint32(id % 3), Addresses: addrs,
+		BatchId: id, Term: term, Attempt: uint32(id % 3), Addresses: blob(addrs...),
 	}}})
+}
+
+// blob joins addresses into a batch's 16-byte columns; a slice that is no
+// address (not 4 or 16 bytes) is copied as it is, making the blob ragged.
+func blob(addrs ...[]byte) []byte {
+	var out []byte
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a); ok {
+			out = columns.AppendAddr(out, ip)
+		} else {
+			out = append(out, a...)
+		}
+	}
+	return out
+}
+
+// verdictsOf decodes a result's verdicts.
+func verdictsOf(t *testing.T, res *styxv1.Result) []*styxv1.Verdict {
+	t.Helper()
+	vs, err := columns.Verdicts(res.GetVerdicts(), int(res.GetVerdicts().GetCount()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vs
 }
 
 func (st *stream) recv() *styxv1.WorkReport {
@@ -222,13 +247,11 @@ func checkResult(t *testing.T, r *styxv1.WorkReport, id uint64, term int64, in [
 	if res.GetBusyNanos() <= 0 {
 		t.Errorf("busy_nanos %d, want > 0", res.GetBusyNanos())
 	}
-	if len(res.GetVerdicts()) != len(in) {
-		t.Fatalf("%d verdicts for %d addresses", len(res.GetVerdicts()), len(in))
+	vs := verdictsOf(t, res)
+	if len(vs) != len(in) {
+		t.Fatalf("%d verdicts for %d addresses", len(vs), len(in))
 	}
-	for i, v := range res.GetVerdicts() {
-		if !slices.Equal(v.GetAddress(), in[i]) {
-			t.Fatalf("verdict %d is for %v, want %v", i, v.GetAddress(), in[i])
-		}
+	for i, v := range vs {
 		a, _ := netip.AddrFromSlice(in[i])
 		want := fakeVerdict(a.Unmap())
 		if v.GetProxy() != want.Proxy || v.GetType() != want.Type || v.GetRisk() != want.Risk ||
@@ -345,7 +368,7 @@ func TestRefusals(t *testing.T) {
 		reason string
 	}{
 		{"five-byte address", 5, [][]byte{v4("192.0.2.1"), {1, 2, 3, 4, 5}}, ReasonMalformed},
-		{"empty address", 5, [][]byte{{}}, ReasonMalformed},
+		{"three-byte address", 5, [][]byte{{1, 2, 3}}, ReasonMalformed},
 		{"empty batch", 5, nil, ReasonEmpty},
 		{"too many addresses", 5, addrs(5), ReasonTooLarge},
 		{"older term", 4, [][]byte{v4("192.0.2.1")}, ReasonStaleTerm},
@@ -519,7 +542,7 @@ func TestEnginePanicIsAnErrorVerdict(t *testing.T) {
 	h := start(t, Config{})
 	st, _ := h.open(t, 1)
 	st.batch(1, 1, v4("192.0.2.1"), v4(poison.String()), v4("192.0.2.3"))
-	vs := st.recv().GetResult().GetVerdicts()
+	vs := verdictsOf(t, st.recv().GetResult())
 	if len(vs) != 3 {
 		t.Fatalf("%d verdicts, want 3", len(vs))
 	}
@@ -639,12 +662,12 @@ func TestSetEngineBetweenBatches(t *testing.T) {
 	first := st.recv().GetResult()
 	st.batch(2, 1, in...)
 	second := st.recv().GetResult()
-	for _, v := range first.GetVerdicts() {
+	for _, v := range verdictsOf(t, first) {
 		if v.ModelVersion != fakeVersion {
 			t.Fatalf("batch 1 verdict names %s, want the engine it started with (%s)", v.ModelVersion, fakeVersion)
 		}
 	}
-	for _, v := range second.GetVerdicts() {
+	for _, v := range verdictsOf(t, second) {
 		if v.ModelVersion != "model-v2" {
 			t.Fatalf("batch 2 verdict names %s, want model-v2", v.ModelVersion)
 		}

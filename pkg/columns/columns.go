@@ -1,0 +1,436 @@
+package columns
+
+import (
+	"fmt"
+	"net/netip"
+
+	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
+)
+
+// AddrSize is the size of one address in an address blob.
+const AddrSize = 16
+
+// AppendAddr appends a as 16 bytes: IPv6, or IPv4 as IPv4-mapped IPv6.
+func AppendAddr(dst []byte, a netip.Addr) []byte {
+	b := a.As16()
+	return append(dst, b[:]...)
+}
+
+// AddrCount returns how many addresses blob holds, and false when its
+// length is not a multiple of AddrSize.
+func AddrCount(blob []byte) (int, bool) {
+	return len(blob) / AddrSize, len(blob)%AddrSize == 0
+}
+
+// Addr returns the i-th address of blob, IPv4-mapped addresses unmapped.
+// blob must hold at least i+1 addresses.
+func Addr(blob []byte, i int) netip.Addr {
+	return netip.AddrFrom16([16]byte(blob[i*AddrSize : (i+1)*AddrSize])).Unmap()
+}
+
+// Addrs returns every address of blob, or an error when it is ragged.
+func Addrs(blob []byte) ([]netip.Addr, error) {
+	n, ok := AddrCount(blob)
+	if !ok {
+		return nil, fmt.Errorf("addresses of %d bytes, not a multiple of %d", len(blob), AddrSize)
+	}
+	out := make([]netip.Addr, n)
+	for i := range out {
+		out[i] = Addr(blob, i)
+	}
+	return out, nil
+}
+
+// Sighting is one sighting of a SightingBatch.
+type Sighting struct {
+	ID   uint64
+	Addr netip.Addr
+	Seen int64 // Unix nanoseconds
+}
+
+// AppendSighting appends one sighting to b's columns.
+func AppendSighting(b *styxv1.SightingBatch, s Sighting) {
+	b.Ids = append(b.Ids, s.ID)
+	b.Addresses = AppendAddr(b.Addresses, s.Addr)
+	b.SeenUnixNano = append(b.SeenUnixNano, s.Seen)
+}
+
+// SightingCount returns the number of sightings in b (its ids), and an
+// error when the other columns do not line up with the ids.
+func SightingCount(b *styxv1.SightingBatch) (int, error) {
+	n := len(b.GetIds())
+	if len(b.GetAddresses()) != n*AddrSize {
+		return n, fmt.Errorf("malformed sighting batch: %d ids, %d bytes of addresses", n, len(b.GetAddresses()))
+	}
+	if len(b.GetSeenUnixNano()) != n {
+		return n, fmt.Errorf("malformed sighting batch: %d ids, %d seen times", n, len(b.GetSeenUnixNano()))
+	}
+	return n, nil
+}
+
+// Sightings returns the sightings of b as rows.
+func Sightings(b *styxv1.SightingBatch) ([]Sighting, error) {
+	n, err := SightingCount(b)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Sighting, n)
+	for i := range out {
+		out[i] = Sighting{ID: b.Ids[i], Addr: Addr(b.Addresses, i), Seen: b.SeenUnixNano[i]}
+	}
+	return out, nil
+}
+
+// VerdictBuilder writes verdicts into VerdictColumns. The zero value is
+// ready for use; Reset starts a new list.
+type VerdictBuilder struct {
+	c       *styxv1.VerdictColumns
+	index   map[string]uint32
+	nonzero [5]bool // proxy, type, risk, model, port, in column order
+	last    string  // the string looked up last, and its index
+	lastIdx uint32
+}
+
+// Reset starts an empty list with room for n verdicts.
+func (b *VerdictBuilder) Reset(n int) {
+	b.c = &styxv1.VerdictColumns{
+		Proxy:            make([]bool, 0, n),
+		Type:             make([]uint32, 0, n),
+		Risk:             make([]uint32, 0, n),
+		ModelVersion:     make([]uint32, 0, n),
+		Port:             make([]uint32, 0, n),
+		InferredUnixNano: make([]int64, 0, n),
+	}
+	if b.index == nil {
+		b.index = make(map[string]uint32, 8)
+	} else {
+		clear(b.index)
+	}
+	b.nonzero = [5]bool{}
+	b.last, b.lastIdx = "", 0
+}
+
+func (b *VerdictBuilder) str(s string) uint32 {
+	if s == "" {
+		return 0
+	}
+	if s == b.last && b.lastIdx != 0 {
+		return b.lastIdx
+	}
+	k, ok := b.index[s]
+	if !ok {
+		b.c.Strings = append(b.c.Strings, s)
+		k = uint32(len(b.c.Strings))
+		b.index[s] = k
+	}
+	b.last, b.lastIdx = s, k
+	return k
+}
+
+// Add appends v (its address is not written).
+func (b *VerdictBuilder) Add(v *styxv1.Verdict) {
+	if b.c == nil {
+		b.Reset(0)
+	}
+	if v == nil {
+		v = &styxv1.Verdict{}
+	}
+	i := b.c.Count
+	b.c.Count++
+	typ, model := b.str(v.GetType()), b.str(v.GetModelVersion())
+	b.c.Proxy = append(b.c.Proxy, v.GetProxy())
+	b.c.Type = append(b.c.Type, typ)
+	b.c.Risk = append(b.c.Risk, v.GetRisk())
+	b.c.ModelVersion = append(b.c.ModelVersion, model)
+	b.c.Port = append(b.c.Port, v.GetPort())
+	b.c.InferredUnixNano = append(b.c.InferredUnixNano, v.GetInferredUnixNano())
+	b.nonzero[0] = b.nonzero[0] || v.GetProxy()
+	b.nonzero[1] = b.nonzero[1] || typ != 0
+	b.nonzero[2] = b.nonzero[2] || v.GetRisk() != 0
+	b.nonzero[3] = b.nonzero[3] || model != 0
+	b.nonzero[4] = b.nonzero[4] || v.GetPort() != 0
+	for _, e := range v.GetEvidence() {
+		b.c.EvidenceOf = append(b.c.EvidenceOf, i)
+		b.c.Evidence = append(b.c.Evidence, b.str(e))
+	}
+	if v.GetError() != "" {
+		b.c.ErrorOf = append(b.c.ErrorOf, i)
+		b.c.Error = append(b.c.Error, v.GetError())
+	}
+}
+
+// Len is the number of verdicts added since Reset.
+func (b *VerdictBuilder) Len() int {
+	if b.c == nil {
+		return 0
+	}
+	return int(b.c.Count)
+}
+
+// Columns returns the list, leaving out the columns whose every entry is
+// zero; the builder must be Reset before it is used again.
+func (b *VerdictBuilder) Columns() *styxv1.VerdictColumns {
+	if b.c == nil {
+		b.Reset(0)
+	}
+	c := b.c
+	if !b.nonzero[0] {
+		c.Proxy = nil
+	}
+	if !b.nonzero[1] {
+		c.Type = nil
+	}
+	if !b.nonzero[2] {
+		c.Risk = nil
+	}
+	if !b.nonzero[3] {
+		c.ModelVersion = nil
+	}
+	if !b.nonzero[4] {
+		c.Port = nil
+	}
+	allZero := true
+	for _, t := range c.InferredUnixNano {
+		if t != 0 {
+			allZero = false
+			break
+		}
+	}
+	if allZero {
+		c.InferredUnixNano = nil
+	}
+	b.c = nil
+	return c
+}
+
+// EncodeVerdicts returns vs as VerdictColumns.
+func EncodeVerdicts(vs []*styxv1.Verdict) *styxv1.VerdictColumns {
+	var b VerdictBuilder
+	b.Reset(len(vs))
+	for _, v := range vs {
+		b.Add(v)
+	}
+	return b.Columns()
+}
+
+// DecodeVerdicts checks that c holds n verdicts and returns them as rows
+// in one slice (without addresses). A nil c is an empty list. n comes from
+// the context (the batch's size), so a forged count allocates nothing.
+func DecodeVerdicts(c *styxv1.VerdictColumns, n int) ([]styxv1.Verdict, error) {
+	if int(c.GetCount()) != n {
+		return nil, fmt.Errorf("%d verdicts, want %d", c.GetCount(), n)
+	}
+	if c == nil {
+		return nil, nil
+	}
+	col := func(name string, l int) error {
+		if l != 0 && l != n {
+			return fmt.Errorf("verdict column %s has %d entries for %d verdicts", name, l, n)
+		}
+		return nil
+	}
+	for _, x := range []struct {
+		name string
+		l    int
+	}{
+		{"proxy", len(c.GetProxy())}, {"type", len(c.GetType())}, {"risk", len(c.GetRisk())},
+		{"model_version", len(c.GetModelVersion())}, {"port", len(c.GetPort())},
+		{"inferred_unix_nano", len(c.GetInferredUnixNano())},
+	} {
+		if err := col(x.name, x.l); err != nil {
+			return nil, err
+		}
+	}
+	strs := c.GetStrings()
+	str := func(k uint32) (string, error) {
+		if k == 0 {
+			return "", nil
+		}
+		if int(k) > len(strs) {
+			return "", fmt.Errorf("string index %d beyond %d strings", k, len(strs))
+		}
+		return strs[k-1], nil
+	}
+	if len(c.GetEvidenceOf()) != len(c.GetEvidence()) {
+		return nil, fmt.Errorf("%d evidence owners for %d evidence entries", len(c.GetEvidenceOf()), len(c.GetEvidence()))
+	}
+	if len(c.GetErrorOf()) != len(c.GetError()) {
+		return nil, fmt.Errorf("%d error owners for %d errors", len(c.GetErrorOf()), len(c.GetError()))
+	}
+	out := make([]styxv1.Verdict, n)
+	var err error
+	for i := range out {
+		v := &out[i]
+		if len(c.Proxy) > 0 {
+			v.Proxy = c.Proxy[i]
+		}
+		if len(c.Type) > 0 {
+			if v.Type, err = str(c.Type[i]); err != nil {
+				return nil, err
+			}
+		}
+		if len(c.Risk) > 0 {
+			v.Risk = c.Risk[i]
+		}
+		if len(c.ModelVersion) > 0 {
+			if v.ModelVersion, err = str(c.ModelVersion[i]); err != nil {
+				return nil, err
+			}
+		}
+		if len(c.Port) > 0 {
+			v.Port = c.Port[i]
+		}
+		if len(c.InferredUnixNano) > 0 {
+			v.InferredUnixNano = c.InferredUnixNano[i]
+		}
+	}
+	if len(c.Evidence) > 0 {
+		all := make([]string, len(c.Evidence))
+		prev, start := uint32(0), 0
+		for j, k := range c.Evidence {
+			owner := c.EvidenceOf[j]
+			if int(owner) >= n || owner < prev {
+				return nil, fmt.Errorf("evidence %d names verdict %d (of %d, after %d)", j, owner, n, prev)
+			}
+			if all[j], err = str(k); err != nil {
+				return nil, err
+			}
+			if owner != prev {
+				if j > start {
+					out[prev].Evidence = all[start:j:j]
+				}
+				prev, start = owner, j
+			}
+		}
+		out[prev].Evidence = all[start:len(all):len(all)]
+	}
+	for j, owner := range c.GetErrorOf() {
+		if int(owner) >= n || (j > 0 && owner <= c.ErrorOf[j-1]) {
+			return nil, fmt.Errorf("error %d names verdict %d (of %d)", j, owner, n)
+		}
+		out[owner].Error = c.Error[j]
+	}
+	return out, nil
+}
+
+// Verdicts is DecodeVerdicts returning pointers.
+func Verdicts(c *styxv1.VerdictColumns, n int) ([]*styxv1.Verdict, error) {
+	rows, err := DecodeVerdicts(c, n)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*styxv1.Verdict, len(rows))
+	for i := range rows {
+		out[i] = &rows[i]
+	}
+	return out, nil
+}
+
+// Outcome is one outcome of an OutcomeBatch.
+type Outcome struct {
+	SightingID uint64
+	Kind       styxv1.OutcomeKind
+	Verdict    *styxv1.Verdict // for OUTCOME_KIND_VERDICT
+	Reason     string
+}
+
+// OutcomeBuilder writes outcomes into an OutcomeBatch. The zero value is
+// ready for use.
+type OutcomeBuilder struct {
+	b        *styxv1.OutcomeBatch
+	verdicts VerdictBuilder
+	mixed    bool // some outcome is not a verdict
+}
+
+// Reset starts an empty batch with room for n outcomes.
+func (o *OutcomeBuilder) Reset(n int) {
+	o.b = &styxv1.OutcomeBatch{SightingIds: make([]uint64, 0, n), Kinds: make([]styxv1.OutcomeKind, 0, n)}
+	o.verdicts.Reset(n)
+	o.mixed = false
+}
+
+// Add appends one outcome; v is read only for OUTCOME_KIND_VERDICT.
+func (o *OutcomeBuilder) Add(id uint64, kind styxv1.OutcomeKind, v *styxv1.Verdict, reason string) {
+	if o.b == nil {
+		o.Reset(0)
+	}
+	i := uint32(len(o.b.SightingIds))
+	o.b.SightingIds = append(o.b.SightingIds, id)
+	o.b.Kinds = append(o.b.Kinds, kind)
+	if kind == styxv1.OutcomeKind_OUTCOME_KIND_VERDICT {
+		o.verdicts.Add(v)
+	} else {
+		o.mixed = true
+		o.verdicts.Add(nil)
+	}
+	if reason != "" {
+		o.b.ReasonOf = append(o.b.ReasonOf, i)
+		o.b.Reason = append(o.b.Reason, reason)
+	}
+}
+
+// Len is the number of outcomes added since Reset.
+func (o *OutcomeBuilder) Len() int {
+	if o.b == nil {
+		return 0
+	}
+	return len(o.b.SightingIds)
+}
+
+// Batch returns the batch; the builder must be Reset before it is used
+// again.
+func (o *OutcomeBuilder) Batch() *styxv1.OutcomeBatch {
+	if o.b == nil {
+		o.Reset(0)
+	}
+	b := o.b
+	if !o.mixed {
+		b.Kinds = nil
+	}
+	b.Verdicts = o.verdicts.Columns()
+	o.b = nil
+	return b
+}
+
+// EncodeOutcomes returns outs as an OutcomeBatch.
+func EncodeOutcomes(outs ...Outcome) *styxv1.OutcomeBatch {
+	var b OutcomeBuilder
+	b.Reset(len(outs))
+	for _, o := range outs {
+		b.Add(o.SightingID, o.Kind, o.Verdict, o.Reason)
+	}
+	return b.Batch()
+}
+
+// Outcomes checks b and returns its outcomes as rows. Outcomes that are
+// not verdicts have a nil Verdict.
+func Outcomes(b *styxv1.OutcomeBatch) ([]Outcome, error) {
+	n := len(b.GetSightingIds())
+	if k := len(b.GetKinds()); k != 0 && k != n {
+		return nil, fmt.Errorf("malformed outcome batch: %d kinds for %d outcomes", k, n)
+	}
+	if len(b.GetReasonOf()) != len(b.GetReason()) {
+		return nil, fmt.Errorf("malformed outcome batch: %d reason owners for %d reasons", len(b.GetReasonOf()), len(b.GetReason()))
+	}
+	vs, err := DecodeVerdicts(b.GetVerdicts(), n)
+	if err != nil {
+		return nil, fmt.Errorf("malformed outcome batch: %w", err)
+	}
+	out := make([]Outcome, n)
+	for i, id := range b.GetSightingIds() {
+		out[i] = Outcome{SightingID: id, Kind: styxv1.OutcomeKind_OUTCOME_KIND_VERDICT}
+		if len(b.Kinds) > 0 {
+			out[i].Kind = b.Kinds[i]
+		}
+		if out[i].Kind == styxv1.OutcomeKind_OUTCOME_KIND_VERDICT {
+			out[i].Verdict = &vs[i]
+		}
+	}
+	for j, owner := range b.GetReasonOf() {
+		if int(owner) >= n {
+			return nil, fmt.Errorf("malformed outcome batch: reason %d names outcome %d of %d", j, owner, n)
+		}
+		out[owner].Reason = b.Reason[j]
+	}
+	return out, nil
+}
