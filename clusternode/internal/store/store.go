@@ -178,8 +178,13 @@ func Normalize(addr netip.Addr) netip.Addr { return addr.Unmap().WithZone("") }
 // by the deterministic protobuf encoding of v without its address. Comparing
 // two values as bytes orders them by inference time first.
 func encodeVerdict(v *styxv1.Verdict) ([]byte, error) {
-	c := proto.CloneOf(v)
-	c.Address = nil
+	c := v
+	if len(v.GetAddress()) > 0 {
+		// Verdicts from the feed name their address; outcomes do not, and
+		// need no copy.
+		c = proto.CloneOf(v)
+		c.Address = nil
+	}
 	body, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
 	if err != nil {
 		return nil, fmt.Errorf("encode verdict: %w", err)

@@ -49,9 +49,13 @@ func (f *Feed) Append(vs ...*styxv1.Verdict) {
 	if len(vs) == 0 {
 		return
 	}
+	// One allocation for the call's events: the ring drops them in order,
+	// so the slab lives no longer than its newest event.
+	evs := make([]styxv1.FeedEvent, len(vs))
 	f.mu.Lock()
-	for _, v := range vs {
-		f.putLocked(&styxv1.FeedEvent{Verdict: v})
+	for i, v := range vs {
+		evs[i].Verdict = v
+		f.putLocked(&evs[i])
 	}
 	f.wakeLocked()
 	f.mu.Unlock()

@@ -47,6 +47,10 @@ type Entry struct {
 	Enqueued int64 // when it entered the pool
 	Waiters  []Waiter
 	inFlight bool
+	// resolved is set when the entry leaves the pool (resolve deletes it
+	// from entries, and nothing else does), so that checking an entry
+	// costs no map lookup.
+	resolved bool
 	first    [1]Waiter // Waiters' first backing array: most addresses have one sighting
 }
 
@@ -129,6 +133,13 @@ type Stats struct {
 	Recent       int
 }
 
+// addrKey is an address as the entries map keys it: 16 bytes without a
+// zone, cheaper to hash and compare than a netip.Addr. Addresses reach the
+// pool unmapped, so IPv4 and IPv6 keys never collide.
+type addrKey [16]byte
+
+func keyOf(a netip.Addr) addrKey { return a.As16() }
+
 type recent struct {
 	verdict any
 	at      int64
@@ -137,8 +148,8 @@ type recent struct {
 // Pool is the pending-address pool. See the package comment.
 type Pool struct {
 	cfg     Config
-	entries map[netip.Addr]*Entry // pending and in flight
-	queue   []*Entry              // pending FIFO; queue[head:] are live (nil = removed)
+	entries map[addrKey]*Entry // pending and in flight
+	queue   []*Entry           // pending FIFO; queue[head:] are live (nil = removed)
 	head    int
 	pending int
 	inFl    int
@@ -158,7 +169,7 @@ func New(cfg Config) (*Pool, error) {
 	}
 	return &Pool{
 		cfg:     cfg,
-		entries: make(map[netip.Addr]*Entry),
+		entries: make(map[addrKey]*Entry),
 		recent:  make(map[netip.Addr]recent),
 		seed:    maphash.MakeSeed(),
 	}, nil
@@ -200,11 +211,11 @@ func (p *Pool) Offer(now int64, w Waiter, addr netip.Addr, seen int64) (Delivery
 		p.stats.Expired++
 		return Delivery{Waiter: w, Addr: addr, Kind: KindExpired, Reason: "older than max age on arrival"}, true, nil
 	}
-	if r, ok := p.recent[addr]; ok && now-r.at <= p.cfg.DedupWindow {
+	if r, ok := p.lookupRecent(addr); ok && now-r.at <= p.cfg.DedupWindow {
 		p.stats.Deduplicated++
 		return Delivery{Waiter: w, Addr: addr, Kind: KindVerdict, Verdict: r.verdict}, true, nil
 	}
-	if e, ok := p.entries[addr]; ok {
+	if e, ok := p.entries[keyOf(addr)]; ok {
 		for _, x := range e.Waiters {
 			if x == w {
 				p.stats.Deduplicated++
@@ -251,7 +262,7 @@ func (p *Pool) Offer(now int64, w Waiter, addr netip.Addr, seen int64) (Delivery
 	e := &Entry{Addr: addr, Seen: seen, Enqueued: now}
 	e.first[0] = w
 	e.Waiters = e.first[:1:1]
-	p.entries[addr] = e
+	p.entries[keyOf(addr)] = e
 	p.push(e)
 	return Delivery{}, false, evicted
 }
@@ -362,7 +373,7 @@ func (p *Pool) Requeue(now int64, es []*Entry) []Delivery {
 	var dead []Delivery
 	keep := es[:0:0]
 	for _, e := range es {
-		if p.entries[e.Addr] != e || !e.inFlight {
+		if e.resolved || !e.inFlight {
 			continue // already resolved
 		}
 		e.inFlight = false
@@ -388,7 +399,7 @@ func (p *Pool) Complete(now int64, e *Entry, verdict any, examined bool) []Deliv
 // AppendComplete is Complete appending the deliveries to dst, so that a
 // whole batch's results share one slice.
 func (p *Pool) AppendComplete(dst []Delivery, now int64, e *Entry, verdict any, examined bool) []Delivery {
-	if p.entries[e.Addr] != e || !e.inFlight {
+	if e.resolved || !e.inFlight {
 		return dst // already resolved (a duplicate result)
 	}
 	e.inFlight = false
@@ -409,7 +420,8 @@ func (p *Pool) Fail(now int64, e *Entry, verdict any) []Delivery {
 
 // resolve removes e and appends a delivery per waiter to dst.
 func (p *Pool) resolve(dst []Delivery, e *Entry, k Kind, verdict any, reason string) []Delivery {
-	delete(p.entries, e.Addr)
+	delete(p.entries, keyOf(e.Addr))
+	e.resolved = true
 	for _, w := range e.Waiters {
 		dst = append(dst, Delivery{Waiter: w, Addr: e.Addr, Kind: k, Verdict: verdict, Reason: reason})
 	}
@@ -478,7 +490,7 @@ func (p *Pool) Sweep(now int64) []Delivery {
 // maximum age (a batch that waited in the retry queue too long). It reports
 // whether the entry was resolved.
 func (p *Pool) ExpireInFlight(now int64, e *Entry) ([]Delivery, bool) {
-	if p.entries[e.Addr] != e || !e.inFlight || now-e.Seen <= p.cfg.MaxAge {
+	if e.resolved || !e.inFlight || now-e.Seen <= p.cfg.MaxAge {
 		return nil, false
 	}
 	e.inFlight = false
@@ -488,4 +500,14 @@ func (p *Pool) ExpireInFlight(now int64, e *Entry) ([]Delivery, bool) {
 }
 
 // Live reports whether e is still unresolved.
-func (p *Pool) Live(e *Entry) bool { return p.entries[e.Addr] == e }
+func (p *Pool) Live(e *Entry) bool { return !e.resolved }
+
+// lookupRecent returns the recent verdict for addr; an empty window (the
+// dedup window off, or nothing answered yet) costs no hashing.
+func (p *Pool) lookupRecent(addr netip.Addr) (recent, bool) {
+	if len(p.recent) == 0 {
+		return recent{}, false
+	}
+	r, ok := p.recent[addr]
+	return r, ok
+}
