@@ -26,6 +26,12 @@ import (
 // its writer.
 const feedApplyMax = 512
 
+// feedRevisionEvery is how long a feed revision may wait in memory when
+// the events that raised it needed no other write (verdicts this node
+// already stored, progress events). A revision stored late only makes a
+// restarted node read events again, which changes nothing.
+const feedRevisionEvery = time.Second
+
 // Run follows the leader and keeps a Submit stream and a Feed stream to it
 // until ctx ends. Then it sends what is queued (bounded by FlushTimeout),
 // closes the streams and returns nil. Pending sightings are not persisted:
@@ -347,7 +353,32 @@ func (u *Uplink) feedSession(ctx context.Context, client styxv1.SchedulerService
 	// Write in batches of what has arrived, so a fast feed costs one
 	// transaction per batch rather than per event.
 	buf := make([]*styxv1.FeedEvent, 0, feedApplyMax)
-	for ev := range events {
+	var pendingRev uint64 // applied but not yet stored
+	var lastWrite time.Time
+	flush := time.NewTimer(feedRevisionEvery)
+	defer flush.Stop()
+	storeRev := func() {
+		if pendingRev == 0 {
+			return
+		}
+		if _, _, err := u.cfg.Store.ApplyFeed(nil, nil, pendingRev); err != nil {
+			u.log.Error().Err(err).Uint64("revision", pendingRev).Msg("store feed revision")
+			return
+		}
+		pendingRev, lastWrite = 0, time.Now()
+	}
+	for {
+		var ev *styxv1.FeedEvent
+		var ok bool
+		select {
+		case ev, ok = <-events:
+		case <-flush.C:
+			storeRev()
+			continue
+		}
+		if !ok {
+			break
+		}
 		buf = append(buf[:0], ev)
 	drain:
 		for len(buf) < feedApplyMax {
@@ -363,6 +394,21 @@ func (u *Uplink) feedSession(ctx context.Context, client styxv1.SchedulerService
 		}
 		got = true
 		items, reports, maxRev, skipped := feedItems(buf)
+		items = u.dropStored(items)
+		if skipped > 0 {
+			u.log.Debug().Int(logging.Count, skipped).Msg("feed events without a usable verdict or attack report skipped")
+		}
+		maxRev = max(maxRev, pendingRev)
+		if len(items) == 0 && len(reports) == 0 && time.Since(lastWrite) < feedRevisionEvery {
+			// Nothing to write but the revision: it waits (at most
+			// feedRevisionEvery) for the next write.
+			if pendingRev == 0 {
+				flush.Reset(feedRevisionEvery)
+			}
+			pendingRev = maxRev
+			u.feedEvents.Add(uint64(len(buf)))
+			continue
+		}
 		_, ar, err := u.cfg.Store.ApplyFeed(items, reports, maxRev)
 		if err != nil {
 			cancel()
@@ -371,14 +417,14 @@ func (u *Uplink) feedSession(ctx context.Context, client styxv1.SchedulerService
 			<-recvErr
 			return got, fmt.Errorf("apply feed: %w", err)
 		}
+		pendingRev, lastWrite = 0, time.Now()
+		u.addStored(items)
 		u.feedEvents.Add(uint64(len(buf)))
 		u.feedAttNew.Add(uint64(ar.New))
 		u.feedAttDup.Add(uint64(ar.Duplicates))
 		u.feedAttOld.Add(uint64(ar.TooOld))
-		if skipped > 0 {
-			u.log.Debug().Int(logging.Count, skipped).Msg("feed events without a usable verdict or attack report skipped")
-		}
 	}
+	storeRev()
 	err = <-recvErr
 	if errors.Is(err, io.EOF) {
 		err = errors.New("leader ended the feed")

@@ -170,6 +170,13 @@ type Uplink struct {
 	// sees the rest too.
 	npending atomic.Int64
 
+	// stored remembers the verdicts written recently, from outcomes or
+	// from the feed: a verdict this node asked for arrives both ways, and
+	// the second copy is not written again. storedMu is a leaf, never held
+	// with mu.
+	storedMu sync.Mutex
+	stored   storedVerdicts
+
 	submitted, notSubmitted, deduplicated, resent       atomic.Uint64
 	verdicts, expired, shed, rejected, unspecified      atomic.Uint64
 	duplicates, verdictErrors, batches, acked, sessions atomic.Uint64
@@ -206,6 +213,7 @@ func New(cfg Config, log zerolog.Logger) (*Uplink, error) {
 		log:     logging.For(log, "uplink"),
 		pending: make(map[uint64]pendingEntry),
 		dedup:   window{d: int64(cfg.DedupWindow), max: cfg.DedupMax},
+		stored:  storedVerdicts{max: storedVerdictsMax},
 		notify:  make(chan struct{}, 1),
 
 		attackKick: make(chan struct{}, 1),
@@ -371,10 +379,12 @@ func (u *Uplink) resolve(outs []columns.Outcome) {
 		u.log.Info().Msg("pending table has room again")
 	}
 
-	if len(items) > 0 {
+	if items = u.dropStored(items); len(items) > 0 {
 		if _, err := u.cfg.Store.Put(items); err != nil {
 			u.verdictErrors.Add(uint64(len(items)))
 			u.log.Error().Err(err).Int(logging.Count, len(items)).Msg("store verdicts")
+		} else {
+			u.addStored(items)
 		}
 	}
 	for _, r := range res {
@@ -523,4 +533,60 @@ func (w *window) add(a netip.Addr, now int64) {
 	}
 	w.rotate(now)
 	w.cur[a] = now
+}
+
+// storedVerdictsMax bounds the verdicts remembered as written recently:
+// as many as the leader's feed ring holds by default, so that a verdict is
+// still remembered when its second copy arrives.
+const storedVerdictsMax = 1 << 16
+
+// storedVerdicts remembers (address, inference time) of recently written
+// verdicts in two generations of at most max/2 each. Not safe for
+// concurrent use (Uplink.storedMu guards it).
+type storedVerdicts struct {
+	max       int
+	cur, prev map[netip.Addr]int64
+}
+
+func (o *storedVerdicts) add(a netip.Addr, inferred int64) {
+	if o.cur == nil || len(o.cur) >= o.max/2 {
+		o.prev, o.cur = o.cur, make(map[netip.Addr]int64, o.max/2)
+	}
+	o.cur[a] = inferred
+}
+
+// has reports whether the verdict for a inferred at inferred was written.
+func (o *storedVerdicts) has(a netip.Addr, inferred int64) bool {
+	if t, ok := o.cur[a]; ok && t == inferred {
+		return true
+	}
+	t, ok := o.prev[a]
+	return ok && t == inferred
+}
+
+// dropStored removes from items the verdicts written recently: the same
+// address and inference time is the same verdict, and the store would
+// keep what it has.
+func (u *Uplink) dropStored(items []store.Item) []store.Item {
+	u.storedMu.Lock()
+	defer u.storedMu.Unlock()
+	if len(u.stored.cur) == 0 && len(u.stored.prev) == 0 {
+		return items
+	}
+	keep := items[:0]
+	for _, it := range items {
+		if !u.stored.has(it.Addr, it.Verdict.GetInferredUnixNano()) {
+			keep = append(keep, it)
+		}
+	}
+	return keep
+}
+
+// addStored remembers items as written.
+func (u *Uplink) addStored(items []store.Item) {
+	u.storedMu.Lock()
+	defer u.storedMu.Unlock()
+	for _, it := range items {
+		u.stored.add(it.Addr, it.Verdict.GetInferredUnixNano())
+	}
 }
