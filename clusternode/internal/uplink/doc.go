@@ -16,8 +16,16 @@
 // Attack reports accepted on the node wait in the store's outbox; a third
 // loop per leader forwards them with ReportAttacks (when kicked, and every
 // AttackRetry) and deletes a batch once the leader has answered for it.
-// Attack reports on the feed go to the store with the verdicts.
+// Attack reports on the feed go to the store with the verdicts. A verdict
+// the node asked for arrives twice (outcome and feed) and is written once.
+//
+// With Config.DirectWorker, Run speaks WorkerService to one worker instead
+// (direct.go): the same pending table and store, batches under the
+// worker's credits, no feed and no attack forwarding. The end-to-end
+// benchmark measures the node's path without the scheduler hop with it.
 //
 // Lock order: Uplink.mu is a leaf; it is never held across I/O except the
 // rare id-block reservation (one small bbolt write per IDBlock sightings).
+// Uplink.storedMu (the recently written verdicts) is a leaf too, never
+// held with Uplink.mu.
 package uplink
