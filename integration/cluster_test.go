@@ -234,14 +234,21 @@ func addrAt(i int) netip.Addr {
 func TestHundredThousandSightingsTwoNodesThreeWorkers(t *testing.T) {
 	db := openDB(t)
 	eng := &countingEngine{Engine: raven.NewRule(db), seen: map[netip.Addr]int{}}
-	c := newCluster(t, nil)
+	// No process fails here, so leases are long: on a loaded machine a 2 s
+	// lease can lapse, and a new term re-examines what was in flight (as it
+	// should), which this test would count as a double examination.
+	const ttl = 10 * time.Second
+	c := newCluster(t, func(cfg *scheduler.Config) { cfg.LeaseTTL = ttl })
 	for i := range 3 {
-		c.addWorker(fmt.Sprintf("w%d", i), eng, 4)
+		c.addWorkerWith(fmt.Sprintf("w%d", i), func(cfg *worker.Config) {
+			cfg.Engine, cfg.Capacity, cfg.LeaseTTL = eng, 4, ttl
+		})
 	}
 	const perNode, overlap = 55_000, 10_000 // 110,000 sightings, 100,000 addresses
 	o1, o2 := newOutcomes(), newOutcomes()
-	n1 := c.addNode("node-1", o1, nil)
-	n2 := c.addNode("node-2", o2, nil)
+	longLease := func(cfg *clusternode.Config) { cfg.LeaseTTL = ttl }
+	n1 := c.addNode("node-1", o1, longLease)
+	n2 := c.addNode("node-2", o2, longLease)
 
 	addrs := func(from, to int) []netip.Addr {
 		out := make([]netip.Addr, 0, to-from)
