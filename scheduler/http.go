@@ -14,6 +14,7 @@ import (
 
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 	"github.com/styx-inference/styx/scheduler/internal/api"
+	"github.com/styx-inference/styx/scheduler/internal/state"
 )
 
 func (s *Scheduler) httpHandler(h *api.Server) http.Handler {
@@ -77,13 +78,16 @@ var (
 	descOldest   = prometheus.NewDesc("styx_pool_oldest_age_seconds", "Age of the oldest pending address.", nil, nil)
 	descCoverage = prometheus.NewDesc("styx_pool_coverage_ratio", "Examined / (examined + shed + expired).", nil, nil)
 	descCounter  = prometheus.NewDesc("styx_scheduler_events_total", "Events this term, by kind.", []string{"kind"}, nil)
-	descCredits  = prometheus.NewDesc("styx_worker_credits", "Credits a worker still grants.", []string{"worker_id"}, nil)
-	descWInFl    = prometheus.NewDesc("styx_worker_in_flight_batches", "Batches outstanding on a worker.", []string{"worker_id"}, nil)
-	descWAddrs   = prometheus.NewDesc("styx_worker_addresses_total", "Addresses a worker examined this term.", []string{"worker_id"}, nil)
+	descCredits  = prometheus.NewDesc("styx_scheduler_worker_credits", "Credits a worker still grants the leader (batches it may still receive).", []string{"worker_id"}, nil)
+	descWInFl    = prometheus.NewDesc("styx_scheduler_worker_in_flight_batches", "Batches outstanding on a worker.", []string{"worker_id"}, nil)
+	descWAddrs   = prometheus.NewDesc("styx_scheduler_worker_addresses_total", "Addresses a worker answered this term.", []string{"worker_id"}, nil)
+	descWBatches = prometheus.NewDesc("styx_scheduler_worker_batches_total", "Batches a worker answered this term.", []string{"worker_id"}, nil)
+	descWRate    = prometheus.NewDesc("styx_scheduler_worker_addresses_per_second", "A worker's throughput as the leader measures it (answered addresses, averaged over about 10 s).", []string{"worker_id"}, nil)
+	descWorkers  = prometheus.NewDesc("styx_scheduler_workers", "Workers the leader knows, by state (connecting, ready, draining, down).", []string{"state"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLeader, descTerm, descPending, descInFlight, descOldest, descCoverage, descCounter, descCredits, descWInFl, descWAddrs} {
+	for _, d := range []*prometheus.Desc{descLeader, descTerm, descPending, descInFlight, descOldest, descCoverage, descCounter, descCredits, descWInFl, descWAddrs, descWBatches, descWRate, descWorkers} {
 		ch <- d
 	}
 }
@@ -107,6 +111,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		"stale_results": ctr.StaleResults, "refusals": ctr.Refusals, "reassigned": ctr.Reassigned,
 		"splits": ctr.Splits, "poisoned": ctr.Poisoned, "rejected": ctr.Rejected, "verdicts": ctr.Verdicts,
 		"node_overflows": ctr.NodeOverflows, "lease_losses": ctr.LeaseLosses, "stream_failures": ctr.StreamFailures,
+		"drain_requests": ctr.DrainRequests, "workers_drained": ctr.WorkersDrained,
 		"outcomes_dropped": ctr.OutcomesDropped, "attack_reports": ctr.AttackReports,
 		"attack_duplicates": ctr.AttackDuplicates, "attack_rejected": ctr.AttackRejected,
 	} {
@@ -116,9 +121,17 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if err != nil {
 		return
 	}
+	rates := co.WorkerRates()
+	states := map[string]int{state.WorkerConnecting: 0, state.WorkerReady: 0, state.WorkerDraining: 0, state.WorkerDown: 0}
 	for _, w := range ws {
-		ch <- prometheus.MustNewConstMetric(descCredits, prometheus.GaugeValue, float64(w.Credits), w.ID)
-		ch <- prometheus.MustNewConstMetric(descWInFl, prometheus.GaugeValue, float64(w.InFlight), w.ID)
+		states[w.State]++
+		ch <- prometheus.MustNewConstMetric(descCredits, prometheus.GaugeValue, float64(max(w.Credits, 0)), w.ID)
+		ch <- prometheus.MustNewConstMetric(descWInFl, prometheus.GaugeValue, float64(max(w.InFlight, 0)), w.ID)
 		ch <- prometheus.MustNewConstMetric(descWAddrs, prometheus.CounterValue, float64(w.AddrsDone), w.ID)
+		ch <- prometheus.MustNewConstMetric(descWBatches, prometheus.CounterValue, float64(w.BatchesDone), w.ID)
+		ch <- prometheus.MustNewConstMetric(descWRate, prometheus.GaugeValue, rates[w.ID], w.ID)
+	}
+	for st, n := range states {
+		ch <- prometheus.MustNewConstMetric(descWorkers, prometheus.GaugeValue, float64(n), st)
 	}
 }

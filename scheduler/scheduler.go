@@ -145,7 +145,7 @@ func New(cfg Config, log zerolog.Logger) (*Scheduler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	base := log.With().Str("scheduler_id", cfg.ID).Logger()
+	base := log.With().Str(logging.SchedulerID, cfg.ID).Logger()
 	s := &Scheduler{cfg: cfg, log: logging.For(base, "scheduler"), base: base, ready: make(chan struct{})}
 	p := cfg.Shed
 	s.policy.Store(&p)
@@ -214,13 +214,18 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
 	h := api.New(s, s.log)
+	defer h.Close()
 	styxv1.RegisterSchedulerServiceServer(gs, h)
 	styxv1.RegisterAdminServiceServer(gs, h)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
+	// Health: "" and AdminService are SERVING on every scheduler (a standby
+	// answers Status and forwards Drain); SchedulerService only while this
+	// scheduler leads (nodes stream to the leader only).
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	hs.SetServingStatus("styx.v1.SchedulerService", healthpb.HealthCheckResponse_NOT_SERVING)
+	hs.SetServingStatus(styxv1.AdminService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(styxv1.SchedulerService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 
 	httpSrv := &http.Server{Handler: s.httpHandler(h), ReadHeaderTimeout: 5 * time.Second}
 

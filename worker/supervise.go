@@ -47,9 +47,12 @@ type SupervisorConfig struct {
 // not collide. When ctx ends (SIGTERM or SIGINT to this process), each child
 // gets SIGTERM and is killed if it has not exited after its drain timeout
 // plus a grace period; children also get SIGTERM if this process dies.
-// When a child exits on its own, the others are stopped too, so that a
-// service manager restarts the whole set. Supervise returns when every
-// child has exited.
+// When a child fails on its own (a non-zero exit), the others are stopped
+// too, so that a service manager restarts the whole set. A child that exits
+// with status 0 on its own was drained by the scheduler (AdminService.Drain,
+// `styx-scheduler fleet drain`): it left the fleet on purpose, and the others
+// keep running. Supervise returns when every child has exited, without an
+// error if every one of them was drained.
 func Supervise(ctx context.Context, cfg SupervisorConfig, log zerolog.Logger) error {
 	log = logging.For(log, "supervisor")
 	if err := cfg.Worker.Validate(); err != nil {
@@ -110,6 +113,10 @@ func Supervise(ctx context.Context, cfg SupervisorConfig, log zerolog.Logger) er
 				mu.Lock()
 				errs = append(errs, fmt.Errorf("worker for numa node %d: %w", node.ID, err))
 				mu.Unlock()
+			}
+			if !stopping && err == nil {
+				clog.Info().Msg("worker drained and left the fleet; the others keep running")
+				return
 			}
 			if !stopping {
 				clog.Error().AnErr("exit", err).Msg("worker exited on its own, stopping the others")

@@ -20,7 +20,8 @@ import (
 
 // childModeEnv makes the re-executed test binary act as a supervised
 // worker (TestSuperviseChild): "wait" waits for SIGTERM, "fail" makes the
-// child of node 1 exit at once with status 3.
+// child of node 1 exit at once with status 3, "drained" makes it exit at
+// once with status 0 (as a worker the scheduler drained does).
 const childModeEnv = "WORKER_TEST_CHILD_MODE"
 
 // TestSuperviseChild is not a test: it runs only in the children that
@@ -33,6 +34,10 @@ func TestSuperviseChild(t *testing.T) {
 	args := flag.Args()
 	if mode == "fail" && slices.Contains(args, "--numa-node=1") {
 		os.Exit(3)
+	}
+	if mode == "drained" && slices.Contains(args, "--numa-node=1") {
+		fmt.Printf("DRAINED %s\n", strings.Join(args, " "))
+		os.Exit(0)
 	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM)
@@ -55,6 +60,12 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // lines returns the lines starting with prefix.
@@ -149,5 +160,41 @@ func TestSuperviseStopsAllWhenOneExits(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("Supervise did not return after a child failed")
+	}
+}
+
+// A child that exits with status 0 on its own was drained: the others keep
+// running until the supervisor is stopped, and Supervise reports no error.
+func TestSuperviseDrainedChildLeavesAlone(t *testing.T) {
+	t.Setenv(childModeEnv, "drained")
+	out, logs := &syncBuffer{}, &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- Supervise(ctx, superviseConfig(t, out), zerolog.New(logs)) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for len(out.lines("CHILD")) < 1 || !strings.Contains(logs.String(), "worker drained and left the fleet") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no drained child; output:\n%s\nlog:\n%s", out.String(), logs.String())
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("Supervise returned (%v) after one child was drained; the other must keep running", err)
+		default:
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Supervise: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Supervise did not return")
+	}
+	want := []string{"--numa-node=0 --id=w-numa0 --listen-addr=127.0.0.1:0"}
+	if got := out.lines("STOPPED"); !slices.Equal(got, want) {
+		t.Errorf("stopped children %q, want %q", got, want)
 	}
 }

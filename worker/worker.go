@@ -70,6 +70,8 @@ type Worker struct {
 	ready chan struct{}
 	drain chan struct{}
 	once  sync.Once // closes drain
+	leave chan struct{}
+	left  sync.Once // closes leave
 	ran   sync.Once
 
 	mu          sync.Mutex // guards the fields below, set before ready closes
@@ -105,6 +107,7 @@ func New(cfg Config, log zerolog.Logger) (*Worker, error) {
 		log:   logging.For(log, "worker"),
 		ready: make(chan struct{}),
 		drain: make(chan struct{}),
+		leave: make(chan struct{}),
 	}, nil
 }
 
@@ -154,6 +157,12 @@ func (w *Worker) MetricsAddr() string {
 // its context ends. Drain may be called before or during Run, repeatedly.
 func (w *Worker) Drain() { w.once.Do(func() { close(w.drain) }) }
 
+// Leave makes Run stop as if its context had ended: drain, answer what is
+// held, revoke the lease, stop; Run then returns nil. A scheduler's Drain
+// message (AdminService.Drain) calls it. It may be called at any time,
+// repeatedly.
+func (w *Worker) Leave() { w.left.Do(func() { close(w.leave) }) }
+
 // Run runs the worker until ctx ends, then drains and stops (see the
 // shutdown order below). A Worker runs once.
 //
@@ -164,7 +173,7 @@ func (w *Worker) Drain() { w.once.Do(func() { close(w.drain) }) }
 // table alike), serve gRPC (WorkerService, health, reflection), follow
 // the leader's attack feed, register in etcd.
 //
-// Shutdown order, on ctx end:
+// Shutdown order, on ctx end or Leave (a scheduler's Drain):
 //  1. drain: mark the service draining (no credit, new batches refused),
 //     stop probing (probes in progress end at once), health NOT_SERVING,
 //     registration rewritten with Draining=true, so the scheduler stops
@@ -272,6 +281,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		MaxBatch:   cfg.MaxBatch,
 		BatchDelay: cfg.BatchDelay,
 		Metrics:    service.NewMetrics(reg),
+		OnDrain:    func(string) { w.Leave() },
 	}, subLog)
 	if err != nil {
 		return err
@@ -331,6 +341,11 @@ func (w *Worker) Run(ctx context.Context) error {
 			Draining:     svc.Draining(),
 		})
 	}
+	leaseLosses := prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "styx", Subsystem: "worker", Name: "lease_losses_total",
+		Help: "Times the registration lease was lost while running (the worker registered again).",
+	})
+	reg.MustRegister(leaseLosses)
 	registrar, err := registration.New(registration.Config{
 		Client: cli,
 		Key:    keyspace.WorkerKey(id),
@@ -339,6 +354,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		OnLost: func() {
 			// The scheduler sees the key go and requeues what this worker
 			// held: end the sessions so no result of a lost batch is sent.
+			leaseLosses.Inc()
 			log.Warn().Msg("registration lost, ending sessions")
 			svc.EndSessions(status.Error(codes.Unavailable, "worker registration lost"))
 		},
@@ -446,7 +462,7 @@ func (w *Worker) Run(ctx context.Context) error {
 				log.Warn().Err(err).Msg("mark registration draining")
 			}
 		}
-		log.Info().Int("in_flight", svc.InFlight()).Msg("draining")
+		log.Info().Int(logging.InFlight, svc.InFlight()).Msg("draining")
 	}
 
 	var runErr error
@@ -455,6 +471,9 @@ wait:
 	for {
 		select {
 		case <-ctx.Done():
+			break wait
+		case <-w.leave:
+			log.Info().Msg("leaving the fleet: drain requested by the scheduler")
 			break wait
 		case <-drainReq:
 			drainReq = nil

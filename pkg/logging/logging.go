@@ -25,6 +25,11 @@ const (
 	Count     = "count"
 	Reason    = "reason"
 	Model     = "model_version"
+	// Fleet operations (drain, status).
+	SchedulerID = "scheduler_id"
+	Host        = "host"
+	InFlight    = "in_flight"
+	Route       = "route"
 )
 
 func init() {

@@ -40,6 +40,7 @@ type Server struct {
 	styxv1.UnimplementedAdminServiceServer
 	lead Leadership
 	log  zerolog.Logger
+	fwd  forwarder // a standby's connection to the leader (admin calls)
 }
 
 // New returns the gRPC handlers.
@@ -191,15 +192,23 @@ func (s *Server) ReportAttacks(_ context.Context, req *styxv1.ReportAttacksReque
 	}, nil
 }
 
-// Status implements AdminService.
-func (s *Server) Status(ctx context.Context, _ *styxv1.StatusRequest) (*styxv1.StatusResponse, error) {
+// Status implements AdminService. A standby answers with its own view, or
+// forwards the call to the leader when req.ViaLeader is set.
+func (s *Server) Status(ctx context.Context, req *styxv1.StatusRequest) (*styxv1.StatusResponse, error) {
 	resp := &styxv1.StatusResponse{SchedulerId: s.lead.ID()}
 	if li, ok := s.lead.Leader(); ok {
 		resp.LeaderId = li.ID
 	}
 	co := s.lead.Current()
 	if co == nil {
-		return resp, nil
+		if !req.GetViaLeader() {
+			return resp, nil
+		}
+		c, fctx, err := s.leaderClient(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return c.Status(fctx, req)
 	}
 	resp.Leader, resp.Term = true, co.Term()
 	snap := co.State().Snapshot()
@@ -207,13 +216,9 @@ func (s *Server) Status(ctx context.Context, _ *styxv1.StatusRequest) (*styxv1.S
 	if err != nil {
 		return nil, status.Error(codes.Internal, fmt.Sprintf("list workers: %v", err))
 	}
+	rates := co.WorkerRates()
 	for _, w := range ws {
-		resp.Workers = append(resp.Workers, &styxv1.WorkerStatus{
-			WorkerId: w.ID, Address: w.Addr, Host: w.Host, NumaNode: int32(w.NUMANode), Cpus: w.CPUs,
-			Capacity: uint32(w.Capacity), ModelVersion: w.ModelVersion, State: w.State,
-			Credits: uint32(max(w.Credits, 0)), InFlight: uint32(max(w.InFlight, 0)),
-			BatchesDone: w.BatchesDone, AddressesDone: w.AddrsDone,
-		})
+		resp.Workers = append(resp.Workers, workerStatus(w, rates[w.ID]))
 	}
 	ps, ctr, policy, age := co.Stats()
 	resp.Pool = PoolStatus(ps, ctr, policy, age)

@@ -81,7 +81,9 @@ type Counters struct {
 	Rejected        uint64 // sightings refused as invalid
 	Verdicts        uint64 // outcomes of kind verdict delivered
 	NodeOverflows   uint64 // node sessions ended because they fell behind
-	LeaseLosses     uint64 // workers whose registration disappeared
+	LeaseLosses     uint64 // workers whose registration disappeared while not draining
+	WorkersDrained  uint64 // workers whose registration disappeared after draining
+	DrainRequests   uint64 // workers selected by Drain
 	StreamFailures  uint64 // worker streams that broke
 	OutcomesDropped uint64 // outcomes for nodes not connected (they re-send)
 
@@ -107,6 +109,7 @@ type Coordinator struct {
 	subs        map[string]*Submitter
 	counters    Counters
 	attacks     recentAttacks // keys of the attack reports recently fed
+	rates       map[string]workerRate
 
 	wake chan struct{}
 	wg   sync.WaitGroup // worker connections
@@ -142,6 +145,7 @@ func New(cfg Config, log zerolog.Logger) (*Coordinator, error) {
 		pool:  p,
 		conns: make(map[string]*workerConn),
 		subs:  make(map[string]*Submitter),
+		rates: make(map[string]workerRate),
 		wake:  make(chan struct{}, 1),
 		// As many keys as the feed holds events: a re-sent report is
 		// dropped at least while its first copy could still be read.
@@ -247,7 +251,9 @@ func (c *Coordinator) sweepLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		c.mu.Lock()
-		c.deliverLocked(c.pool.Sweep(c.now().UnixNano()))
+		now := c.now()
+		c.deliverLocked(c.pool.Sweep(now.UnixNano()))
+		c.sampleRatesLocked(now)
 		c.mu.Unlock()
 	}
 }

@@ -34,6 +34,8 @@ type workerConn struct {
 	session  uint64
 	out      chan *styxv1.Batch // bounded by the worker's credits
 	sessStop context.CancelFunc
+	drain    *styxv1.Drain // set once a drain was requested
+	kick     chan struct{} // wakes the session's sender to send drain
 }
 
 // registration returns the worker's latest registration.
@@ -182,15 +184,27 @@ func (c *Coordinator) workerDeleted(id string) {
 	c.mu.Lock()
 	wc := c.conns[id]
 	delete(c.conns, id)
+	drained := false
 	if wc != nil {
-		c.counters.LeaseLosses++
+		// A worker that was draining left on purpose: not a lease loss.
+		w, err := c.st.Snapshot().Worker(id)
+		drained = err == nil && w.State == state.WorkerDraining
+		if drained {
+			c.counters.WorkersDrained++
+		} else {
+			c.counters.LeaseLosses++
+		}
 	}
 	c.mu.Unlock()
 	if wc == nil {
 		return
 	}
 	wc.cancel()
-	c.log.Info().Str(logging.WorkerID, id).Msg("worker left (lease gone)")
+	if drained {
+		c.log.Info().Str(logging.WorkerID, id).Msg("worker left after draining")
+	} else {
+		c.log.Info().Str(logging.WorkerID, id).Msg("worker left (lease gone)")
+	}
 	c.sessionLost(id, 0, true, "lease gone")
 }
 
@@ -246,13 +260,18 @@ func (c *Coordinator) workSession(ctx context.Context, client styxv1.WorkerServi
 		return errors.New("worker did not answer open with ready")
 	}
 	out := make(chan *styxv1.Batch, wc.registration().Capacity+int(first.Credit)+16)
+	kick := make(chan struct{}, 1)
 	wc.mu.Lock()
-	wc.session, wc.out, wc.sessStop = session, out, stop
+	wc.session, wc.out, wc.sessStop, wc.kick = session, out, stop, kick
+	draining := wc.drain != nil
+	if draining {
+		kick <- struct{}{}
+	}
 	wc.mu.Unlock()
 	defer func() {
 		wc.mu.Lock()
 		if wc.session == session {
-			wc.out, wc.sessStop = nil, nil
+			wc.out, wc.sessStop, wc.kick = nil, nil, nil
 		}
 		wc.mu.Unlock()
 	}()
@@ -265,7 +284,7 @@ func (c *Coordinator) workSession(ctx context.Context, client styxv1.WorkerServi
 		nw := *w
 		nw.Session, nw.Credits, nw.InFlight = session, 0, 0
 		nw.State = state.WorkerReady
-		if ready.Draining || wc.registration().Draining {
+		if ready.Draining || wc.registration().Draining || draining {
 			nw.State = state.WorkerDraining
 		}
 		return t.UpsertWorkerTxn(&nw)
@@ -285,6 +304,12 @@ func (c *Coordinator) workSession(ctx context.Context, client styxv1.WorkerServi
 			case b := <-out:
 				if err := stream.Send(&styxv1.WorkAssign{Msg: &styxv1.WorkAssign_Batch{Batch: b}}); err != nil {
 					sendErr <- fmt.Errorf("send batch: %w", err)
+					stop()
+					return
+				}
+			case <-kick:
+				if err := stream.Send(&styxv1.WorkAssign{Msg: &styxv1.WorkAssign_Drain{Drain: wc.drainRequest()}}); err != nil {
+					sendErr <- fmt.Errorf("send drain: %w", err)
 					stop()
 					return
 				}

@@ -3,6 +3,8 @@ package state
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	memdb "github.com/hashicorp/go-memdb"
@@ -43,6 +45,9 @@ type Worker struct {
 	Failures     uint64
 	Since        time.Time
 	LastResult   time.Time
+	// DrainRequested is set once an operator asked the worker to drain
+	// (AdminService.Drain); the row stays draining until the worker leaves.
+	DrainRequested bool
 }
 
 // Batch is a row of the batches table.
@@ -150,6 +155,20 @@ func (t *Txn) Workers() ([]*Worker, error) { return workers(t.txn, nil) }
 // Workers lists all workers ordered by id; ws (if not nil) is added the
 // table's watch channel.
 func (s *Snapshot) Workers(ws memdb.WatchSet) ([]*Worker, error) { return workers(s.txn, ws) }
+
+// WorkersOnHost lists the workers registered with host, ordered by id.
+func (t *Txn) WorkersOnHost(host string) ([]*Worker, error) {
+	it, err := t.txn.Get(TableWorkers, IndexHost, host)
+	if err != nil {
+		return nil, fmt.Errorf("list workers on host %s: %w", host, err)
+	}
+	var out []*Worker
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(*Worker))
+	}
+	slices.SortFunc(out, func(a, b *Worker) int { return strings.Compare(a.ID, b.ID) })
+	return out, nil
+}
 
 func workers(txn *memdb.Txn, ws memdb.WatchSet) ([]*Worker, error) {
 	it, err := txn.Get(TableWorkers, IndexID)

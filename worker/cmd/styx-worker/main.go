@@ -21,8 +21,10 @@ const synopsis = `styx-worker: the STYX Raven post-processing server.
 
 Serves styx.v1.WorkerService on gRPC (with health and reflection), registers
 under /styx/workers/<id> on an etcd lease, and examines the batches the STYX
-leader sends. On SIGTERM or SIGINT it drains (no new batches, answers the ones
-it holds, up to --drain-timeout), leaves etcd and stops.
+leader sends. On SIGTERM or SIGINT, or when the leader sends it a Drain
+('styx-scheduler fleet drain'), it drains (gRPC health NOT_SERVING, no new
+batches, answers the ones it holds, up to --drain-timeout), revokes its lease
+and stops. It exits with 0 after a drain, 1 on a failure, 2 on a usage error.
 
 Usage: styx-worker [flags]`
 

@@ -22,6 +22,8 @@ type Metrics struct {
 	busy      prometheus.Counter
 	inFlight  prometheus.Gauge
 	sessions  prometheus.Gauge
+	credits   prometheus.Counter
+	draining  prometheus.Gauge
 }
 
 // NewMetrics creates the metrics and registers them on reg.
@@ -51,8 +53,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: "styx", Subsystem: "worker", Name: "sessions",
 			Help: "Open scheduler sessions (including superseded ones not yet closed).",
 		}),
+		credits: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "styx", Subsystem: "worker", Name: "credits_granted_total",
+			Help: "Credits granted to schedulers (each lets a scheduler send one more batch).",
+		}),
+		draining: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "styx", Subsystem: "worker", Name: "draining",
+			Help: "1 once the worker drains (SIGTERM or a scheduler's Drain): no credits, new batches refused.",
+		}),
 	}
-	reg.MustRegister(m.batches, m.refusals, m.addresses, m.busy, m.inFlight, m.sessions)
+	reg.MustRegister(m.batches, m.refusals, m.addresses, m.busy, m.inFlight, m.sessions, m.credits, m.draining)
 	for _, o := range []string{outcomeAnswered, outcomeRefused, outcomeDropped} {
 		m.batches.WithLabelValues(o)
 	}
@@ -95,4 +105,18 @@ func (m *Metrics) addSessions(d int) {
 		return
 	}
 	m.sessions.Add(float64(d))
+}
+
+func (m *Metrics) granted(n int) {
+	if m == nil || n <= 0 {
+		return
+	}
+	m.credits.Add(float64(n))
+}
+
+func (m *Metrics) setDraining() {
+	if m == nil {
+		return
+	}
+	m.draining.Set(1)
 }

@@ -69,6 +69,11 @@ type Config struct {
 	BatchDelay time.Duration
 	// Metrics may be nil.
 	Metrics *Metrics
+	// OnDrain, when set, is called (on the stream's receive goroutine, so
+	// it must not block) when a scheduler sends a Drain: the worker is asked
+	// to leave the fleet, as on SIGTERM. The service itself only marks
+	// itself draining; leaving is the caller's job.
+	OnDrain func(reason string)
 }
 
 // Validate reports a configuration error.
@@ -183,6 +188,7 @@ func (s *Service) Drain() {
 	s.mu.Lock()
 	s.draining = true
 	s.mu.Unlock()
+	s.cfg.Metrics.setDraining()
 }
 
 // Draining reports whether Drain was called.
@@ -274,6 +280,7 @@ func (s *Service) grant(sess *session) uint32 {
 	sess.mu.Lock()
 	sess.available++
 	sess.mu.Unlock()
+	s.cfg.Metrics.granted(1)
 	return 1
 }
 
@@ -345,6 +352,7 @@ func (s *Service) open(ctx context.Context, o *styxv1.Open) (*session, error) {
 	s.sessions[sess] = struct{}{}
 	s.receivers.Add(1)
 	s.cfg.Metrics.addSessions(1)
+	s.cfg.Metrics.granted(credit)
 	sess.log.Info().Int("credit", credit).Msg("session opened")
 	return sess, nil
 }
@@ -455,6 +463,12 @@ func (s *Service) receive(sess *session, stream styxv1.WorkerService_WorkServer)
 		switch msg := m.GetMsg().(type) {
 		case *styxv1.WorkAssign_Batch:
 			s.batch(sess, msg.Batch)
+		case *styxv1.WorkAssign_Drain:
+			sess.log.Info().Str(logging.Reason, msg.Drain.GetReason()).Msg("drain requested by the scheduler")
+			s.Drain()
+			if s.cfg.OnDrain != nil {
+				s.cfg.OnDrain(msg.Drain.GetReason())
+			}
 		case *styxv1.WorkAssign_Open:
 			sess.end(status.Error(codes.InvalidArgument, "second Open on one stream"))
 			return
