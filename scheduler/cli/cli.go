@@ -1,5 +1,7 @@
 // Package cli is the styx-scheduler command line: `serve` (the default) runs
-// a scheduler, `status` prints the fleet and pool from a running one.
+// a scheduler, `status` prints the fleet and pool from a running one, and
+// `fleet` (workers, pool, drain) operates the worker fleet through any
+// scheduler.
 package cli
 
 import (
@@ -30,8 +32,12 @@ Usage:
   styx-scheduler [serve] [flags]     run a scheduler (several may run; one leads)
   styx-scheduler status [flags]      print the fleet and the pool of a running scheduler
   styx-scheduler healthcheck [flags] exit 0 when the scheduler at --http-addr answers /healthz
+  styx-scheduler fleet workers       list the workers (through any scheduler)
+  styx-scheduler fleet pool          print the leader's pool
+  styx-scheduler fleet drain         drain workers or a host before taking them away
 
-Run 'styx-scheduler serve -h' or 'styx-scheduler status -h' for the flags.`
+Run 'styx-scheduler serve -h', 'styx-scheduler status -h' or
+'styx-scheduler fleet -h' for the flags and exit statuses.`
 
 // Main runs the command and returns its exit status.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -46,6 +52,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return status(ctx, args, stdout, stderr)
 	case "healthcheck":
 		return healthcheck.Main("styx-scheduler", args, scheduler.DefaultConfig().HTTPAddr, "/healthz", stderr)
+	case "fleet":
+		return fleet(ctx, args, stdout, stderr)
 	case "help":
 		fmt.Fprintln(stdout, usage)
 		return 0
