@@ -223,6 +223,8 @@ type Node struct {
 	up      *uplink.Uplink
 	handler http.Handler
 	reg     *prometheus.Registry
+	// leaseLosses counts registration leases lost while running.
+	leaseLosses prometheus.Counter
 
 	ready    chan struct{}
 	httpAddr atomic.Pointer[string]
@@ -323,7 +325,12 @@ func New(cfg Config, log zerolog.Logger) (*Node, error) {
 	if err := n.up.Register(n.reg); err != nil {
 		return nil, fmt.Errorf("clusternode: uplink metrics: %w", err)
 	}
+	n.leaseLosses = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "styx_node", Name: "lease_losses_total",
+		Help: "Times the node's registration lease was lost while running (it registered again).",
+	})
 	for _, c := range []prometheus.Collector{
+		n.leaseLosses,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -492,6 +499,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		Value: func() (string, error) {
 			return keyspace.Encode(keyspace.NodeRegistration{ID: n.cfg.ID, HTTPAddr: addr, Host: hostname(), Build: build()})
 		},
+		OnLost: func() { n.leaseLosses.Inc() },
 	}, n.log)
 	if err != nil {
 		_ = ln.Close()

@@ -244,7 +244,7 @@ func TestNodeEndToEnd(t *testing.T) {
 	for _, want := range []string{
 		"styx_node_sightings_submitted_total 3", "styx_node_sightings_not_submitted_total 0",
 		`styx_node_outcomes_total{kind="verdict"} 3`, "styx_node_sightings_pending 0",
-		"styx_node_query_duration_seconds_count", `styx_node_queries_total{code="200"} 2`,
+		`styx_node_request_duration_seconds_count{route="query"}`, `styx_node_queries_total{code="200"} 2`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)

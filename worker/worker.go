@@ -440,7 +440,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	close(w.ready)
 	log.Info().Str(logging.Addr, bound).Str("advertise_addr", advertise).Int("numa_node", numaNode).
 		Str("cpus", cpus).Int("capacity", capacity).Int("gomaxprocs", runtime.GOMAXPROCS(0)).
-		Str(logging.Model, svc.ModelVersion()).Msg("worker serving")
+		Str(logging.Model, svc.ModelVersion()).Str(logging.MetricsAddr, w.MetricsAddr()).Msg("worker serving")
 
 	drained := false
 	startDrain := func() {

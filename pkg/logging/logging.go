@@ -29,7 +29,7 @@ const (
 	SchedulerID = "scheduler_id"
 	Host        = "host"
 	InFlight    = "in_flight"
-	Route       = "route"
+	MetricsAddr = "metrics_addr"
 )
 
 func init() {

@@ -102,7 +102,7 @@ type API struct {
 
 	requests    *prometheus.CounterVec
 	addresses   *prometheus.CounterVec
-	latency     prometheus.Histogram
+	latency     *prometheus.HistogramVec // by route
 	storeErrors prometheus.Counter
 
 	tokenSum       []byte // SHA-256 of the attack token; nil: endpoint disabled
@@ -140,10 +140,11 @@ func New(cfg Config, log zerolog.Logger) (*API, error) {
 		addresses: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "styx_node", Name: "query_addresses_total", Help: "Addresses answered, by source (store or engine).",
 		}, []string{"source"}),
-		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Namespace: "styx_node", Name: "query_duration_seconds", Help: "Query API request latency.",
-			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
-		}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "styx_node", Name: "request_duration_seconds",
+			Help:    "HTTP request latency by route: query (GET /v2/{ip}), query_many (POST /v2/), attacks (POST /v2/attacks), healthz, metrics, threats (the threats page and its JSON).",
+			Buckets: LatencyBuckets,
+		}, []string{"route"}),
 		storeErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "styx_node", Name: "query_store_errors_total", Help: "Store reads that failed (the engine answered).",
 		}),
@@ -166,27 +167,54 @@ func New(cfg Config, log zerolog.Logger) (*API, error) {
 			}
 		}
 	}
+	for _, r := range []string{RouteQuery, RouteQueryMany, RouteAttacks, RouteHealthz, RouteMetrics, RouteThreats} {
+		a.latency.WithLabelValues(r)
+	}
 	a.mux.HandleFunc("/v2", a.serveQuery)
 	a.mux.HandleFunc("/v2/", a.serveQuery)
-	a.mux.HandleFunc(AttacksPath, a.serveAttacks)
-	a.mux.HandleFunc("/healthz", a.serveHealth)
+	a.mux.Handle(AttacksPath, a.timed(RouteAttacks, http.HandlerFunc(a.serveAttacks)))
+	a.mux.Handle("/healthz", a.timed(RouteHealthz, http.HandlerFunc(a.serveHealth)))
 	if cfg.Threats != nil {
 		hs, err := a.threatsHandlers()
 		if err != nil {
 			return nil, err
 		}
 		for path, h := range hs {
-			a.mux.HandleFunc(path, h)
+			a.mux.Handle(path, a.timed(RouteThreats, h))
 		}
 	}
 	if cfg.Gatherer != nil {
-		a.mux.Handle("/metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+		a.mux.Handle("/metrics", a.timed(RouteMetrics, promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
 	}
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		status, out, pretty := errorBody(&Error{Status: http.StatusNotFound, Message: "not found: the API lives under /v2/"}, true)
 		a.writeJSON(w, status, out, pretty)
 	})
 	return a, nil
+}
+
+// Routes, the label of styx_node_request_duration_seconds.
+const (
+	RouteQuery     = "query"      // GET /v2/{ip}
+	RouteQueryMany = "query_many" // POST /v2/ (many addresses)
+	RouteAttacks   = "attacks"    // POST /v2/attacks
+	RouteHealthz   = "healthz"
+	RouteMetrics   = "metrics"
+	RouteThreats   = "threats" // the threats page, its JSON and assets
+)
+
+// LatencyBuckets are the request latency histogram's buckets, in seconds:
+// from 100 µs (a stored verdict answered from memory) to 2.5 s.
+var LatencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}
+
+// timed observes h's latency under route.
+func (a *API) timed(route string, h http.Handler) http.Handler {
+	obs := a.latency.WithLabelValues(route)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		h.ServeHTTP(w, r)
+		obs.Observe(time.Since(start).Seconds())
+	})
 }
 
 // ServeHTTP implements http.Handler.
@@ -210,7 +238,11 @@ func (a *API) serveQuery(w http.ResponseWriter, r *http.Request) {
 	status, out, pretty := a.query(w, r, start)
 	a.writeJSON(w, status, out, pretty)
 	a.requests.WithLabelValues(strconv.Itoa(status)).Inc()
-	a.latency.Observe(time.Since(start).Seconds())
+	route := RouteQuery
+	if r.Method == http.MethodPost {
+		route = RouteQueryMany
+	}
+	a.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
 }
 
 // query answers a /v2 request: status, body and whether to indent it.

@@ -292,7 +292,7 @@ func TestQueryTimeHealthAndMetrics(t *testing.T) {
 	}
 	w = f.do("GET", "/metrics", "", "")
 	body, _ := io.ReadAll(w.Body)
-	for _, m := range []string{`styx_node_queries_total{code="200"} 1`, `styx_node_query_addresses_total{source="engine"} 1`, "styx_node_query_duration_seconds_bucket"} {
+	for _, m := range []string{`styx_node_queries_total{code="200"} 1`, `styx_node_query_addresses_total{source="engine"} 1`, `styx_node_request_duration_seconds_bucket{route="query",le="0.0001"}`} {
 		if !strings.Contains(string(body), m) {
 			t.Errorf("metrics lack %q", m)
 		}
