@@ -186,9 +186,11 @@ func (c *Coordinator) workerDeleted(id string) {
 	delete(c.conns, id)
 	drained := false
 	if wc != nil {
-		// A worker that was draining left on purpose: not a lease loss.
+		// A worker that was draining left on purpose: not a lease loss. Its
+		// stream may have ended first (its row is then down), so its
+		// registration and the drain request count too.
 		w, err := c.st.Snapshot().Worker(id)
-		drained = err == nil && w.State == state.WorkerDraining
+		drained = wc.registration().Draining || (err == nil && (w.State == state.WorkerDraining || w.DrainRequested))
 		if drained {
 			c.counters.WorkersDrained++
 		} else {
