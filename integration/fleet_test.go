@@ -69,6 +69,24 @@ func TestFleetDrainUnderLoad(t *testing.T) {
 		if r.code != 1 || !strings.Contains(r.stderr, "cannot connect to the scheduler at 127.0.0.1:1") {
 			t.Errorf("workers against a closed port: exit %d, stderr %q", r.code, r.stderr)
 		}
+		// Health: AdminService serves on every scheduler, SchedulerService
+		// only on the leader.
+		for _, hc := range []struct {
+			s       *procScheduler
+			service string
+			want    healthpb.HealthCheckResponse_ServingStatus
+		}{
+			{lead, "", healthpb.HealthCheckResponse_SERVING},
+			{lead, styxv1.SchedulerService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING},
+			{lead, styxv1.AdminService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING},
+			{standby, "", healthpb.HealthCheckResponse_SERVING},
+			{standby, styxv1.SchedulerService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING},
+			{standby, styxv1.AdminService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING},
+		} {
+			if got := checkHealth(t, hc.s.grpcAddr, hc.service); got != hc.want {
+				t.Errorf("health of %q on %s: %s, want %s", hc.service, hc.s.id, got, hc.want)
+			}
+		}
 		// Nothing was drained by the failed requests.
 		for _, id := range ids {
 			if w := c.workerStatus(lead, id); w == nil || w.State != "ready" || w.DrainRequested {
@@ -422,6 +440,23 @@ func (c *procCluster) watchHealth(t *testing.T, id string) *healthWatch {
 		conn.Close()
 	})
 	return h
+}
+
+// checkHealth asks the gRPC health service at addr about service.
+func checkHealth(t *testing.T, addr, service string) healthpb.HealthCheckResponse_ServingStatus {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
+	if err != nil {
+		t.Fatalf("health check of %q at %s: %v", service, addr, err)
+	}
+	return resp.Status
 }
 
 // workerMetricsAddr is the /metrics address a worker logged.

@@ -471,3 +471,45 @@ func TestRunFailures(t *testing.T) {
 		})
 	}
 }
+
+// A scheduler's Drain makes the worker do what SIGTERM does: health
+// NOT_SERVING, registration draining, the batch in flight answered, the
+// lease revoked; then Run returns nil without its context ending.
+func TestDrainMessageLeaves(t *testing.T) {
+	_, cli := startEtcd(t)
+	eng := newGatedEngine()
+	cfg := testConfig(cli)
+	cfg.Engine = eng
+	r := startWorker(t, cfg)
+	id := r.w.ID()
+	waitRegistration(t, cli, id, "registration", present)
+	conn := dial(t, r.w.Addr())
+	s, _ := openSession(t, conn, 5)
+	s.batch(1, 5)
+	<-eng.entered
+
+	if err := s.s.Send(&styxv1.WorkAssign{Msg: &styxv1.WorkAssign_Drain{Drain: &styxv1.Drain{Reason: "test"}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitRegistration(t, cli, id, "draining registration",
+		func(reg keyspace.WorkerRegistration, _ clientv3.LeaseID, ok bool) bool { return ok && reg.Draining })
+	if st := healthStatus(t, conn); st != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("health while draining %s, want NOT_SERVING", st)
+	}
+	eng.release()
+	if rep := s.recv(); rep.GetResult().GetBatchId() != 1 || rep.GetCredit() != 0 {
+		t.Errorf("report %v, want the result of batch 1 without credit", rep)
+	}
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Errorf("Run after a Drain: %v, want nil", err)
+		}
+		r.done <- err // for the cleanup
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return after a Drain")
+	}
+	if _, _, ok := readRegistration(t, cli, id); ok {
+		t.Error("key still present after Run returned")
+	}
+}

@@ -483,6 +483,32 @@ func TestDrain(t *testing.T) {
 	}
 }
 
+// A Drain from the scheduler drains the service as Drain does, tells the
+// owner through OnDrain, and the batch in flight is still answered.
+func TestDrainMessage(t *testing.T) {
+	eng := newGatedEngine()
+	asked := make(chan string, 1)
+	h := start(t, Config{Capacity: 2, Engine: eng, OnDrain: func(reason string) { asked <- reason }})
+	st, _ := h.open(t, 3)
+	in := [][]byte{v4("192.0.2.10")}
+	st.batch(1, 3, in...)
+	waitFor(t, "batch in flight", func() bool { return h.svc.InFlight() == 1 })
+
+	st.send(&styxv1.WorkAssign{Msg: &styxv1.WorkAssign_Drain{Drain: &styxv1.Drain{Reason: "host maintenance"}}})
+	if got := <-asked; got != "host maintenance" {
+		t.Fatalf("OnDrain(%q), want the reason sent", got)
+	}
+	if !h.svc.Draining() {
+		t.Fatal("service not draining after a Drain message")
+	}
+	st.batch(2, 3, in...)
+	if r := st.recv(); r.GetRefusal().GetReason() != ReasonDraining || r.GetCredit() != 0 {
+		t.Fatalf("report %v, want refusal of batch 2 (draining, credit 0)", r)
+	}
+	eng.release()
+	checkResult(t, st.recv(), 1, 3, in, 0)
+}
+
 func TestWaitIdleTimeout(t *testing.T) {
 	eng := newGatedEngine()
 	h := start(t, Config{Engine: eng})
