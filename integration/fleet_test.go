@@ -250,7 +250,7 @@ func TestFleetDrainUnderLoad(t *testing.T) {
 		sched.has(t, `styx_scheduler_events_total{kind="shed"}`, `styx_scheduler_events_total{kind="expired"}`,
 			`styx_scheduler_events_total{kind="reassigned"}`, `styx_scheduler_events_total{kind="lease_losses"}`,
 			`styx_pool_pending`, `styx_pool_oldest_age_seconds`, `styx_pool_coverage_ratio`,
-			`styx_scheduler_worker_credits{worker_id="fleet-w2"}`)
+			`styx_scheduler_worker_credits{worker_id="fleet-w2"}`, `styx_scheduler_worker_capacity{worker_id="fleet-w2"} 4`)
 		sched.atLeast(t, `styx_scheduler_worker_addresses_total{worker_id="fleet-w2"}`, 1)
 		sched.atLeast(t, `styx_scheduler_worker_batches_total{worker_id="fleet-w2"}`, 1)
 		sched.atLeast(t, `styx_scheduler_workers{state="ready"}`, 2)
@@ -531,4 +531,3 @@ func (m metricsText) hasSeries(substr string) bool {
 	}
 	return false
 }
-

@@ -78,6 +78,7 @@ var (
 	descOldest   = prometheus.NewDesc("styx_pool_oldest_age_seconds", "Age of the oldest pending address.", nil, nil)
 	descCoverage = prometheus.NewDesc("styx_pool_coverage_ratio", "Examined / (examined + shed + expired).", nil, nil)
 	descCounter  = prometheus.NewDesc("styx_scheduler_events_total", "Events this term, by kind.", []string{"kind"}, nil)
+	descCap      = prometheus.NewDesc("styx_scheduler_worker_capacity", "Credits a worker grants in all (batches it may hold at once).", []string{"worker_id"}, nil)
 	descCredits  = prometheus.NewDesc("styx_scheduler_worker_credits", "Credits a worker still grants the leader (batches it may still receive).", []string{"worker_id"}, nil)
 	descWInFl    = prometheus.NewDesc("styx_scheduler_worker_in_flight_batches", "Batches outstanding on a worker.", []string{"worker_id"}, nil)
 	descWAddrs   = prometheus.NewDesc("styx_scheduler_worker_addresses_total", "Addresses a worker answered this term.", []string{"worker_id"}, nil)
@@ -87,7 +88,7 @@ var (
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLeader, descTerm, descPending, descInFlight, descOldest, descCoverage, descCounter, descCredits, descWInFl, descWAddrs, descWBatches, descWRate, descWorkers} {
+	for _, d := range []*prometheus.Desc{descLeader, descTerm, descPending, descInFlight, descOldest, descCoverage, descCounter, descCredits, descWInFl, descWAddrs, descWBatches, descWRate, descWorkers, descCap} {
 		ch <- d
 	}
 }
@@ -125,6 +126,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	states := map[string]int{state.WorkerConnecting: 0, state.WorkerReady: 0, state.WorkerDraining: 0, state.WorkerDown: 0}
 	for _, w := range ws {
 		states[w.State]++
+		ch <- prometheus.MustNewConstMetric(descCap, prometheus.GaugeValue, float64(w.Capacity), w.ID)
 		ch <- prometheus.MustNewConstMetric(descCredits, prometheus.GaugeValue, float64(max(w.Credits, 0)), w.ID)
 		ch <- prometheus.MustNewConstMetric(descWInFl, prometheus.GaugeValue, float64(max(w.InFlight, 0)), w.ID)
 		ch <- prometheus.MustNewConstMetric(descWAddrs, prometheus.CounterValue, float64(w.AddrsDone), w.ID)
