@@ -108,7 +108,7 @@ func TestFleetDrainUnderLoad(t *testing.T) {
 		r := c.fleet(t, "workers", "--addr", standby.grpcAddr, "--json")
 		var v struct {
 			SchedulerID string `json:"scheduler_id"`
-			Leader      bool   `json:"leader"`
+			Term        int64  `json:"term"`
 			Workers     []struct {
 				WorkerID           string  `json:"worker_id"`
 				Capacity           int     `json:"capacity"`
@@ -119,7 +119,7 @@ func TestFleetDrainUnderLoad(t *testing.T) {
 		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &v) != nil {
 			t.Fatalf("fleet workers --json: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 		}
-		if v.SchedulerID != lead.id || !v.Leader || len(v.Workers) != len(ids) {
+		if v.SchedulerID != lead.id || v.Term <= 0 || len(v.Workers) != len(ids) {
 			t.Errorf("fleet workers --json through the standby: %+v", v)
 		}
 		for _, w := range v.Workers {
@@ -133,11 +133,14 @@ func TestFleetDrainUnderLoad(t *testing.T) {
 				Received string  `json:"received"` // uint64 is a JSON string in protojson
 				Coverage float64 `json:"coverage"`
 			} `json:"pool"`
+			Workers      int      `json:"workers"`
+			WorkersReady int      `json:"workers_ready"`
+			Nodes        []string `json:"nodes"`
 		}
 		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &p) != nil {
 			t.Fatalf("fleet pool --json: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 		}
-		if got, _ := strconv.Atoi(p.Pool.Received); got == 0 || p.Pool.Coverage != 1 {
+		if got, _ := strconv.Atoi(p.Pool.Received); got == 0 || p.Pool.Coverage != 1 || p.Workers != 3 || p.WorkersReady != 3 || len(p.Nodes) != 1 {
 			t.Errorf("fleet pool --json: %+v", p)
 		}
 		r = c.fleet(t, "workers", "--addr", lead.grpcAddr)

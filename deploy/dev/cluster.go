@@ -89,6 +89,10 @@ type child struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	err  error
+	// mayLeave marks a worker: one that exits with status 0 on its own was
+	// drained (styx-scheduler fleet drain) and the cluster runs on.
+	mayLeave bool
+	noted    bool // its leaving was reported
 }
 
 func (c *child) exited() bool {
@@ -177,6 +181,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		if err != nil {
 			return err
 		}
+		w.mayLeave = true
 		fmt.Fprintf(out, "worker      %s (log %s)\n", id, w.log)
 	}
 	node, err := start("node", "styx-node", "serve", "--id=dev-node", ep, "--http-addr="+cfg.NodeHTTP,
@@ -269,6 +274,13 @@ func report(ctx context.Context, cfg Config, out io.Writer, ld *load, children [
 			return nil
 		case now := <-tick.C:
 			for _, c := range children {
+				if c.exited() && c.mayLeave && c.err == nil {
+					if !c.noted {
+						c.noted = true
+						fmt.Fprintf(out, "%6.0fs  %s drained and left the fleet\n", now.Sub(began).Seconds(), c.name)
+					}
+					continue
+				}
 				if c.exited() {
 					return fmt.Errorf("%s exited: %v; last lines of %s:\n%s", c.name, c.err, c.log, tail(c.log, 10))
 				}

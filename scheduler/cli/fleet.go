@@ -197,10 +197,14 @@ func fleetWorkers(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return exitFailed
 	}
 	if *f.asJSON {
-		writeJSON(stdout, &styxv1.StatusResponse{SchedulerId: st.SchedulerId, Leader: st.Leader, Term: st.Term, LeaderId: st.LeaderId, Workers: st.Workers})
+		writeJSONValue(stdout, struct {
+			SchedulerID string            `json:"scheduler_id"`
+			Term        int64             `json:"term"`
+			Workers     []json.RawMessage `json:"workers"`
+		}{st.SchedulerId, st.Term, protoList(st.Workers)})
 		return exitOK
 	}
-	fmt.Fprintf(stdout, "leader %s, term %d: %d workers\n", st.SchedulerId, st.Term, len(st.Workers))
+	fmt.Fprintf(stdout, "leader %s, term %d: %s\n", st.SchedulerId, st.Term, plural(len(st.Workers), "worker"))
 	writeWorkers(stdout, st.Workers)
 	return exitOK
 }
@@ -248,15 +252,27 @@ func fleetPool(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if p == nil {
 		p = &styxv1.PoolStatus{}
 	}
-	if *f.asJSON {
-		writeJSON(stdout, &styxv1.StatusResponse{SchedulerId: st.SchedulerId, Leader: st.Leader, Term: st.Term, LeaderId: st.LeaderId, Pool: p, Nodes: st.Nodes})
-		return exitOK
-	}
 	ready := 0
 	for _, w := range st.Workers {
 		if w.State == "ready" {
 			ready++
 		}
+	}
+	if *f.asJSON {
+		pool, _ := jsonOpts.Marshal(p)
+		nodes := st.Nodes
+		if nodes == nil {
+			nodes = []string{}
+		}
+		writeJSONValue(stdout, struct {
+			SchedulerID  string          `json:"scheduler_id"`
+			Term         int64           `json:"term"`
+			Pool         json.RawMessage `json:"pool"`
+			Workers      int             `json:"workers"`
+			WorkersReady int             `json:"workers_ready"`
+			Nodes        []string        `json:"nodes"`
+		}{st.SchedulerId, st.Term, pool, len(st.Workers), ready, nodes})
+		return exitOK
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	for _, row := range [][2]string{
@@ -345,7 +361,7 @@ lease and exits with 0. With --wait, waits until every one has left.
 	}
 	out := drainResult{SchedulerID: resp.SchedulerId, Term: resp.Term, Requested: resp.Workers}
 	if !*f.asJSON {
-		fmt.Fprintf(stdout, "leader %s (term %d) is draining %d workers:\n", resp.SchedulerId, resp.Term, len(resp.Workers))
+		fmt.Fprintf(stdout, "leader %s (term %d) is draining %s:\n", resp.SchedulerId, resp.Term, plural(len(resp.Workers), "worker"))
 		writeWorkers(stdout, resp.Workers)
 	}
 	code := exitOK
@@ -407,7 +423,7 @@ func waitDrained(ctx context.Context, a *admin, out *drainResult, start time.Tim
 			}
 			if len(pending) == 0 {
 				if human {
-					fmt.Fprintf(stdout, "drained %d workers in %s\n", len(out.Requested), now.Sub(start).Round(10*time.Millisecond))
+					fmt.Fprintf(stdout, "drained %s in %s\n", plural(len(out.Requested), "worker"), now.Sub(start).Round(10*time.Millisecond))
 				}
 				return exitOK
 			}
@@ -415,7 +431,7 @@ func waitDrained(ctx context.Context, a *admin, out *drainResult, start time.Tim
 				for _, id := range sortedKeys(pending) {
 					out.Remaining = append(out.Remaining, listed[id])
 				}
-				fmt.Fprintf(stderr, "styx-scheduler: drain: %d workers still registered after %s:\n", len(out.Remaining), timeout)
+				fmt.Fprintf(stderr, "styx-scheduler: drain: %s still registered after %s:\n", plural(len(out.Remaining), "worker"), timeout)
 				writeWorkers(stderr, out.Remaining)
 				return exitTimeout
 			}
@@ -449,29 +465,35 @@ func sortedKeys(m map[string]bool) []string {
 
 var jsonOpts = protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}
 
-// writeJSON prints m as indented JSON.
-func writeJSON(w io.Writer, m proto.Message) {
-	b, _ := jsonOpts.Marshal(m)
-	var v any
-	_ = json.Unmarshal(b, &v)
+// writeJSONValue prints v as indented JSON.
+func writeJSONValue(w io.Writer, v any) {
 	out, _ := json.MarshalIndent(v, "", "  ")
 	fmt.Fprintln(w, string(out))
 }
 
-func writeDrainJSON(w io.Writer, r *drainResult) {
-	list := func(ws []*styxv1.WorkerStatus) []json.RawMessage {
-		out := make([]json.RawMessage, 0, len(ws))
-		for _, x := range ws {
-			b, _ := jsonOpts.Marshal(x)
-			out = append(out, b)
-		}
-		return out
+// protoList marshals each message with jsonOpts.
+func protoList[M proto.Message](ms []M) []json.RawMessage {
+	out := make([]json.RawMessage, 0, len(ms))
+	for _, m := range ms {
+		b, _ := jsonOpts.Marshal(m)
+		out = append(out, b)
 	}
+	return out
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+func writeDrainJSON(w io.Writer, r *drainResult) {
 	left := r.Left
 	if left == nil {
 		left = []leftWorker{}
 	}
-	v := struct {
+	writeJSONValue(w, struct {
 		SchedulerID    string            `json:"scheduler_id"`
 		Term           int64             `json:"term"`
 		Workers        []json.RawMessage `json:"workers"`
@@ -479,7 +501,5 @@ func writeDrainJSON(w io.Writer, r *drainResult) {
 		Left           []leftWorker      `json:"left"`
 		Remaining      []json.RawMessage `json:"remaining"`
 		ElapsedSeconds float64           `json:"elapsed_seconds"`
-	}{r.SchedulerID, r.Term, list(r.Requested), r.Waited, left, list(r.Remaining), r.ElapsedSeconds}
-	out, _ := json.MarshalIndent(v, "", "  ")
-	fmt.Fprintln(w, string(out))
+	}{r.SchedulerID, r.Term, protoList(r.Requested), r.Waited, left, protoList(r.Remaining), r.ElapsedSeconds})
 }
