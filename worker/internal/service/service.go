@@ -39,9 +39,6 @@ const (
 	ReasonTooLarge     = "batch too large"
 )
 
-// fieldScheduler is the log field of a scheduler's id.
-const fieldScheduler = "scheduler_id"
-
 // Config configures a Service.
 type Config struct {
 	// WorkerID is reported in Ready.
@@ -315,7 +312,7 @@ func (s *Service) open(ctx context.Context, o *styxv1.Open) (*session, error) {
 		return nil, status.Error(codes.Unavailable, "worker stopping")
 	}
 	if o.GetTerm() < s.newest {
-		s.log.Info().Str(fieldScheduler, o.GetSchedulerId()).Int64(logging.Term, o.GetTerm()).
+		s.log.Info().Str(logging.SchedulerID, o.GetSchedulerId()).Int64(logging.Term, o.GetTerm()).
 			Int64("newest_term", s.newest).Msg("open from a stale term refused")
 		return nil, status.Errorf(codes.FailedPrecondition, "term %d is older than term %d", o.GetTerm(), s.newest)
 	}
@@ -333,7 +330,7 @@ func (s *Service) open(ctx context.Context, o *styxv1.Open) (*session, error) {
 		cancel:    cancel,
 		term:      o.GetTerm(),
 		scheduler: o.GetSchedulerId(),
-		log: s.log.With().Str(fieldScheduler, o.GetSchedulerId()).
+		log: s.log.With().Str(logging.SchedulerID, o.GetSchedulerId()).
 			Int64(logging.Term, o.GetTerm()).Logger(),
 		// Bounded: at most Capacity results are pending, and the receive
 		// loop blocks on a full channel before queueing more refusals.
