@@ -286,7 +286,7 @@ func (c *Coordinator) workSession(ctx context.Context, client styxv1.WorkerServi
 		nw := *w
 		nw.Session, nw.Credits, nw.InFlight = session, 0, 0
 		nw.State = state.WorkerReady
-		if ready.Draining || wc.registration().Draining || draining {
+		if ready.Draining || wc.registration().Draining || draining || w.DrainRequested {
 			nw.State = state.WorkerDraining
 		}
 		return t.UpsertWorkerTxn(&nw)
