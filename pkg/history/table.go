@@ -1,0 +1,503 @@
+package history
+
+import (
+	"encoding/binary"
+	"errors"
+	"math/bits"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/styx-inference/styx/pkg/attacks"
+	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
+)
+
+// DefaultMaxAddrs is the default bound on a Table's addresses.
+const DefaultMaxAddrs = 1_000_000
+
+// shards spreads readers over this many locks.
+const shards = 64
+
+// Config configures a Table.
+type Config struct {
+	// MaxAddrs bounds the addresses held (DefaultMaxAddrs when < 1). Every
+	// address costs about 200 bytes with its share of the bucket and AS
+	// maps, so the default holds about 200 MB at most.
+	MaxAddrs int
+	// Locate returns the AS number of an address (0 when none), normally
+	// from the location database. Nil: every address has AS 0 and the AS
+	// statistics stay empty.
+	Locate func(netip.Addr) uint32
+	// Attacks, when set, is the per-address attack table (attacks.Table)
+	// that the attack reports go to first: a report it does not count
+	// (a duplicate) is not folded here either. Nil: every report counts.
+	Attacks *attacks.Table
+}
+
+// Counts are the statistics of a bucket or an AS.
+type Counts struct {
+	Verdicts uint32 // addresses with a verdict
+	Proxies  uint32 // of those, the ones whose latest verdict says proxy
+	Attacks  uint32 // attack reports against its addresses
+}
+
+// Sub returns c without o, never below zero.
+func (c Counts) Sub(o Counts) Counts {
+	return Counts{Verdicts: sub(c.Verdicts, o.Verdicts), Proxies: sub(c.Proxies, o.Proxies), Attacks: sub(c.Attacks, o.Attacks)}
+}
+
+// Add returns c plus o.
+func (c Counts) Add(o Counts) Counts {
+	return Counts{Verdicts: c.Verdicts + o.Verdicts, Proxies: c.Proxies + o.Proxies, Attacks: c.Attacks + o.Attacks}
+}
+
+// Stats is what Lookup returns about one address: its own attack history,
+// and its bucket's and its AS's counts without the address itself.
+type Stats struct {
+	Attacks    uint32 // attack reports against the address
+	Kinds      uint8  // distinct kinds among them
+	LastAttack int64  // Unix nanoseconds of the latest, 0 when none
+	Bucket     Counts // the other addresses of its IPv4 /24 or IPv6 /48
+	AS         Counts // the other addresses of its AS (zero when asn is 0)
+	// Clock is the table's time: the newest event time folded (Unix
+	// nanoseconds, 0 before any). Recency is measured against it, so that
+	// it depends on the feed alone, not on when or where it is read.
+	Clock int64
+}
+
+// Entry is what the table holds about one address (Each).
+type Entry struct {
+	Addr       netip.Addr
+	Bucket     uint64 // BucketKey(Addr)
+	ASN        uint32
+	Verdict    bool // a verdict was folded
+	Proxy      bool // the latest verdict says proxy
+	Attacks    uint32
+	Kinds      uint8 // bit k: a report of attacks.Kind k
+	LastAttack int64
+}
+
+// Contribution is what the entry adds to its bucket's and AS's Counts.
+func (e Entry) Contribution() Counts {
+	c := Counts{Attacks: e.Attacks}
+	if e.Verdict {
+		c.Verdicts = 1
+		if e.Proxy {
+			c.Proxies = 1
+		}
+	}
+	return c
+}
+
+type addrEntry struct {
+	Entry
+	prev, next *addrEntry // recency list, touched by the folding goroutine only
+}
+
+type agg struct {
+	Counts
+	refs uint32 // held addresses that name it
+}
+
+type shard struct {
+	mu      sync.RWMutex
+	addrs   map[netip.Addr]*addrEntry
+	buckets map[uint64]*agg
+	ases    map[uint32]*agg
+}
+
+// Table is safe for concurrent use. Folds (Apply, AddVerdict, AddAttack)
+// are serialised by one mutex; lookups take only the read locks of the
+// three shards they read (the address's, its bucket's and its AS's), one
+// at a time, so they run in parallel with each other and wait for a fold
+// only when it writes the same shard. A lookup concurrent with a fold may
+// see that fold in part.
+//
+// Lock order: Table.mu, then at most one shard's mu at a time.
+type Table struct {
+	cfg Config
+
+	mu         sync.Mutex // serialises folds; guards head, tail, n, rev
+	head, tail *addrEntry // most and least recently updated
+	n          int
+	rev        uint64
+
+	clock   atomic.Int64
+	applied atomic.Uint64
+	evicted atomic.Uint64
+	shards  [shards]shard
+}
+
+// New returns an empty table.
+func New(cfg Config) *Table {
+	if cfg.MaxAddrs < 1 {
+		cfg.MaxAddrs = DefaultMaxAddrs
+	}
+	t := &Table{cfg: cfg}
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.addrs, s.buckets, s.ases = map[netip.Addr]*addrEntry{}, map[uint64]*agg{}, map[uint32]*agg{}
+	}
+	return t
+}
+
+// BucketKey is the key of the IPv4 /24 or IPv6 /48 that holds a: the
+// family in the top bits, the prefix below.
+func BucketKey(a netip.Addr) uint64 {
+	a = a.Unmap()
+	if a.Is4() {
+		b := a.As4()
+		return 1<<62 | uint64(binary.BigEndian.Uint32(b[:]))>>8
+	}
+	b := a.As16()
+	return 2<<62 | binary.BigEndian.Uint64(b[:8])>>16
+}
+
+// mix is a fixed hash (splitmix64's finaliser): shard choice must not
+// depend on a random seed, so that every table evicts alike.
+func mix(z uint64) uint64 {
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return z ^ (z >> 31)
+}
+
+func addrHash(a netip.Addr) uint64 {
+	b := a.As16()
+	return mix(binary.BigEndian.Uint64(b[:8]) ^ mix(binary.BigEndian.Uint64(b[8:])))
+}
+
+func (t *Table) addrShard(a netip.Addr) *shard { return &t.shards[addrHash(a)%shards] }
+func (t *Table) bucketShard(k uint64) *shard   { return &t.shards[mix(k)%shards] }
+func (t *Table) asShard(asn uint32) *shard     { return &t.shards[mix(uint64(asn)|1<<40)%shards] }
+
+// ErrNotAddress is returned for an event whose address is not 4 or 16 bytes.
+var ErrNotAddress = errors.New("history: not an IPv4 or IPv6 address")
+
+// Apply folds one feed event: a verdict (one with an error is skipped), an
+// attack report, or a progress event (its revision only). An event whose
+// revision is not above the last one folded is a replay and is ignored;
+// revision 0 (not from a feed) is always folded. It reports whether the
+// event changed the table.
+func (t *Table) Apply(ev *styxv1.FeedEvent) (bool, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if rev := ev.GetRevision(); rev != 0 {
+		if rev <= t.rev {
+			return false, nil
+		}
+		t.rev = rev
+	}
+	if v := ev.GetVerdict(); v != nil {
+		if v.GetError() != "" {
+			return false, nil
+		}
+		a, ok := netip.AddrFromSlice(v.GetAddress())
+		if !ok {
+			return false, ErrNotAddress
+		}
+		t.addVerdictLocked(a.Unmap(), v.GetProxy(), v.GetInferredUnixNano())
+		return true, nil
+	}
+	if p := ev.GetAttack(); p != nil {
+		r, err := attacks.FromProto(p)
+		if err != nil {
+			return false, err
+		}
+		return t.addAttackLocked(r), nil
+	}
+	return false, nil
+}
+
+// Revision is the revision of the last feed event folded.
+func (t *Table) Revision() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.rev
+}
+
+// AddVerdict folds a verdict on addr made at (Unix nanoseconds; 0 when
+// unknown). The address's latest verdict counts: a second verdict replaces
+// the first in its bucket's and AS's counts.
+func (t *Table) AddVerdict(addr netip.Addr, proxy bool, at int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.addVerdictLocked(addr.Unmap(), proxy, at)
+}
+
+// AddAttack folds an attack report; it reports false when the attack
+// table (Config.Attacks) did not count it (a duplicate or invalid).
+func (t *Table) AddAttack(r attacks.Report) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.addAttackLocked(r)
+}
+
+func (t *Table) addVerdictLocked(a netip.Addr, proxy bool, at int64) {
+	t.tick(at)
+	t.update(a, func(e *Entry) {
+		e.Verdict, e.Proxy = true, proxy
+	})
+}
+
+func (t *Table) addAttackLocked(r attacks.Report) bool {
+	if !r.Kind.Valid() || !r.Addr.IsValid() {
+		return false
+	}
+	if t.cfg.Attacks != nil && !t.cfg.Attacks.Add(r) {
+		return false
+	}
+	ns := r.Time.UnixNano()
+	t.tick(ns)
+	t.update(r.Addr.Unmap(), func(e *Entry) {
+		e.Attacks++
+		e.Kinds |= 1 << r.Kind
+		e.LastAttack = max(e.LastAttack, ns)
+	})
+	return true
+}
+
+func (t *Table) tick(ns int64) {
+	if ns > t.clock.Load() {
+		t.clock.Store(ns)
+	}
+}
+
+// update applies change to a's entry (a new one if needed, evicting the
+// least recently updated when full), moves it to the front of the recency
+// list and carries the change of its contribution to its bucket and AS.
+// Called with t.mu held.
+func (t *Table) update(a netip.Addr, change func(*Entry)) {
+	t.applied.Add(1)
+	s := t.addrShard(a)
+	s.mu.RLock() // only this goroutine writes the maps: the entry is stable
+	e := s.addrs[a]
+	s.mu.RUnlock()
+	if e == nil {
+		if t.n >= t.cfg.MaxAddrs {
+			t.evictLocked()
+		}
+		var asn uint32
+		if t.cfg.Locate != nil {
+			asn = t.cfg.Locate(a)
+		}
+		e = &addrEntry{Entry: Entry{Addr: a, Bucket: BucketKey(a), ASN: asn}}
+		s.mu.Lock()
+		s.addrs[a] = e
+		s.mu.Unlock()
+		t.n++
+		t.ref(e.Bucket, e.ASN, 1)
+	} else {
+		t.unlink(e)
+	}
+	t.pushFront(e)
+
+	s.mu.Lock()
+	before := e.Contribution()
+	change(&e.Entry)
+	after := e.Contribution()
+	s.mu.Unlock()
+	t.shift(e.Bucket, e.ASN, before, after)
+}
+
+// ref adds d (+1 or -1) to the references of a bucket and an AS, creating
+// or dropping their entries.
+func (t *Table) ref(bucket uint64, asn uint32, d int) {
+	refOne := func(s *shard, get func() *agg, put func(*agg), del func()) {
+		s.mu.Lock()
+		g := get()
+		switch {
+		case g == nil && d > 0:
+			put(&agg{refs: 1})
+		case g != nil && d > 0:
+			g.refs++
+		case g != nil:
+			if g.refs--; g.refs == 0 {
+				del()
+			}
+		}
+		s.mu.Unlock()
+	}
+	bs := t.bucketShard(bucket)
+	refOne(bs, func() *agg { return bs.buckets[bucket] }, func(g *agg) { bs.buckets[bucket] = g }, func() { delete(bs.buckets, bucket) })
+	if asn != 0 {
+		as := t.asShard(asn)
+		refOne(as, func() *agg { return as.ases[asn] }, func(g *agg) { as.ases[asn] = g }, func() { delete(as.ases, asn) })
+	}
+}
+
+// shift replaces a contribution to a bucket's and an AS's counts.
+func (t *Table) shift(bucket uint64, asn uint32, before, after Counts) {
+	if before == after {
+		return
+	}
+	bs := t.bucketShard(bucket)
+	bs.mu.Lock()
+	if g := bs.buckets[bucket]; g != nil {
+		g.Counts = g.Counts.Sub(before).Add(after)
+	}
+	bs.mu.Unlock()
+	if asn != 0 {
+		as := t.asShard(asn)
+		as.mu.Lock()
+		if g := as.ases[asn]; g != nil {
+			g.Counts = g.Counts.Sub(before).Add(after)
+		}
+		as.mu.Unlock()
+	}
+}
+
+func (t *Table) evictLocked() {
+	e := t.tail
+	if e == nil {
+		return
+	}
+	t.unlink(e)
+	s := t.addrShard(e.Addr)
+	s.mu.Lock()
+	delete(s.addrs, e.Addr)
+	s.mu.Unlock()
+	t.n--
+	t.shift(e.Bucket, e.ASN, e.Contribution(), Counts{})
+	t.ref(e.Bucket, e.ASN, -1)
+	t.evicted.Add(1)
+}
+
+func (t *Table) pushFront(e *addrEntry) {
+	e.prev, e.next = nil, t.head
+	if t.head != nil {
+		t.head.prev = e
+	}
+	t.head = e
+	if t.tail == nil {
+		t.tail = e
+	}
+}
+
+func (t *Table) unlink(e *addrEntry) {
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else {
+		t.head = e.next
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	} else {
+		t.tail = e.prev
+	}
+	e.prev, e.next = nil, nil
+}
+
+// Lookup returns the statistics of addr, whose AS is asn (as the location
+// database says; 0 for none): its own attack history, and the counts of
+// its bucket and AS with its own contribution left out, so that an
+// address's own verdict never feeds its own features. It takes three read
+// locks, one at a time, and does not allocate.
+func (t *Table) Lookup(addr netip.Addr, asn uint32) Stats {
+	a := addr.Unmap()
+	st := Stats{Clock: t.clock.Load()}
+	var self Counts
+	s := t.addrShard(a)
+	s.mu.RLock()
+	if e := s.addrs[a]; e != nil {
+		st.Attacks, st.LastAttack = e.Attacks, e.LastAttack
+		st.Kinds = uint8(bits.OnesCount8(e.Kinds))
+		self = e.Contribution()
+	}
+	s.mu.RUnlock()
+
+	k := BucketKey(a)
+	bs := t.bucketShard(k)
+	bs.mu.RLock()
+	if g := bs.buckets[k]; g != nil {
+		st.Bucket = g.Counts.Sub(self)
+	}
+	bs.mu.RUnlock()
+	if asn != 0 {
+		as := t.asShard(asn)
+		as.mu.RLock()
+		if g := as.ases[asn]; g != nil {
+			st.AS = g.Counts.Sub(self)
+		}
+		as.mu.RUnlock()
+	}
+	return st
+}
+
+// Bucket returns the counts of a bucket (BucketKey) with no one left out.
+func (t *Table) Bucket(key uint64) Counts {
+	s := t.bucketShard(key)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if g := s.buckets[key]; g != nil {
+		return g.Counts
+	}
+	return Counts{}
+}
+
+// AS returns the counts of an AS with no one left out.
+func (t *Table) AS(asn uint32) Counts {
+	s := t.asShard(asn)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if g := s.ases[asn]; g != nil {
+		return g.Counts
+	}
+	return Counts{}
+}
+
+// Entry returns what the table holds about addr.
+func (t *Table) Entry(addr netip.Addr) (Entry, bool) {
+	a := addr.Unmap()
+	s := t.addrShard(a)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if e := s.addrs[a]; e != nil {
+		return e.Entry, true
+	}
+	return Entry{}, false
+}
+
+// Each calls f for every address held, most recently updated first, while
+// no fold runs (folds wait until it returns).
+func (t *Table) Each(f func(Entry) bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for e := t.head; e != nil; e = e.next {
+		if !f(e.Entry) {
+			return
+		}
+	}
+}
+
+// Sizes are the table's current sizes and counters.
+type Sizes struct {
+	Addrs, Buckets, ASes int
+	Applied, Evicted     uint64 // address updates folded; addresses evicted
+	Clock                time.Time
+}
+
+// Sizes returns the table's sizes.
+func (t *Table) Sizes() Sizes {
+	var z Sizes
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.RLock()
+		z.Addrs += len(s.addrs)
+		z.Buckets += len(s.buckets)
+		z.ASes += len(s.ases)
+		s.mu.RUnlock()
+	}
+	z.Applied, z.Evicted = t.applied.Load(), t.evicted.Load()
+	if c := t.clock.Load(); c != 0 {
+		z.Clock = time.Unix(0, c).UTC()
+	}
+	return z
+}
+
+func sub(a, b uint32) uint32 {
+	if a < b {
+		return 0
+	}
+	return a - b
+}
