@@ -527,7 +527,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		if !n.cfg.FollowModels || n.db == nil || n.cfg.Engine != nil {
 			return nil
 		}
-		loader := modelengine.New(n.db)
+		loader := modelengine.New(n.db, nil) // nodes fold no history: a schema 2 model sees a zero history block
 		rollout.New(rollout.Config{
 			Client: cli, WorkerID: "node-" + n.cfg.ID, Load: loader.Load, Set: n.engine.Set, Locator: n.db,
 		}, n.log).Run(modelsCtx)

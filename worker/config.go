@@ -16,6 +16,7 @@ import (
 
 	"github.com/styx-inference/styx/pkg/attacks"
 	"github.com/styx-inference/styx/pkg/evidence/proxyprobe"
+	"github.com/styx-inference/styx/pkg/history"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/raven"
@@ -88,6 +89,13 @@ type Config struct {
 	// implementing attacks.HistoryUser receives.
 	AttackFeed     bool
 	AttackTableMax int
+	// History, with AttackFeed and the rule engine (a location database),
+	// follows the whole feed, verdicts too, into a history table of
+	// HistoryMax addresses at most (pkg/history): the per-address attack
+	// history and the per-bucket and per-AS statistics that schema 2
+	// models read.
+	History    bool
+	HistoryMax int
 	// FollowModels, with the rule engine, follows /styx/models/current:
 	// the published model (and a canary) replace the rule live.
 	FollowModels bool
@@ -140,6 +148,8 @@ func DefaultConfig() Config {
 		AttackFeed:     true,
 		FollowModels:   true,
 		AttackTableMax: attacks.DefaultTableMax,
+		History:        true,
+		HistoryMax:     history.DefaultMaxAddrs,
 
 		ProbePorts:          []uint16{1080, 3128, 8080, 8888},
 		ProbeConcurrencyMin: 4,
@@ -172,6 +182,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.FollowModels, "follow-models", c.FollowModels, "with --engine=rule, run the model /styx/models/current names (checksum verified, swapped between batches) and any canary; the rule answers until a model is published (--follow-models=false: the rule only)")
 	fs.BoolVar(&c.AttackFeed, "attack-feed", c.AttackFeed, "follow the leader's attack reports into an in-memory table the engine can read (--attack-feed=false: off)")
 	fs.IntVar(&c.AttackTableMax, "attack-table-max", c.AttackTableMax, "addresses the attack table holds at most (the ones attacked longest ago go first)")
+	fs.BoolVar(&c.History, "history", c.History, "with --attack-feed and --engine=rule, follow the leader's verdicts too and keep per-address, per-/24 (/48) and per-AS statistics for schema 2 models (--history=false: attack reports only)")
+	fs.IntVar(&c.HistoryMax, "history-max", c.HistoryMax, "addresses the history holds at most (the ones updated longest ago go first, with their share of their bucket's and AS's statistics)")
 	fs.BoolVar(&c.Probe, "probe", c.Probe, "probe every address the engine does not already call a proxy for an open HTTP CONNECT, SOCKS5 or SOCKS4 proxy (this dials the examined addresses; needs --probe-target)")
 	fs.Var((*portsValue)(&c.ProbePorts), "probe-ports", "ports probed on every address, a comma-separated list")
 	fs.TextVar(&c.ProbeTarget, "probe-target", c.ProbeTarget, "`ip:port` of a host you run that proxies are asked to connect to (IPv4; required with --probe)")
@@ -238,6 +250,9 @@ func (c Config) Validate() error {
 	}
 	if c.AttackFeed && c.AttackTableMax < 1 {
 		errs = append(errs, fmt.Errorf("attack table max %d, want >= 1", c.AttackTableMax))
+	}
+	if c.AttackFeed && c.History && c.HistoryMax < 1 {
+		errs = append(errs, fmt.Errorf("history max %d, want >= 1", c.HistoryMax))
 	}
 	if c.DrainTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("drain timeout %s, want > 0", c.DrainTimeout))

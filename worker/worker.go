@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
@@ -28,6 +29,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/styx-inference/styx/pkg/attacks"
+	"github.com/styx-inference/styx/pkg/history"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/leader"
 	"github.com/styx-inference/styx/pkg/locdb"
@@ -80,6 +82,7 @@ type Worker struct {
 	id          string
 	metricsAddr string
 	attacks     *attacks.Table // nil when the attack feed is off
+	history     *history.Table // nil without History, the attack feed or a database
 }
 
 // New checks cfg and returns a Worker; Run starts it. NUMANode AllNodes is
@@ -144,6 +147,15 @@ func (w *Worker) AttackTable() *attacks.Table {
 	return w.attacks
 }
 
+// History is the table the feed folds verdicts and attack reports into
+// (nil when History or AttackFeed is off, without a location database, or
+// before Ready).
+func (w *Worker) History() *history.Table {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.history
+}
+
 // MetricsAddr is the bound /metrics address ("" when off or before Ready).
 func (w *Worker) MetricsAddr() string {
 	w.mu.Lock()
@@ -171,7 +183,8 @@ func (w *Worker) Leave() { w.left.Do(func() { close(w.leave) }) }
 // engine the attack table when it implements attacks.HistoryUser (every
 // engine the model follower installs later is wrapped and handed the
 // table alike), serve gRPC (WorkerService, health, reflection), follow
-// the leader's attack feed, register in etcd.
+// the leader's feed (attack reports, and verdicts too into the history
+// table with History), register in etcd.
 //
 // Shutdown order, on ctx end or Leave (a scheduler's Drain):
 //  1. drain: mark the service draining (no credit, new batches refused),
@@ -207,8 +220,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	defer closeEngine()
 	var table *attacks.Table
+	var hist *history.Table
 	if cfg.AttackFeed {
 		table = attacks.NewTable(cfg.AttackTableMax)
+		if cfg.History && db != nil {
+			hist = history.New(history.Config{MaxAddrs: cfg.HistoryMax, Locate: asnOf(db), Attacks: table})
+		}
 	}
 
 	capacity := cfg.Capacity
@@ -368,6 +385,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		follower, err = attackfeed.New(attackfeed.Config{
 			Leaders: func(ctx context.Context) <-chan keyspace.LeaderInfo { return leader.Observe(ctx, cli) },
 			Table:   table,
+			History: hist,
 		}, subLog)
 		if err != nil {
 			return err
@@ -405,7 +423,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	// The model follower swaps the engine when /styx/models/current
 	// changes; it stops with the feed, before the database closes.
 	if cfg.FollowModels && db != nil {
-		loader := modelengine.New(db)
+		loader := modelengine.New(db, hist)
 		models := rollout.New(rollout.Config{
 			Client: cli, WorkerID: id, Load: loader.Load, Locator: db,
 			Set:   func(e raven.Engine) { svc.SetEngine(install(e)) },
@@ -432,7 +450,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	})
 
 	w.mu.Lock()
-	w.addr, w.advertise, w.id, w.attacks = bound, advertise, id, table
+	w.addr, w.advertise, w.id, w.attacks, w.history = bound, advertise, id, table, hist
 	if metricsLis != nil {
 		w.metricsAddr = metricsLis.Addr().String()
 	}
@@ -586,6 +604,14 @@ func (w *Worker) openEngine() (raven.Engine, *locdb.DB, func(), error) {
 	}
 	w.log.Info().Str("path", w.cfg.DBPath).Int("networks", db.NetworkCount()).Msg("location database open")
 	return raven.NewRule(db), db, func() { closeLogged(w.log, "close location database", db) }, nil
+}
+
+// asnOf is the history's Locate over db: the AS of an address's network.
+func asnOf(db *locdb.DB) func(netip.Addr) uint32 {
+	return func(a netip.Addr) uint32 {
+		n, _ := db.Lookup(a)
+		return n.ASN
+	}
 }
 
 func closeLogged(log zerolog.Logger, what string, c io.Closer) {

@@ -2,10 +2,19 @@ package features
 
 import "strconv"
 
-// SchemaVersion is the version of the feature schema below. Change it
-// whenever a feature is added, removed, reordered or computed differently:
-// a model records the version it was trained on and refuses another.
-const SchemaVersion = 1
+// The feature schemas this build speaks. A model records the version it
+// was trained on and its feature names, and is only ever fed that schema.
+// Add a version whenever a feature is added, removed, reordered or
+// computed differently.
+const (
+	// SchemaVersion is schema 1: the Count features from the location
+	// database alone (Extractor).
+	SchemaVersion = 1
+	// SchemaHistory is schema 2: schema 1's features, then the history
+	// block (HistAddrAttacks to HistASAttacks, CountHistory in all) from
+	// STYX's own verdicts and attack reports (HistoryExtractor).
+	SchemaHistory = 2
+)
 
 // Missing is the value of a feature that does not apply (a share over no
 // other networks, an AS fact for a network without an ASN, no flagged
@@ -52,12 +61,29 @@ const (
 	CountryAnonShare
 	CountryDropShare
 
-	// Count is the length of a feature vector.
+	// Count is the length of a schema 1 feature vector.
 	Count
 )
 
+// Indexes of the history block that schema 2 appends. Every one is 0 when
+// the history holds nothing about the address, its bucket and its AS.
+const (
+	HistAddrAttacks = Count + iota
+	HistAddrAttackKinds
+	HistAddrAttackRecency
+	HistBucketVerdicts
+	HistBucketProxyShare
+	HistBucketAttacks
+	HistASVerdicts
+	HistASProxyShare
+	HistASAttacks
+
+	// CountHistory is the length of a schema 2 feature vector.
+	CountHistory
+)
+
 // names are the stable names of the features, in schema order.
-var names = [Count]string{
+var names = [CountHistory]string{
 	IsIPv6:           "is_ipv6",
 	PrefixLen:        "prefix_len",
 	Continent:        "continent",
@@ -94,10 +120,20 @@ var names = [Count]string{
 	CountryNetworks:  "country_networks",
 	CountryAnonShare: "country_anon_share",
 	CountryDropShare: "country_drop_share",
+
+	HistAddrAttacks:       "hist_addr_attacks",
+	HistAddrAttackKinds:   "hist_addr_attack_kinds",
+	HistAddrAttackRecency: "hist_addr_attack_recency",
+	HistBucketVerdicts:    "hist_bucket_verdicts",
+	HistBucketProxyShare:  "hist_bucket_proxy_share",
+	HistBucketAttacks:     "hist_bucket_attacks",
+	HistASVerdicts:        "hist_as_verdicts",
+	HistASProxyShare:      "hist_as_proxy_share",
+	HistASAttacks:         "hist_as_attacks",
 }
 
 // descriptions say what each feature is (docs and `styx-trainer inspect`).
-var descriptions = [Count]string{
+var descriptions = [CountHistory]string{
 	IsIPv6:           "1 for an IPv6 network, 0 for IPv4",
 	PrefixLen:        "prefix length of the network (IPv4 bits for IPv4)",
 	Continent:        "continent code as a category: AF=0 AN=1 AS=2 EU=3 NA=4 OC=5 SA=6, missing when unknown",
@@ -134,14 +170,47 @@ var descriptions = [Count]string{
 	CountryNetworks:  "other networks of the same country",
 	CountryAnonShare: "share of the country's other networks flagged anonymous proxy",
 	CountryDropShare: "share of the country's other networks flagged drop",
+
+	HistAddrAttacks:       "attack reports against the address (history)",
+	HistAddrAttackKinds:   "distinct kinds of attack among them",
+	HistAddrAttackRecency: "1/(1 + days from the address's latest attack to the history's clock), 0 when never attacked",
+	HistBucketVerdicts:    "other addresses of the IPv4 /24 or IPv6 /48 with a verdict (history)",
+	HistBucketProxyShare:  "proxies among those verdicts, shrunk toward 0: proxies/(verdicts+2)",
+	HistBucketAttacks:     "attack reports against the other addresses of the /24 or /48",
+	HistASVerdicts:        "other addresses of the AS with a verdict (history)",
+	HistASProxyShare:      "proxies among those verdicts, shrunk toward 0: proxies/(verdicts+2)",
+	HistASAttacks:         "attack reports against the other addresses of the AS",
 }
 
-// Names returns the feature names in schema order (a new slice).
-func Names() []string { return append([]string(nil), names[:]...) }
+// Names returns the feature names of schema 1 in schema order (a new
+// slice).
+func Names() []string { return NamesOf(SchemaVersion) }
+
+// NamesOf returns the feature names of a schema this build speaks (nil
+// for another).
+func NamesOf(schema int) []string {
+	n := NumFeaturesOf(schema)
+	if n == 0 {
+		return nil
+	}
+	return append([]string(nil), names[:n]...)
+}
+
+// NumFeaturesOf is the length of a schema's vectors: Count for schema 1,
+// CountHistory for schema 2, 0 for a schema this build does not speak.
+func NumFeaturesOf(schema int) int {
+	switch schema {
+	case SchemaVersion:
+		return Count
+	case SchemaHistory:
+		return CountHistory
+	}
+	return 0
+}
 
 // Name returns the name of feature i.
 func Name(i int) string {
-	if i < 0 || i >= Count {
+	if i < 0 || i >= CountHistory {
 		return ""
 	}
 	return names[i]
@@ -149,20 +218,21 @@ func Name(i int) string {
 
 // Description says what feature i is.
 func Description(i int) string {
-	if i < 0 || i >= Count {
+	if i < 0 || i >= CountHistory {
 		return ""
 	}
 	return descriptions[i]
 }
 
 // Compatible reports whether a model's schema version and feature names
-// match this schema, and why not.
+// match a schema this build speaks (1 or 2), and why not.
 func Compatible(version int, featureNames []string) error {
-	if version != SchemaVersion {
+	want := NumFeaturesOf(version)
+	if want == 0 {
 		return &SchemaError{Reason: "schema version", Got: version}
 	}
-	if len(featureNames) != Count {
-		return &SchemaError{Reason: "feature count", Got: len(featureNames)}
+	if len(featureNames) != want {
+		return &SchemaError{Reason: "feature count", Got: len(featureNames), Schema: version}
 	}
 	for i, n := range featureNames {
 		if n != names[i] {
@@ -176,14 +246,15 @@ func Compatible(version int, featureNames []string) error {
 type SchemaError struct {
 	Reason string
 	Got    int
+	Schema int // for a feature count: the schema whose count differs
 }
 
 func (e *SchemaError) Error() string {
 	switch e.Reason {
 	case "schema version":
-		return "feature schema version " + strconv.Itoa(e.Got) + ", this build speaks " + strconv.Itoa(SchemaVersion)
+		return "feature schema version " + strconv.Itoa(e.Got) + ", this build speaks " + strconv.Itoa(SchemaVersion) + " and " + strconv.Itoa(SchemaHistory)
 	case "feature count":
-		return strconv.Itoa(e.Got) + " features, schema " + strconv.Itoa(SchemaVersion) + " has " + strconv.Itoa(Count)
+		return strconv.Itoa(e.Got) + " features, schema " + strconv.Itoa(e.Schema) + " has " + strconv.Itoa(NumFeaturesOf(e.Schema))
 	}
 	return "feature schema mismatch: " + e.Reason
 }

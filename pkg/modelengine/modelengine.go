@@ -2,7 +2,9 @@
 // location database: it decodes and verifies the artifact (pkg/model),
 // checks its feature schema, and pairs it with a feature extractor
 // (pkg/features) built once per database and shared by every model the
-// server loads afterwards.
+// server loads afterwards: the schema 1 extractor for a schema 1 model,
+// and for a schema 2 model the same extractor followed by the server's
+// history (a history.Table the feed fills, or none: a zero history block).
 package modelengine
 
 import (
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/styx-inference/styx/pkg/features"
+	"github.com/styx-inference/styx/pkg/history"
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/model"
 	"github.com/styx-inference/styx/pkg/raven"
@@ -19,7 +22,8 @@ import (
 
 // Loader builds engines from artifacts over one open database.
 type Loader struct {
-	db *locdb.DB
+	db   *locdb.DB
+	hist features.HistorySource
 
 	once  sync.Once
 	ex    *features.Extractor
@@ -28,9 +32,15 @@ type Loader struct {
 }
 
 // New returns a Loader over db, which must stay open while its engines
-// are used. The extractor is built on the first Load (seconds on the real
-// database), not here.
-func New(db *locdb.DB) *Loader { return &Loader{db: db} }
+// are used, and hist, the history schema 2 models read (nil: none, their
+// history features are zero). The extractor is built on the first Load
+// (seconds on the real database), not here.
+func New(db *locdb.DB, hist features.HistorySource) *Loader {
+	if t, ok := hist.(*history.Table); ok && t == nil {
+		hist = nil
+	}
+	return &Loader{db: db, hist: hist}
+}
 
 // Load decodes artifact, verifies it and returns its engine.
 func (l *Loader) Load(artifact []byte) (raven.Engine, error) {
@@ -38,8 +48,8 @@ func (l *Loader) Load(artifact []byte) (raven.Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	if m.FeatureSchema() != features.SchemaVersion {
-		return nil, fmt.Errorf("model %s uses feature schema %d, this build extracts %d", m.ModelVersion(), m.FeatureSchema(), features.SchemaVersion)
+	if features.NumFeaturesOf(m.FeatureSchema()) == 0 {
+		return nil, fmt.Errorf("model %s uses feature schema %d, this build extracts %d and %d", m.ModelVersion(), m.FeatureSchema(), features.SchemaVersion, features.SchemaHistory)
 	}
 	l.once.Do(func() {
 		start := time.Now()
@@ -48,6 +58,9 @@ func (l *Loader) Load(artifact []byte) (raven.Engine, error) {
 	})
 	if l.err != nil {
 		return nil, fmt.Errorf("feature extractor: %w", l.err)
+	}
+	if m.FeatureSchema() == features.SchemaHistory {
+		return raven.NewModel(m, features.NewHistoryExtractor(l.ex, l.hist))
 	}
 	return raven.NewModel(m, l.ex)
 }

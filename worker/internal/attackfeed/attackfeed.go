@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/styx-inference/styx/pkg/attacks"
+	"github.com/styx-inference/styx/pkg/history"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/logging"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
@@ -30,6 +31,11 @@ type Config struct {
 	Leaders func(ctx context.Context) <-chan keyspace.LeaderInfo
 	// Table receives the reports.
 	Table *attacks.Table
+	// History, when set, folds the whole feed, verdicts too: the follower
+	// asks for every event (not attacks_only) and hands each one to
+	// History.Apply, which adds the attack reports to Table itself (its
+	// Config.Attacks must be Table).
+	History *history.Table
 	// BackoffMin and BackoffMax bound the reconnect delay (defaults
 	// 100 ms and 5 s).
 	BackoffMin, BackoffMax time.Duration
@@ -53,6 +59,7 @@ func (c Config) Validate() error {
 // Stats are the follower's counters since start.
 type Stats struct {
 	Reports   uint64 // attack reports added to the table
+	Verdicts  uint64 // verdicts folded into the history (with History)
 	Invalid   uint64 // attack reports that did not decode (skipped)
 	Gaps      uint64 // restarts from "now" (revision too old or from another term)
 	Connected bool   // a feed stream is up
@@ -67,6 +74,7 @@ type Follower struct {
 
 	rev       atomic.Uint64 // owned by the single feed session; read by Stats
 	reports   atomic.Uint64
+	verdicts  atomic.Uint64
 	invalid   atomic.Uint64
 	gaps      atomic.Uint64
 	connected atomic.Bool
@@ -89,7 +97,7 @@ func New(cfg Config, log zerolog.Logger) (*Follower, error) {
 // Stats returns the counters.
 func (f *Follower) Stats() Stats {
 	return Stats{
-		Reports: f.reports.Load(), Invalid: f.invalid.Load(), Gaps: f.gaps.Load(),
+		Reports: f.reports.Load(), Verdicts: f.verdicts.Load(), Invalid: f.invalid.Load(), Gaps: f.gaps.Load(),
 		Connected: f.connected.Load(), Revision: f.rev.Load(),
 	}
 }
@@ -182,7 +190,8 @@ func (f *Follower) follow(ctx context.Context, li keyspace.LeaderInfo) {
 func (f *Follower) session(ctx context.Context, client styxv1.SchedulerServiceClient) (got bool, err error) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := client.Feed(sctx, &styxv1.FeedRequest{FromRevision: f.rev.Load(), AttacksOnly: true})
+	hist := f.cfg.History
+	stream, err := client.Feed(sctx, &styxv1.FeedRequest{FromRevision: f.rev.Load(), AttacksOnly: hist == nil})
 	if err != nil {
 		return false, err
 	}
@@ -197,7 +206,9 @@ func (f *Follower) session(ctx context.Context, client styxv1.SchedulerServiceCl
 			return got, err
 		}
 		got = true
-		if p := ev.GetAttack(); p != nil {
+		if hist != nil {
+			f.fold(hist, ev)
+		} else if p := ev.GetAttack(); p != nil {
 			if r, err := attacks.FromProto(p); err != nil {
 				f.invalid.Add(1)
 				f.log.Debug().Err(err).Msg("invalid attack report skipped")
@@ -206,6 +217,22 @@ func (f *Follower) session(ctx context.Context, client styxv1.SchedulerServiceCl
 			}
 		}
 		f.rev.Store(ev.GetRevision())
+	}
+}
+
+// fold hands one event to the history, which checks its revision and
+// adds an attack report to the attack table first.
+func (f *Follower) fold(hist *history.Table, ev *styxv1.FeedEvent) {
+	changed, err := hist.Apply(ev)
+	switch {
+	case err != nil:
+		f.invalid.Add(1)
+		f.log.Debug().Err(err).Msg("invalid feed event skipped")
+	case !changed:
+	case ev.GetAttack() != nil:
+		f.reports.Add(1)
+	case ev.GetVerdict() != nil:
+		f.verdicts.Add(1)
 	}
 }
 
@@ -229,6 +256,7 @@ func (f *Follower) Register(reg prometheus.Registerer) error {
 		counter("attack_reports_duplicate_total", "Attack reports not counted again (seen before).", t.Duplicates),
 		counter("attack_feed_gaps_total", "Attack feed restarts from now (revision not in the leader's ring).", f.gaps.Load),
 		counter("attack_table_evicted_total", "Addresses dropped from the full attack table.", t.Evicted),
+		counter("history_verdicts_total", "Verdicts from the feed folded into the history (0 without --history).", f.verdicts.Load),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "styx", Subsystem: "worker", Name: "attack_table_addresses",
 			Help: "Addresses in the attack table."}, func() float64 { return float64(t.Len()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "styx", Subsystem: "worker", Name: "attack_feed_connected",
@@ -241,6 +269,22 @@ func (f *Follower) Register(reg prometheus.Registerer) error {
 	} {
 		if err := reg.Register(c); err != nil {
 			return err
+		}
+	}
+	if h := f.cfg.History; h != nil {
+		gauge := func(name, help string, v func(history.Sizes) int) prometheus.Collector {
+			return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "styx", Subsystem: "worker", Name: name, Help: help},
+				func() float64 { return float64(v(h.Sizes())) })
+		}
+		for _, c := range []prometheus.Collector{
+			gauge("history_addresses", "Addresses in the history table.", func(z history.Sizes) int { return z.Addrs }),
+			gauge("history_buckets", "IPv4 /24 and IPv6 /48 buckets in the history table.", func(z history.Sizes) int { return z.Buckets }),
+			gauge("history_ases", "ASes in the history table.", func(z history.Sizes) int { return z.ASes }),
+			counter("history_evicted_total", "Addresses dropped from the full history table.", func() uint64 { return h.Sizes().Evicted }),
+		} {
+			if err := reg.Register(c); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
