@@ -17,6 +17,7 @@ import (
 
 	"github.com/styx-inference/styx/pkg/features"
 	"github.com/styx-inference/styx/pkg/features/featurestest"
+	"github.com/styx-inference/styx/pkg/history"
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/model"
 	"github.com/styx-inference/styx/pkg/raven"
@@ -25,6 +26,13 @@ import (
 // trainTiny trains a small model on every network of db, with 5-fold
 // out-of-fold features as the trainer makes them.
 func trainTiny(tb testing.TB, db *locdb.DB, ex *features.Extractor) *model.Model {
+	tb.Helper()
+	return trainTinySchema(tb, db, features.SchemaVersion, nil)
+}
+
+// trainTinySchema is trainTiny for a feature schema: for schema 2 the
+// history block of each network's first address comes from hist.
+func trainTinySchema(tb testing.TB, db *locdb.DB, schema int, hist features.HistorySource) *model.Model {
 	tb.Helper()
 	fold := func(n locdb.Network) int {
 		a := n.Prefix.Addr().As16()
@@ -38,11 +46,18 @@ func trainTiny(tb testing.TB, db *locdb.DB, ex *features.Extractor) *model.Model
 		}
 		folds = append(folds, fx)
 	}
-	d := &model.Dataset{Features: features.Count}
+	d := &model.Dataset{Features: features.NumFeaturesOf(schema)}
 	var ya, yh []float32
-	x := make([]float32, features.Count)
+	x := make([]float32, d.Features)
 	for n := range db.Networks() {
 		folds[fold(n)].ExtractNetwork(n, x)
+		if schema == features.SchemaHistory {
+			var s history.Stats
+			if hist != nil {
+				s = hist.Lookup(n.Prefix.Addr(), n.ASN)
+			}
+			features.WriteHistory(s, x)
+		}
 		d.X = append(d.X, x...)
 		ya = append(ya, b2f(n.Flags.AnonymousProxy()))
 		yh = append(yh, b2f(n.Flags.Drop()))
@@ -53,7 +68,7 @@ func trainTiny(tb testing.TB, db *locdb.DB, ex *features.Extractor) *model.Model
 	if err != nil {
 		tb.Fatal(err)
 	}
-	m := &model.Model{Version: "raven-test-1", SchemaVersion: features.SchemaVersion, Features: features.Names(), Params: p}
+	m := &model.Model{Version: fmt.Sprintf("raven-test-%d", schema), SchemaVersion: schema, Features: features.NamesOf(schema), Params: p}
 	for i, y := range [][]float32{ya, yh} {
 		bs, err := model.NewBooster(p, d, bins, y, i)
 		if err != nil {
