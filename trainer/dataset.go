@@ -130,8 +130,10 @@ func foldOf(seed uint64, folds int, n locdb.Network) int {
 // buildExamples extracts the features of every database network (when
 // dbLabels) and every label-file entry, and splits them. Training examples
 // take their features from the fold extractor of their fold (when there
-// are folds), the others from ex, as a live address would.
-func buildExamples(ctx context.Context, db *locdb.DB, ex *features.Extractor, folds []*features.Extractor, cfg Config, file []labels.Entry, sp *splitter) (*Examples, error) {
+// are folds), the others from ex, as a live address would. For schema 2,
+// the history block comes from hist (nil: zeros), leaving each example's
+// own verdicts out.
+func buildExamples(ctx context.Context, db *locdb.DB, ex *features.Extractor, folds []*features.Extractor, cfg Config, file []labels.Entry, sp *splitter, hist *trainHistory) (*Examples, error) {
 	extractor := func(s Split, n locdb.Network) *features.Extractor {
 		if s != SplitTrain || len(folds) == 0 {
 			return ex
@@ -140,10 +142,11 @@ func buildExamples(ctx context.Context, db *locdb.DB, ex *features.Extractor, fo
 	}
 	e := &Examples{}
 	for i := range e.Sets {
-		e.Sets[i].Data.Features = features.Count
+		e.Sets[i].Data.Features = features.NumFeaturesOf(cfg.Schema)
 		e.Sets[i].Groups = map[uint64]struct{}{}
 	}
-	x := make([]float32, features.Count)
+	withHistory := cfg.Schema == features.SchemaHistory
+	x := make([]float32, features.NumFeaturesOf(cfg.Schema))
 	if cfg.DBLabels {
 		k := 0
 		for n := range db.Networks() {
@@ -162,6 +165,9 @@ func buildExamples(ctx context.Context, db *locdb.DB, ex *features.Extractor, fo
 				w = float32(1 / cfg.NegativeRate)
 			}
 			extractor(s, n).ExtractNetwork(n, x)
+			if withHistory {
+				hist.writeNetwork(n, x)
+			}
 			e.Sets[s].add(x, anon, hostile, w, group(n))
 		}
 	}
@@ -172,6 +178,9 @@ func buildExamples(ctx context.Context, db *locdb.DB, ex *features.Extractor, fo
 		}
 		s := sp.split(n)
 		extractor(s, n).ExtractNetwork(n, x)
+		if withHistory {
+			hist.writeAddr(en.Addr(), n.ASN, x)
+		}
 		e.Sets[s].add(x, en.Label == labels.Anonymiser, en.Label == labels.Hostile, 1, group(n))
 		e.FileLabels++
 	}

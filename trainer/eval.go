@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/styx-inference/styx/pkg/features"
 	"github.com/styx-inference/styx/pkg/locdb"
@@ -32,6 +33,11 @@ type EvalConfig struct {
 	DBKeyPath  string
 	SkipVerify bool
 	SkipBad    bool // go on without bad lines instead of failing
+	// VerdictsFile and AttacksFile fill a schema 2 model's history, as for
+	// Train (each labelled address left out of its own bucket and AS);
+	// without them its history features are 0.
+	VerdictsFile string
+	AttacksFile  string
 }
 
 // EvalResult is the metrics of every scorer for both heads.
@@ -76,7 +82,21 @@ func Eval(ctx context.Context, cfg EvalConfig) (*EvalResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	eng, err := raven.NewModel(m, ex)
+	var fx raven.FeatureExtractor = ex
+	if m.FeatureSchema() == features.SchemaHistory {
+		h, err := loadHistory(db, cfg.VerdictsFile, cfg.AttacksFile, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		hx := features.NewHistoryExtractor(ex, nil)
+		if h != nil {
+			hx = features.NewHistoryExtractor(ex, h.t)
+		}
+		fx = hx
+	} else if cfg.VerdictsFile != "" || cfg.AttacksFile != "" {
+		return nil, fmt.Errorf("model %s uses feature schema %d, which has no history features", m.Version, m.FeatureSchema())
+	}
+	eng, err := raven.NewModel(m, fx)
 	if err != nil {
 		return nil, err
 	}

@@ -45,6 +45,16 @@ type Config struct {
 	LabelsFile string // optional "address-or-prefix,label" list
 	DBLabels   bool   // label every database network by its flags
 
+	// Schema is the feature schema trained: 2 (the default) adds the
+	// history block to schema 1's features.
+	Schema int
+	// VerdictsFile ("address,label" lines, as styx-node export-verdicts
+	// writes them) and AttacksFile (attack report lines, as styx-node
+	// import-attacks reads them) fill the history of schema 2's examples.
+	// Without either, the history features are 0.
+	VerdictsFile string
+	AttacksFile  string
+
 	HoldoutFraction    float64 // of the groups (ASes), when HoldoutASFile is ""
 	HoldoutASFile      string  // one ASN per line ("AS123" or "123"): exactly these are held out
 	ValidationFraction float64 // of the remaining groups
@@ -68,7 +78,7 @@ type Config struct {
 // DefaultConfig is the configuration styx-trainer train starts from.
 func DefaultConfig() Config {
 	return Config{
-		DBPath: locdb.DefaultPath, OutDir: "raven-model", DBLabels: true,
+		DBPath: locdb.DefaultPath, OutDir: "raven-model", DBLabels: true, Schema: features.SchemaHistory,
 		HoldoutFraction: 0.2, ValidationFraction: 0.1, NegativeRate: 0.25, Folds: 5, Seed: 1,
 		Params: model.DefaultParams(), ThresholdAnon: 0.5, ThresholdHostile: 0.5,
 		CheckpointEvery: 25, Progress: progress.Auto, ProgressEvery: 5 * time.Second,
@@ -92,6 +102,10 @@ func (c Config) Validate() error {
 		return errors.New("negative rate must be in (0, 1]")
 	case !(c.ThresholdAnon > 0 && c.ThresholdAnon < 1) || !(c.ThresholdHostile > 0 && c.ThresholdHostile < 1):
 		return errors.New("thresholds must be in (0, 1)")
+	case c.Schema != features.SchemaVersion && c.Schema != features.SchemaHistory:
+		return fmt.Errorf("feature schema %d, want %d or %d", c.Schema, features.SchemaVersion, features.SchemaHistory)
+	case c.Schema == features.SchemaVersion && (c.VerdictsFile != "" || c.AttacksFile != ""):
+		return errors.New("verdicts and attacks files feed the history features of schema 2, not schema 1")
 	case c.Folds < 0 || c.Folds > 20:
 		return errors.New("folds must be in [0, 20]")
 	case c.CheckpointEvery < 1:
@@ -202,8 +216,24 @@ func Train(ctx context.Context, cfg Config, log zerolog.Logger, progressOut io.W
 		}
 		sources = append(sources, fmt.Sprintf("file %s (sha256 %s, %d lines)", cfg.LabelsFile, sum, len(file)))
 	}
+	var hist *trainHistory
+	historyDesc := ""
+	if cfg.Schema == features.SchemaHistory {
+		t0 := time.Now()
+		if hist, err = loadHistory(db, cfg.VerdictsFile, cfg.AttacksFile, time.Now()); err != nil {
+			return nil, err
+		}
+		historyDesc = NoHistory
+		if hist != nil {
+			historyDesc = hist.desc
+			z := hist.t.Sizes()
+			log.Info().Int("addresses", z.Addrs).Int("buckets", z.Buckets).Int("ases", z.ASes).Dur("took", time.Since(t0)).Msg("history folded")
+		} else {
+			log.Info().Msg("no history files: the history features are 0")
+		}
+	}
 	t0 := time.Now()
-	exs, err := buildExamples(ctx, db, ex, folds, cfg, file, sp)
+	exs, err := buildExamples(ctx, db, ex, folds, cfg, file, sp, hist)
 	folds = nil // let the indexes go before training
 	if err != nil {
 		if ctx.Err() != nil {
@@ -300,7 +330,7 @@ func Train(ctx context.Context, cfg Config, log zerolog.Logger, progressOut io.W
 		version = "raven-" + time.Now().UTC().Format("20060102T150405Z")
 	}
 	m := &model.Model{
-		Version: version, SchemaVersion: features.SchemaVersion, Features: features.Names(),
+		Version: version, SchemaVersion: cfg.Schema, Features: features.NamesOf(cfg.Schema),
 		CreatedAt: time.Now().UTC().Truncate(time.Second), Params: cfg.Params, Heads: out,
 	}
 	if err := m.Compile(); err != nil {
@@ -321,7 +351,7 @@ func Train(ctx context.Context, cfg Config, log zerolog.Logger, progressOut io.W
 	m.Provenance = model.Provenance{
 		DBPath: cfg.DBPath, DBVendor: db.Vendor(), DBDescription: db.Description(), DBCreatedAt: db.CreatedAt(),
 		DBSHA256: dbSum, LabelSources: sources, Seed: cfg.Seed, Split: splitDesc, NegativeRate: cfg.NegativeRate,
-		Folds:         cfg.Folds,
+		Folds:         cfg.Folds, History: historyDesc,
 		TrainExamples: train.Rows(), Command: cfg.Command, Host: host,
 		TrainSeconds: math.Round(res.Duration.Seconds()*10) / 10,
 	}
@@ -342,8 +372,8 @@ func fingerprint(cfg Config, train *Set) string {
 	h := sha256.New()
 	p, _ := json.Marshal(cfg.Params)
 	h.Write(p)
-	fmt.Fprintf(h, "%d|%g|%g|%g|%s|%v|%s|%d\n", features.SchemaVersion, cfg.HoldoutFraction, cfg.ValidationFraction,
-		cfg.NegativeRate, cfg.LabelsFile, cfg.DBLabels, cfg.HoldoutASFile, cfg.Folds)
+	fmt.Fprintf(h, "%d|%g|%g|%g|%s|%v|%s|%d|%s|%s\n", cfg.Schema, cfg.HoldoutFraction, cfg.ValidationFraction,
+		cfg.NegativeRate, cfg.LabelsFile, cfg.DBLabels, cfg.HoldoutASFile, cfg.Folds, cfg.VerdictsFile, cfg.AttacksFile)
 	var b [4]byte
 	for _, v := range train.Data.X {
 		binary.LittleEndian.PutUint32(b[:], math.Float32bits(v))

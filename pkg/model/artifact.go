@@ -53,6 +53,10 @@ type Provenance struct {
 	Split         string    `json:"split"` // how the held-out set was chosen
 	NegativeRate  float64   `json:"negative_rate"`
 	Folds         int       `json:"folds"` // out-of-fold neighbourhood statistics for training examples; < 2: leave-one-out
+	// History says what filled the history block of a schema 2 model's
+	// training examples (the verdicts and attacks files), or that nothing
+	// did and its features were all 0.
+	History string `json:"history,omitempty"`
 	TrainExamples int       `json:"train_examples"`
 	Command       string    `json:"command,omitempty"`
 	Host          string    `json:"host,omitempty"`

@@ -96,6 +96,9 @@ func train(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.ModelVersion, "model-version", "", "model version string (default raven-<UTC time>)")
 	fs.StringVar(&cfg.LabelsFile, "labels", "", "extra labelled examples: a file of address-or-prefix,label lines (anonymiser, hostile, clean)")
 	fs.BoolVar(&cfg.DBLabels, "db-labels", cfg.DBLabels, "label every database network by its flags (anonymiser: anonymous proxy, hostile: drop)")
+	fs.IntVar(&cfg.Schema, "schema", cfg.Schema, "feature schema: 2 = the location database plus the history features (from --verdicts and --attacks; 0 without them), 1 = the location database only")
+	fs.StringVar(&cfg.VerdictsFile, "verdicts", "", "history: verdicts as styx-node export-verdicts writes them (address,label lines); each example's own verdicts are left out of its features")
+	fs.StringVar(&cfg.AttacksFile, "attacks", "", "history: attack reports as styx-node import-attacks reads them (address,time,kind lines or JSON objects)")
 	fs.Float64Var(&cfg.HoldoutFraction, "holdout", cfg.HoldoutFraction, "share of whole ASes held out for the reported metrics")
 	fs.StringVar(&cfg.HoldoutASFile, "holdout-as", "", "hold out exactly the ASes listed in this file (one ASN a line) instead")
 	fs.Float64Var(&cfg.ValidationFraction, "validation", cfg.ValidationFraction, "share of the other ASes kept for validation metrics (for tuning; 0 for none)")
@@ -124,8 +127,13 @@ func train(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 Trains the Raven model: one gradient-boosted tree ensemble per head
 ("anonymiser": networks flagged anonymous proxy; "hostile": networks flagged
 drop), on leave-one-out features of the location database (a network's own
-flags are never its features). Whole ASes are held out; their metrics are
-printed beside the rule engine's, judged on the same leave-one-out data.
+flags are never its features) and, with schema 2 (the default), on history
+features: the attack history of the address and the verdicts and attack
+reports of its /24 (/48) and its AS, from --verdicts and --attacks, with the
+example's own verdicts left out. Without those files the history features
+are 0 and the model learns nothing from them. Whole ASes are held out; their
+metrics are printed beside the rule engine's, judged on the same
+leave-one-out data.
 Ctrl-C writes a checkpoint; --resume continues it to the same model.`)
 	if code, ok := parse(fs, args, stderr); !ok {
 		return code
@@ -204,6 +212,8 @@ func eval(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.DBKeyPath, "db-key", "", "public key the database is signed with (default the system's)")
 	fs.BoolVar(&cfg.SkipVerify, "skip-verify", false, "do not verify the database signature")
 	fs.BoolVar(&cfg.SkipBad, "skip-bad", false, "report bad lines and go on without them (default: refuse the file)")
+	fs.StringVar(&cfg.VerdictsFile, "verdicts", "", "history of a schema 2 model: verdicts (address,label lines, as styx-node export-verdicts writes them)")
+	fs.StringVar(&cfg.AttacksFile, "attacks", "", "history of a schema 2 model: attack reports (as styx-node import-attacks reads them)")
 	fs.Usage = envflag.Usage(fs, "STYX", `styx-trainer eval --model M --labels FILE [flags]
 
 Scores every labelled address with the model alone (its surroundings), the
@@ -284,6 +294,9 @@ version, schema, heads, metrics and provenance.`)
 	fmt.Fprintf(stdout, "split           %s\n", pv.Split)
 	fmt.Fprintf(stdout, "sampling        training negatives kept at rate %g (weighted 1/rate); %d training examples\n", pv.NegativeRate, pv.TrainExamples)
 	fmt.Fprintf(stdout, "features        training examples: %s; evaluation and live addresses: leave-one-out\n", foldsDesc(pv.Folds))
+	if m.SchemaVersion == features.SchemaHistory {
+		fmt.Fprintf(stdout, "history         %s\n", pv.History)
+	}
 	fmt.Fprintf(stdout, "seed            %d\n", pv.Seed)
 	fmt.Fprintf(stdout, "trained         in %.1f s on %s\n", pv.TrainSeconds, pv.Host)
 	if pv.Command != "" {
