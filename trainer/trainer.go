@@ -351,7 +351,7 @@ func Train(ctx context.Context, cfg Config, log zerolog.Logger, progressOut io.W
 	m.Provenance = model.Provenance{
 		DBPath: cfg.DBPath, DBVendor: db.Vendor(), DBDescription: db.Description(), DBCreatedAt: db.CreatedAt(),
 		DBSHA256: dbSum, LabelSources: sources, Seed: cfg.Seed, Split: splitDesc, NegativeRate: cfg.NegativeRate,
-		Folds:         cfg.Folds, History: historyDesc,
+		Folds: cfg.Folds, History: historyDesc,
 		TrainExamples: train.Rows(), Command: cfg.Command, Host: host,
 		TrainSeconds: math.Round(res.Duration.Seconds()*10) / 10,
 	}

@@ -56,11 +56,11 @@ type Provenance struct {
 	// History says what filled the history block of a schema 2 model's
 	// training examples (the verdicts and attacks files), or that nothing
 	// did and its features were all 0.
-	History string `json:"history,omitempty"`
-	TrainExamples int       `json:"train_examples"`
-	Command       string    `json:"command,omitempty"`
-	Host          string    `json:"host,omitempty"`
-	TrainSeconds  float64   `json:"train_seconds"`
+	History       string  `json:"history,omitempty"`
+	TrainExamples int     `json:"train_examples"`
+	Command       string  `json:"command,omitempty"`
+	Host          string  `json:"host,omitempty"`
+	TrainSeconds  float64 `json:"train_seconds"`
 }
 
 // Evaluation is one head's held-out metrics beside the baselines'.
