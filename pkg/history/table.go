@@ -90,37 +90,64 @@ func (e Entry) Contribution() Counts {
 	return c
 }
 
+// addrEntry is the folding goroutine's record of an address: its entry
+// and its place in the recency list.
 type addrEntry struct {
 	Entry
-	prev, next *addrEntry // recency list, touched by the folding goroutine only
+	prev, next *addrEntry
 }
 
-type agg struct {
-	Counts
-	refs uint32 // held addresses that name it
+// addrVal is what lookups read about an address, stored by value in its
+// shard's map so that a lookup is one map probe.
+type addrVal struct {
+	lastAttack int64
+	attacks    uint32
+	kinds      uint8
+	verdict    bool
+	proxy      bool
 }
 
+func (e *Entry) val() addrVal {
+	return addrVal{lastAttack: e.LastAttack, attacks: e.Attacks, kinds: e.Kinds, verdict: e.Verdict, proxy: e.Proxy}
+}
+
+func (v addrVal) contribution() Counts {
+	return Entry{Verdict: v.verdict, Proxy: v.proxy, Attacks: v.attacks}.Contribution()
+}
+
+// shard holds what lookups read, by value: a lookup probes one map of
+// three shards under their read locks.
 type shard struct {
 	mu      sync.RWMutex
-	addrs   map[netip.Addr]*addrEntry
-	buckets map[uint64]*agg
-	ases    map[uint32]*agg
+	addrs   map[netip.Addr]addrVal
+	buckets map[uint64]agg
+	ases    map[uint32]agg
+}
+
+// agg is a bucket's or an AS's counts and how many held addresses name
+// it (it is dropped at 0).
+type agg struct {
+	Counts
+	refs uint32
 }
 
 // Table is safe for concurrent use. Folds (Apply, AddVerdict, AddAttack)
-// are serialised by one mutex; lookups take only the read locks of the
-// three shards they read (the address's, its bucket's and its AS's), one
-// at a time, so they run in parallel with each other and wait for a fold
-// only when it writes the same shard. A lookup concurrent with a fold may
-// see that fold in part.
+// are serialised by one mutex, which also guards the folding side's
+// records (entries, the recency list, the references of buckets and
+// ASes). What lookups read lives in 64 shards, each a read-write lock over
+// three maps of values; a fold writes the shards it changes one at a time.
+// A lookup takes the read locks of the three shards it reads (the
+// address's, its bucket's and its AS's), one at a time, so lookups run in
+// parallel with each other and wait for a fold only when it writes the
+// same shard. A lookup concurrent with a fold may see that fold in part.
 //
 // Lock order: Table.mu, then at most one shard's mu at a time.
 type Table struct {
 	cfg Config
 
-	mu         sync.Mutex // serialises folds; guards head, tail, n, rev
+	mu         sync.Mutex // serialises folds; guards everything down to rev
+	entries    map[netip.Addr]*addrEntry
 	head, tail *addrEntry // most and least recently updated
-	n          int
 	rev        uint64
 
 	clock   atomic.Int64
@@ -134,10 +161,10 @@ func New(cfg Config) *Table {
 	if cfg.MaxAddrs < 1 {
 		cfg.MaxAddrs = DefaultMaxAddrs
 	}
-	t := &Table{cfg: cfg}
+	t := &Table{cfg: cfg, entries: map[netip.Addr]*addrEntry{}}
 	for i := range t.shards {
 		s := &t.shards[i]
-		s.addrs, s.buckets, s.ases = map[netip.Addr]*addrEntry{}, map[uint64]*agg{}, map[uint32]*agg{}
+		s.addrs, s.buckets, s.ases = map[netip.Addr]addrVal{}, map[uint64]agg{}, map[uint32]agg{}
 	}
 	return t
 }
@@ -265,16 +292,14 @@ func (t *Table) tick(ns int64) {
 
 // update applies change to a's entry (a new one if needed, evicting the
 // least recently updated when full), moves it to the front of the recency
-// list and carries the change of its contribution to its bucket and AS.
-// Called with t.mu held.
+// list, publishes it to its shard and carries the change of its
+// contribution to its bucket and AS. Called with t.mu held.
 func (t *Table) update(a netip.Addr, change func(*Entry)) {
 	t.applied.Add(1)
-	s := t.addrShard(a)
-	s.mu.RLock() // only this goroutine writes the maps: the entry is stable
-	e := s.addrs[a]
-	s.mu.RUnlock()
+	e := t.entries[a]
+	ref := 0
 	if e == nil {
-		if t.n >= t.cfg.MaxAddrs {
+		if len(t.entries) >= t.cfg.MaxAddrs {
 			t.evictLocked()
 		}
 		var asn uint32
@@ -282,69 +307,53 @@ func (t *Table) update(a netip.Addr, change func(*Entry)) {
 			asn = t.cfg.Locate(a)
 		}
 		e = &addrEntry{Entry: Entry{Addr: a, Bucket: BucketKey(a), ASN: asn}}
-		s.mu.Lock()
-		s.addrs[a] = e
-		s.mu.Unlock()
-		t.n++
-		t.ref(e.Bucket, e.ASN, 1)
+		t.entries[a] = e
+		ref = 1
 	} else {
 		t.unlink(e)
 	}
 	t.pushFront(e)
 
-	s.mu.Lock()
 	before := e.Contribution()
 	change(&e.Entry)
-	after := e.Contribution()
+	s := t.addrShard(a)
+	s.mu.Lock()
+	s.addrs[a] = e.val()
 	s.mu.Unlock()
-	t.shift(e.Bucket, e.ASN, before, after)
+	t.shift(e.Bucket, e.ASN, before, e.Contribution(), ref)
 }
 
-// ref adds d (+1 or -1) to the references of a bucket and an AS, creating
-// or dropping their entries.
-func (t *Table) ref(bucket uint64, asn uint32, d int) {
-	refOne := func(s *shard, get func() *agg, put func(*agg), del func()) {
-		s.mu.Lock()
-		g := get()
-		switch {
-		case g == nil && d > 0:
-			put(&agg{refs: 1})
-		case g != nil && d > 0:
-			g.refs++
-		case g != nil:
-			if g.refs--; g.refs == 0 {
-				del()
-			}
-		}
-		s.mu.Unlock()
-	}
-	bs := t.bucketShard(bucket)
-	refOne(bs, func() *agg { return bs.buckets[bucket] }, func(g *agg) { bs.buckets[bucket] = g }, func() { delete(bs.buckets, bucket) })
-	if asn != 0 {
-		as := t.asShard(asn)
-		refOne(as, func() *agg { return as.ases[asn] }, func(g *agg) { as.ases[asn] = g }, func() { delete(as.ases, asn) })
-	}
-}
-
-// shift replaces a contribution to a bucket's and an AS's counts.
-func (t *Table) shift(bucket uint64, asn uint32, before, after Counts) {
-	if before == after {
+// shift replaces a contribution to a bucket's and an AS's counts and adds
+// ref (1: a new address, -1: an evicted one) to their references,
+// dropping an entry that no address names any more.
+func (t *Table) shift(bucket uint64, asn uint32, before, after Counts, ref int) {
+	if before == after && ref == 0 {
 		return
 	}
 	bs := t.bucketShard(bucket)
 	bs.mu.Lock()
-	if g := bs.buckets[bucket]; g != nil {
-		g.Counts = g.Counts.Sub(before).Add(after)
+	if g, ok := shifted(bs.buckets[bucket], before, after, ref); ok {
+		bs.buckets[bucket] = g
+	} else {
+		delete(bs.buckets, bucket)
 	}
 	bs.mu.Unlock()
 	if asn != 0 {
 		as := t.asShard(asn)
 		as.mu.Lock()
-		if g := as.ases[asn]; g != nil {
-			g.Counts = g.Counts.Sub(before).Add(after)
+		if g, ok := shifted(as.ases[asn], before, after, ref); ok {
+			as.ases[asn] = g
+		} else {
+			delete(as.ases, asn)
 		}
 		as.mu.Unlock()
 	}
+}
+
+func shifted(g agg, before, after Counts, ref int) (agg, bool) {
+	g.Counts = g.Counts.Sub(before).Add(after)
+	g.refs = uint32(int(g.refs) + ref)
+	return g, g.refs > 0
 }
 
 func (t *Table) evictLocked() {
@@ -353,13 +362,12 @@ func (t *Table) evictLocked() {
 		return
 	}
 	t.unlink(e)
+	delete(t.entries, e.Addr)
 	s := t.addrShard(e.Addr)
 	s.mu.Lock()
 	delete(s.addrs, e.Addr)
 	s.mu.Unlock()
-	t.n--
-	t.shift(e.Bucket, e.ASN, e.Contribution(), Counts{})
-	t.ref(e.Bucket, e.ASN, -1)
+	t.shift(e.Bucket, e.ASN, e.Contribution(), Counts{}, -1)
 	t.evicted.Add(1)
 }
 
@@ -391,35 +399,33 @@ func (t *Table) unlink(e *addrEntry) {
 // Lookup returns the statistics of addr, whose AS is asn (as the location
 // database says; 0 for none): its own attack history, and the counts of
 // its bucket and AS with its own contribution left out, so that an
-// address's own verdict never feeds its own features. It takes three read
-// locks, one at a time, and does not allocate.
+// address's own verdict never feeds its own features. It probes one map in
+// each of three shards under their read locks, one at a time, and does not
+// allocate.
 func (t *Table) Lookup(addr netip.Addr, asn uint32) Stats {
 	a := addr.Unmap()
 	st := Stats{Clock: t.clock.Load()}
-	var self Counts
 	s := t.addrShard(a)
 	s.mu.RLock()
-	if e := s.addrs[a]; e != nil {
-		st.Attacks, st.LastAttack = e.Attacks, e.LastAttack
-		st.Kinds = uint8(bits.OnesCount8(e.Kinds))
-		self = e.Contribution()
-	}
+	v, seen := s.addrs[a]
 	s.mu.RUnlock()
-
+	var self Counts
+	if seen {
+		st.Attacks, st.LastAttack, st.Kinds = v.attacks, v.lastAttack, uint8(bits.OnesCount8(v.kinds))
+		self = v.contribution()
+	}
 	k := BucketKey(a)
 	bs := t.bucketShard(k)
 	bs.mu.RLock()
-	if g := bs.buckets[k]; g != nil {
-		st.Bucket = g.Counts.Sub(self)
-	}
+	b := bs.buckets[k]
 	bs.mu.RUnlock()
+	st.Bucket = b.Counts.Sub(self)
 	if asn != 0 {
 		as := t.asShard(asn)
 		as.mu.RLock()
-		if g := as.ases[asn]; g != nil {
-			st.AS = g.Counts.Sub(self)
-		}
+		c := as.ases[asn]
 		as.mu.RUnlock()
+		st.AS = c.Counts.Sub(self)
 	}
 	return st
 }
@@ -429,10 +435,7 @@ func (t *Table) Bucket(key uint64) Counts {
 	s := t.bucketShard(key)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if g := s.buckets[key]; g != nil {
-		return g.Counts
-	}
-	return Counts{}
+	return s.buckets[key].Counts
 }
 
 // AS returns the counts of an AS with no one left out.
@@ -440,19 +443,15 @@ func (t *Table) AS(asn uint32) Counts {
 	s := t.asShard(asn)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if g := s.ases[asn]; g != nil {
-		return g.Counts
-	}
-	return Counts{}
+	return s.ases[asn].Counts
 }
 
-// Entry returns what the table holds about addr.
+// Entry returns what the table holds about addr (waiting for a fold in
+// progress).
 func (t *Table) Entry(addr netip.Addr) (Entry, bool) {
-	a := addr.Unmap()
-	s := t.addrShard(a)
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if e := s.addrs[a]; e != nil {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e := t.entries[addr.Unmap()]; e != nil {
 		return e.Entry, true
 	}
 	return Entry{}, false

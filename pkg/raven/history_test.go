@@ -3,6 +3,7 @@ package raven_test
 import (
 	"bytes"
 	"net/netip"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -138,4 +139,45 @@ func BenchmarkModelEngineSchemas(b *testing.B) {
 			}
 		})
 	}
+}
+
+// realEngine2 is the engine over the schema 2 artifact STYX_RAVEN_MODEL2
+// names, on db with the schema 1 extractor ex and a full history table
+// (realHistory); nil without the variable.
+func realEngine2(tb testing.TB, db *locdb.DB, ex *features.Extractor) *raven.Model {
+	tb.Helper()
+	path := os.Getenv("STYX_RAVEN_MODEL2")
+	if path == "" {
+		return nil
+	}
+	m, err := model.Load(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	e, err := raven.NewModel(m, features.NewHistoryExtractor(ex, realHistory(db)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return e
+}
+
+// realHistory is a history table at its default bound (1,000,000
+// addresses): a verdict on the first two addresses of every network of
+// db (a proxy when it is flagged), and an attack report on the first
+// address of every 7th, folded in database order, so the oldest are
+// evicted.
+func realHistory(db *locdb.DB) *history.Table {
+	h := history.New(history.Config{Locate: func(a netip.Addr) uint32 { n, _ := db.Lookup(a); return n.ASN }})
+	at := time.Date(2022, 10, 1, 0, 0, 0, 0, time.UTC)
+	k := 0
+	for n := range db.Networks() {
+		flagged := n.Flags.AnonymousProxy() || n.Flags.Drop()
+		a := n.Prefix.Addr()
+		h.AddVerdict(a, flagged, at.UnixNano())
+		h.AddVerdict(a.Next(), flagged, at.UnixNano())
+		if k++; k%7 == 0 {
+			h.AddAttack(attacks.Report{Addr: a, Time: at, Kind: attacks.KindLogin, Reporter: "bench"})
+		}
+	}
+	return h
 }

@@ -554,12 +554,21 @@ func BenchmarkModelEngineReal(b *testing.B) {
 			i++
 		}
 	})
+	// With STYX_RAVEN_MODEL2 naming a schema 2 artifact, its Examine is
+	// timed in the same run, over a full history table (see realHistory).
+	e2 := realEngine2(b, db, ex)
 	for _, bc := range []struct {
 		name  string
 		addrs []netip.Addr
-	}{{"Score", addrs}, {"Examine", addrs}, {"ScoreShuffled", shuffled}, {"ExamineShuffled", shuffled}} {
+		e     *raven.Model
+	}{{"Score", addrs, e}, {"Examine", addrs, e}, {"ScoreShuffled", shuffled, e}, {"ExamineShuffled", shuffled, e},
+		{"ExamineSchema2", addrs, e2}, {"ExamineSchema2Shuffled", shuffled, e2}} {
+		if bc.e == nil {
+			continue
+		}
 		score := strings.HasPrefix(bc.name, "Score")
 		b.Run(bc.name, func(b *testing.B) {
+			e := bc.e
 			b.ReportAllocs()
 			i := 0
 			cpu := cpuTime()
