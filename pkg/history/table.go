@@ -21,9 +21,10 @@ const shards = 64
 
 // Config configures a Table.
 type Config struct {
-	// MaxAddrs bounds the addresses held (DefaultMaxAddrs when < 1). Every
-	// address costs about 200 bytes with its share of the bucket and AS
-	// maps, so the default holds about 200 MB at most.
+	// MaxAddrs bounds the addresses held (DefaultMaxAddrs when < 1). An
+	// address costs at most about 320 bytes with its share of the bucket
+	// and AS maps (every address in a /24 of its own), so the default
+	// holds about 310 MB at most.
 	MaxAddrs int
 	// Locate returns the AS number of an address (0 when none), normally
 	// from the location database. Nil: every address has AS 0 and the AS
