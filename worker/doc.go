@@ -5,6 +5,9 @@
 // credits it granted. Unless Config.AttackFeed is off, it also follows the
 // leader's feed of attack reports into an in-memory attacks.Table
 // (AttackTable), which an engine implementing attacks.HistoryUser reads.
+// With Config.History (on by default) and a location database, it follows
+// the verdicts too and folds the whole feed into a history.Table (History)
+// that the schema 2 models it loads read.
 // With Config.Probe (off by default), every engine it runs is wrapped in a
 // raven.EvidenceStage that runs the open-proxy probe (probe.go) on the
 // addresses the engine does not already call proxies.

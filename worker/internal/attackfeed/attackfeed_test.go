@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/styx-inference/styx/pkg/attacks"
+	"github.com/styx-inference/styx/pkg/history"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
@@ -165,4 +166,53 @@ func TestFollowResumeAndGap(t *testing.T) {
 		r := g.requests()
 		return len(r) == 2 && r[1].GetFromRevision() == 0
 	})
+}
+
+// With a history table, the follower asks for the whole feed and folds
+// verdicts and attack reports into it; the reports reach the attack table
+// through it.
+func TestFollowIntoHistory(t *testing.T) {
+	const term = 6 << 32
+	verdict := func(rev uint64, a string, proxy bool) *styxv1.FeedEvent {
+		return &styxv1.FeedEvent{Revision: rev, Verdict: &styxv1.Verdict{Address: netip.MustParseAddr(a).AsSlice(), Proxy: proxy, InferredUnixNano: 1_700_000_000e9}}
+	}
+	f := startFake(t, 0, []*styxv1.FeedEvent{
+		verdict(term|1, "203.0.113.1", true),
+		verdict(term|2, "203.0.113.2", false),
+		attackEv(term|3, "203.0.113.2", 1, attacks.KindLogin),
+		attackEv(term|4, "203.0.113.2", 1, attacks.KindLogin), // a duplicate
+	})
+	table := attacks.NewTable(100)
+	hist := history.New(history.Config{Attacks: table})
+	leaders := make(chan keyspace.LeaderInfo, 1)
+	leaders <- keyspace.LeaderInfo{ID: "s1", GRPCAddr: f.addr}
+	fl, err := New(Config{
+		Leaders: func(context.Context) <-chan keyspace.LeaderInfo { return leaders },
+		Table:   table, History: hist,
+	}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- fl.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	waitFor(t, "the history", func() bool { return hist.Revision() == term|4 })
+	if st := fl.Stats(); st.Verdicts != 2 || st.Reports != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	if c := hist.Bucket(history.BucketKey(netip.MustParseAddr("203.0.113.9"))); c != (history.Counts{Verdicts: 2, Proxies: 1, Attacks: 1}) {
+		t.Fatalf("bucket %+v", c)
+	}
+	if n, _ := table.Attacks(netip.MustParseAddr("203.0.113.2")); n != 1 {
+		t.Fatalf("attack table: %d", n)
+	}
+	if r := f.requests(); len(r) != 1 || r[0].GetAttacksOnly() {
+		t.Fatalf("requests %v", r)
+	}
 }
