@@ -57,7 +57,7 @@ func TestWorkersFoldTheSameHistory(t *testing.T) {
 	// Barrier: both workers follow the feed from "now" once connected; a
 	// fresh warm-up address a round until both have folded one.
 	wa := warm.Prefix.Addr()
-	waitUntil(t, 30*time.Second, "both workers following the feed", func() bool {
+	waitUntil(t, time.Minute, "both workers following the feed", func() bool {
 		wa = wa.Next()
 		node.Submit(wa)
 		time.Sleep(100 * time.Millisecond)
@@ -92,7 +92,7 @@ func TestWorkersFoldTheSameHistory(t *testing.T) {
 
 	want := history.Counts{Verdicts: 10, Proxies: 10, Attacks: 4}
 	for i, tb := range tables {
-		waitUntil(t, 30*time.Second, fmt.Sprintf("worker %d's history of %s", i+1, target.Prefix), func() bool {
+		waitUntil(t, time.Minute, fmt.Sprintf("worker %d's history of %s", i+1, target.Prefix), func() bool {
 			return tb.Bucket(history.BucketKey(fresh)) == want
 		})
 	}
