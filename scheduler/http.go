@@ -15,6 +15,7 @@ import (
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 	"github.com/styx-inference/styx/scheduler/internal/api"
 	"github.com/styx-inference/styx/scheduler/internal/state"
+	"github.com/styx-inference/styx/scheduler/internal/visual"
 )
 
 func (s *Scheduler) httpHandler(h *api.Server) http.Handler {
@@ -35,7 +36,10 @@ func (s *Scheduler) httpHandler(h *api.Server) http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(b)
 	})
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /{$}", visual.Page)
+	mux.Handle("GET /assets/", visual.Assets())
+	mux.HandleFunc("GET /events", s.visual.ServeEvents)
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		st, err := h.Status(ctx, &styxv1.StatusRequest{})
@@ -46,7 +50,7 @@ func (s *Scheduler) httpHandler(h *api.Server) http.Handler {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_ = statusPage.Execute(w, st)
 	})
-	return mux
+	return requireToken(s.cfg.HTTPToken, mux)
 }
 
 var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
@@ -56,7 +60,7 @@ var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}</style>
 </head><body>
 <h1>STYX scheduler {{.SchedulerId}}</h1>
-<p>{{if .Leader}}Leading, term {{.Term}}.{{else}}Following; leader: {{.LeaderId}}.{{end}} Refreshes every 2 s. Machine-readable: <a href="/api/status">/api/status</a>, <a href="/metrics">/metrics</a>.</p>
+<p>{{if .Leader}}Leading, term {{.Term}}.{{else}}Following; leader: {{.LeaderId}}.{{end}} Refreshes every 2 s. Live picture: <a href="/">the visualiser</a>. Machine-readable: <a href="/api/status">/api/status</a>, <a href="/metrics">/metrics</a>.</p>
 {{with .Pool}}<h2>Pool</h2>
 <table><tr><th>pending</th><th>in flight</th><th>oldest</th><th>received</th><th>examined</th><th>deduplicated</th><th>shed</th><th>expired</th><th>reassigned</th><th>coverage</th><th>policy</th></tr>
 <tr><td>{{.Pending}}</td><td>{{.InFlight}}</td><td>{{.OldestAgeMillis}} ms</td><td>{{.Received}}</td><td>{{.Examined}}</td><td>{{.Deduplicated}}</td><td>{{.Shed}}</td><td>{{.Expired}}</td><td>{{.Reassigned}}</td><td>{{pct .Coverage}}</td><td>{{.ShedPolicy}}</td></tr></table>{{end}}

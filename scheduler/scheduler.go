@@ -30,6 +30,7 @@ import (
 	"github.com/styx-inference/styx/scheduler/internal/api"
 	"github.com/styx-inference/styx/scheduler/internal/coordinator"
 	"github.com/styx-inference/styx/scheduler/internal/pool"
+	"github.com/styx-inference/styx/scheduler/internal/visual"
 )
 
 // Config configures a scheduler.
@@ -57,7 +58,10 @@ type Config struct {
 	MaxFailures    int
 	MaxSubmitBatch int
 	FeedSize       int
-	OutQueue       int
+	// HTTPToken, when set, is required by every HTTP route but /healthz
+	// (bearer header, or a cookie set by ?token= on a page load).
+	HTTPToken string
+	OutQueue  int
 	// Shed is the default shedding policy; /styx/config/shedding overrides it live.
 	Shed pool.Policy
 }
@@ -135,6 +139,12 @@ type Scheduler struct {
 	leader  atomic.Pointer[keyspace.LeaderInfo]
 	policy  atomic.Pointer[pool.Policy]
 
+	// roleCh is closed (and replaced) whenever current or leader changes,
+	// so the visualiser blocks on it instead of polling. roleMu is a leaf.
+	roleMu sync.Mutex
+	roleCh chan struct{}
+	visual *visual.Hub
+
 	ready    chan struct{}
 	grpcAddr string
 	httpAddr string
@@ -146,9 +156,10 @@ func New(cfg Config, log zerolog.Logger) (*Scheduler, error) {
 		return nil, err
 	}
 	base := log.With().Str(logging.SchedulerID, cfg.ID).Logger()
-	s := &Scheduler{cfg: cfg, log: logging.For(base, "scheduler"), base: base, ready: make(chan struct{})}
+	s := &Scheduler{cfg: cfg, log: logging.For(base, "scheduler"), base: base, ready: make(chan struct{}), roleCh: make(chan struct{})}
 	p := cfg.Shed
 	s.policy.Store(&p)
+	s.visual = visual.New(visual.Config{}, s, base)
 	return s, nil
 }
 
@@ -175,6 +186,25 @@ func (s *Scheduler) Leader() (keyspace.LeaderInfo, bool) {
 	}
 	return *li, true
 }
+
+// RoleChanged implements visual.Source: the channel is closed at the next
+// change of leadership (this scheduler's coordinator or the known leader).
+func (s *Scheduler) RoleChanged() <-chan struct{} {
+	s.roleMu.Lock()
+	defer s.roleMu.Unlock()
+	return s.roleCh
+}
+
+func (s *Scheduler) roleChanged() {
+	s.roleMu.Lock()
+	close(s.roleCh)
+	s.roleCh = make(chan struct{})
+	s.roleMu.Unlock()
+}
+
+// VisualStreams reports the visualiser's open event streams: bytes sent
+// and how long each has been open.
+func (s *Scheduler) VisualStreams() []visual.StreamStats { return s.visual.Streams() }
 
 // IsLeader reports whether this scheduler leads now.
 func (s *Scheduler) IsLeader() bool { return s.current.Load() != nil }
@@ -243,9 +273,12 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		for li := range leader.Observe(octx, cli) {
 			l := li
 			s.leader.Store(&l)
+			s.roleChanged()
 		}
 	}()
 	go func() { defer wg.Done(); s.watchPolicy(octx, cli) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); s.visual.Run(octx) }()
 
 	info := keyspace.LeaderInfo{ID: s.cfg.ID, GRPCAddr: adv, HTTPAddr: s.httpAddr}
 	err = s.campaignLoop(ctx, cli, info, hs)
@@ -327,6 +360,7 @@ func (s *Scheduler) lead(ctx context.Context, cli *clientv3.Client, sess *concur
 		}
 	}()
 	s.current.Store(co)
+	s.roleChanged()
 	hs.SetServingStatus("styx.v1.SchedulerService", healthpb.HealthCheckResponse_SERVING)
 	log.Info().Msg("leading")
 	if err := co.Run(lctx, cli); err != nil {
@@ -334,6 +368,7 @@ func (s *Scheduler) lead(ctx context.Context, cli *clientv3.Client, sess *concur
 	}
 	hs.SetServingStatus("styx.v1.SchedulerService", healthpb.HealthCheckResponse_NOT_SERVING)
 	s.current.Store(nil)
+	s.roleChanged()
 	log.Info().Msg("no longer leading")
 }
 

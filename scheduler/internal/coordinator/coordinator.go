@@ -86,6 +86,7 @@ type Counters struct {
 	DrainRequests   uint64 // workers selected by Drain
 	StreamFailures  uint64 // worker streams that broke
 	OutcomesDropped uint64 // outcomes for nodes not connected (they re-send)
+	Proxies         uint64 // verdicts from inference that name a proxy (the visualiser's proxies/h)
 
 	AttackReports    uint64 // attack reports put on the feed
 	AttackDuplicates uint64 // attack reports seen recently, not put on the feed again
@@ -467,6 +468,9 @@ func (c *Coordinator) resultTxn(t *state.Txn, w *state.Worker, res *styxv1.Resul
 		v.Address = addrs[k:len(addrs):len(addrs)]
 		ds = c.pool.AppendComplete(ds, nowN, e, v, true)
 		feedVs = append(feedVs, v)
+		if v.Proxy {
+			c.counters.Proxies++
+		}
 	}
 	c.feed.Append(feedVs...)
 	c.deliverLocked(ds)
