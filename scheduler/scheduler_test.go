@@ -114,7 +114,7 @@ type fakeWorker struct {
 	streams  []context.CancelFunc
 }
 
-func startFakeWorker(t *testing.T, cli *clientv3.Client, id string, capacity int, delay time.Duration) *fakeWorker {
+func startFakeWorker(t *testing.T, cli *clientv3.Client, id string, capacity int, delay time.Duration, regMods ...func(*keyspace.WorkerRegistration)) *fakeWorker {
 	t.Helper()
 	w := &fakeWorker{id: id, capacity: capacity, delay: delay, cli: cli}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -130,7 +130,11 @@ func startFakeWorker(t *testing.T, cli *clientv3.Client, id string, capacity int
 		t.Fatal(err)
 	}
 	w.lease = g.ID
-	val, _ := keyspace.Encode(keyspace.WorkerRegistration{ID: id, Addr: w.addr, Host: "test", NUMANode: -1, Capacity: capacity, ModelVersion: "fake"})
+	reg := keyspace.WorkerRegistration{ID: id, Addr: w.addr, Host: "test", NUMANode: -1, Capacity: capacity, ModelVersion: "fake"}
+	for _, mod := range regMods {
+		mod(&reg)
+	}
+	val, _ := keyspace.Encode(reg)
 	if _, err := cli.Put(context.Background(), keyspace.WorkerKey(id), val, clientv3.WithLease(g.ID)); err != nil {
 		t.Fatal(err)
 	}

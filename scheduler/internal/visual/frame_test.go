@@ -16,7 +16,7 @@ type page struct {
 }
 
 type pageWorker struct {
-	ID, State, Model string
+	ID, State, Model  string
 	Credits, InFlight int
 	Batches           uint64
 	Rate              int
@@ -47,14 +47,14 @@ func (p *page) apply(t *testing.T, b []byte) {
 	}
 	for _, raw := range f.WS {
 		var w struct {
-			K       int     `json:"k"`
-			ID      string  `json:"id"`
-			S       string  `json:"s"`
-			M       string  `json:"m"`
-			Cr      int     `json:"cr"`
-			If      int     `json:"if"`
-			B       uint64  `json:"b"`
-			R       float64 `json:"r"`
+			K  int     `json:"k"`
+			ID string  `json:"id"`
+			S  string  `json:"s"`
+			M  string  `json:"m"`
+			Cr int     `json:"cr"`
+			If int     `json:"if"`
+			B  uint64  `json:"b"`
+			R  float64 `json:"r"`
 		}
 		if err := json.Unmarshal(raw, &w); err != nil {
 			t.Fatal(err)

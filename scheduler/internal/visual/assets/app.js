@@ -5,8 +5,7 @@
 (function () {
   const GONE_MS = 10000;      // a worker that left stays marked "gone" this long
   const FLIGHT_MS = 700;      // a particle's travel time
-  const MAX_PARTICLES = 2500;
-  const PER_WORKER = 3;       // particles per worker and frame, each way
+  const MAX_PARTICLES = 800;
 
   const $ = (id) => document.getElementById(id);
   const canvas = $("view"), ctx = canvas.getContext("2d", { alpha: false });
@@ -20,12 +19,22 @@
   };
   const workers = new Map(); // slot -> worker
   let layoutDirty = true, tableDirty = true, figuresDirty = true;
-  const rowsDirty = new Set();
+  const rowsDirty = new Set();   // table rows to patch
+  const dirtyCells = new Set();  // canvas cells to redraw
+  let hubDirty = true, fullRedraw = true;
+  function touch(k) { rowsDirty.add(k); dirtyCells.add(k); }
   const particles = [];
   const pending = []; // particles waiting for their start time
 
   // Exposed for tests and curious operators.
-  window.styx = { frames: 0, workers, state: st };
+  // cost: milliseconds spent in each part, for tests and for tuning.
+  const cost = { apply: 0, layout: 0, table: 0, draw: 0, particles: 0, figures: 0 };
+  window.styx = { frames: 0, workers, state: st, cost };
+  function timed(part, fn) {
+    const t0 = performance.now();
+    fn();
+    cost[part] += performance.now() - t0;
+  }
 
   // ---- the stream ----
   function connect() {
@@ -41,7 +50,7 @@
     es.onmessage = (ev) => {
       let f;
       try { f = JSON.parse(ev.data); } catch (e) { return; }
-      apply(f);
+      timed("apply", () => apply(f));
       window.styx.frames++;
     };
   }
@@ -72,7 +81,7 @@
         if (!old || old.h !== w.h || old.n !== w.n || old.s === "gone") layoutDirty = tableDirty = true;
         if (old) { w.x = old.x; w.y = old.y; w.cw = old.cw; w.ch = old.ch; w.row = old.row; }
         workers.set(w.k, w);
-        rowsDirty.add(w.k);
+        touch(w.k);
       }
       for (const row of f.w || []) {
         const w = workers.get(row[0]);
@@ -80,22 +89,24 @@
         const dIf = row[2] - w.if, dDone = row[3];
         w.cr = row[1]; w.if = row[2]; w.b += dDone; w.r = row[4];
         spawn(w, Math.max(0, dDone + dIf), dDone, now);
-        rowsDirty.add(w.k);
+        touch(w.k);
       }
       for (const k of f.rm || []) {
         const w = workers.get(k);
         if (!w) continue;
         w.s = "gone"; w.goneAt = now; w.cr = 0; w.if = 0; w.r = 0;
-        rowsDirty.add(k);
+        touch(k);
       }
-      figuresDirty = true;
+      figuresDirty = hubDirty = true;
     }
     st.frameAt = now;
   }
 
   // ---- particles: real dispatches and results, spread over the frame interval ----
   function spawn(w, out, back, now) {
-    out = Math.min(out, PER_WORKER); back = Math.min(back, PER_WORKER);
+    // Particles per worker and frame, each way: fewer in a large fleet.
+    const per = workers.size > 100 ? 1 : 3;
+    out = Math.min(out, per); back = Math.min(back, per);
     for (let i = 0; i < out + back; i++) {
       if (particles.length + pending.length >= MAX_PARTICLES) return;
       pending.push({ k: w.k, back: i >= out, t0: now + Math.random() * 250 });
@@ -175,6 +186,11 @@
   }
 
   // ---- layout: hosts as boxes, their workers (NUMA nodes) as cells ----
+  // Two canvases: #view holds the hosts, cells and the scheduler and is
+  // redrawn only where a frame changed something (at most 4 times a
+  // second); #fx holds the moving particles and is redrawn every animation
+  // frame while any move.
+  const fx = $("fx"), fctx = fx.getContext("2d");
   let W = 0, H = 0, dpr = 1;
   const hub = { x: 0, y: 0, r: 0 };
   let hostBoxes = [];
@@ -190,8 +206,7 @@
     const rect = stage.getBoundingClientRect();
     dpr = window.devicePixelRatio || 1;
     W = Math.max(200, Math.floor(rect.width)); H = Math.max(200, Math.floor(rect.height));
-    canvas.width = W * dpr; canvas.height = H * dpr;
-    staticLayer.width = W * dpr; staticLayer.height = H * dpr;
+    for (const c of [canvas, fx, staticLayer]) { c.width = W * dpr; c.height = H * dpr; }
     const left = Math.min(220, W * 0.22);
     hub.x = left / 2; hub.y = H / 2; hub.r = Math.min(left * 0.4, H * 0.3, 80);
     const hosts = [];
@@ -199,21 +214,23 @@
       const last = hosts[hosts.length - 1];
       if (last && last.name === w.h) last.ws.push(w); else hosts.push({ name: w.h, ws: [w] });
     }
-    // The largest cell that fits every host box into the area.
+    // The largest cell that fits every host box into the area, centred.
     const ax = left + 10, ay = 8, aw = W - ax - 8, ah = H - 16;
-    let cell = 8;
-    for (let c = 72; c >= 6; c--) {
-      if (fit(hosts, c, ax, ay, aw, ah, false)) { cell = c; break; }
+    let cell = 6;
+    for (let c = 90; c >= 6; c--) {
+      if (fit(hosts, c, ax, ay, aw, ah, 0) >= 0) { cell = c; break; }
     }
-    fit(hosts, cell, ax, ay, aw, ah, true);
+    const used = fit(hosts, cell, ax, ay, aw, ah, 0);
+    fit(hosts, cell, ax, ay + Math.max(0, (ah - used) / 2), aw, ah, 1);
     hostBoxes = hosts;
-    fontPx = Math.max(9, Math.min(12, Math.floor(cell / 3)));
+    fontPx = Math.max(9, Math.min(12, Math.floor(cell / 3.5)));
     drawStatic();
     layoutDirty = false;
+    fullRedraw = true;
   }
 
-  // fit lays hosts out in rows; it reports whether they fit, and with
-  // place set it stores the positions.
+  // fit lays hosts out in rows and returns the height used, or -1 when
+  // they do not fit; with place set it stores the positions.
   function fit(hosts, c, ax, ay, aw, ah, place) {
     const cw = Math.round(c * 1.5), ch = c, gap = Math.max(2, Math.round(c / 8)), pad = Math.max(3, Math.round(c / 6));
     const label = c >= 14 ? 14 : 0;
@@ -223,7 +240,7 @@
       const cols = Math.min(h.ws.length, perRow), rows = Math.ceil(h.ws.length / perRow);
       const bw = 2 * pad + cols * cw + (cols - 1) * gap, bh = label + 2 * pad + rows * ch + (rows - 1) * gap;
       if (x + bw > ax + aw) { x = ax; y += rowH + gap * 2; rowH = 0; }
-      if (y + bh > ay + ah) return false;
+      if (!place && y + bh > ay + ah) return -1;
       if (place) {
         h.x = x; h.y = y; h.w = bw; h.h = bh; h.label = label;
         h.ws.forEach((w, i) => {
@@ -234,7 +251,7 @@
       }
       x += bw + gap * 2; rowH = Math.max(rowH, bh);
     }
-    return true;
+    return y + rowH - ay;
   }
 
   function drawStatic() {
@@ -253,7 +270,17 @@
     }
   }
 
+  // restore copies the static layer back over a region of #view.
+  function restore(x, y, w, h) {
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    const sx = Math.max(0, Math.floor(x * dpr)), sy = Math.max(0, Math.floor(y * dpr));
+    const sw = Math.min(canvas.width - sx, Math.ceil(w * dpr) + 1), sh = Math.min(canvas.height - sy, Math.ceil(h * dpr) + 1);
+    if (sw > 0 && sh > 0) ctx.drawImage(staticLayer, sx, sy, sw, sh, sx, sy, sw, sh);
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  }
+
   function clip(g, s, width) {
+    if (width <= 0) return "";
     if (g.measureText(s).width <= width) return s;
     while (s.length > 1 && g.measureText(s + "…").width > width) s = s.slice(0, -1);
     return s + "…";
@@ -280,19 +307,35 @@
     }
   }
 
-  // ---- drawing, once per animation frame when something moves ----
-  function draw(now) {
-    ctx.setTransform(1, 0, 0, 1, 0, 0);
-    ctx.drawImage(staticLayer, 0, 0);
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    drawHub(now);
-    ctx.font = `${fontPx}px system-ui, sans-serif`;
-    ctx.textBaseline = "top";
-    for (const w of workers.values()) drawCell(w, now);
-    drawParticles(now);
+  // ---- drawing #view where it changed ----
+  function drawView() {
+    if (fullRedraw) {
+      ctx.setTransform(1, 0, 0, 1, 0, 0);
+      ctx.drawImage(staticLayer, 0, 0);
+      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+      for (const w of workers.values()) drawCell(w);
+      drawHub();
+      if (workers.size === 0) {
+        const left = Math.min(220, W * 0.22);
+        ctx.fillStyle = "#7b8794"; ctx.font = "14px system-ui, sans-serif";
+        ctx.textAlign = "center"; ctx.textBaseline = "middle";
+        const msg = !st.lead ? (st.leader ? `Standby: the workers are on the leader, ${st.leader}.` : "Standby: no leader elected yet.")
+          : "No workers registered under /styx/workers/ yet.";
+        ctx.fillText(msg, left + (W - left) / 2, H / 2);
+        ctx.textAlign = "left"; ctx.textBaseline = "top";
+      }
+    } else {
+      for (const k of dirtyCells) {
+        const w = workers.get(k);
+        if (w) { restore(w.x, w.y, w.cw, w.ch); drawCell(w); }
+      }
+      if (hubDirty) { restore(hub.x - hub.r - 4, hub.y - hub.r - 4, 2 * hub.r + 8, 2 * hub.r + 8); drawHub(); }
+    }
+    dirtyCells.clear();
+    fullRedraw = hubDirty = false;
   }
 
-  function drawHub(now) {
+  function drawHub() {
     ctx.beginPath(); ctx.arc(hub.x, hub.y, hub.r, 0, Math.PI * 2);
     ctx.fillStyle = st.lead ? "#13233a" : "#22262d"; ctx.fill();
     ctx.lineWidth = 2; ctx.strokeStyle = st.lead ? "#58a6ff" : "#555"; ctx.stroke();
@@ -308,17 +351,18 @@
     ctx.font = "bold 15px system-ui, sans-serif";
     ctx.fillText("STYX", hub.x, hub.y - 22);
     ctx.font = "11px system-ui, sans-serif";
-    ctx.fillText(st.self, hub.x, hub.y - 6);
+    ctx.fillText(clip(ctx, st.self, 2 * hub.r - 16), hub.x, hub.y - 6);
     if (st.lead && p) {
       ctx.fillText(`pool ${fmt(p[0])}`, hub.x, hub.y + 10);
       ctx.fillText(`${fmt(st.r[1])} verdicts/s`, hub.x, hub.y + 24);
     } else {
-      ctx.fillText(st.leader ? `follows ${st.leader}` : "no leader", hub.x, hub.y + 14);
+      ctx.fillText(clip(ctx, st.leader ? `follows ${st.leader}` : "no leader", 2 * hub.r - 16), hub.x, hub.y + 14);
     }
     ctx.textAlign = "left";
+    ctx.textBaseline = "top";
   }
 
-  function drawCell(w, now) {
+  function drawCell(w) {
     if (w.x === undefined) return;
     const x = w.x, y = w.y, cw = w.cw, ch = w.ch;
     const gone = w.s === "gone";
@@ -326,16 +370,36 @@
     ctx.fillRect(x, y, cw, ch);
     ctx.fillStyle = modelColor(w.m); ctx.fillRect(x, y, cw, 2);
     const cap = Math.max(1, w.cap);
+    const barH = Math.max(2, Math.round(ch / 8));
+    let top = y + 4;
+    // Text when the cell is large enough: id, throughput.
+    if (cw >= 66 && ch >= 34) {
+      ctx.font = `${fontPx}px system-ui, sans-serif`;
+      ctx.textBaseline = "top";
+      ctx.fillStyle = gone ? "#f85149" : "#d8dee9";
+      ctx.fillText(clip(ctx, w.id, cw - 6), x + 3, top);
+      top += fontPx + 1;
+      if (ch >= 50) {
+        ctx.fillStyle = "#9aa5b1";
+        ctx.fillText(clip(ctx, gone ? "gone" : `${fmt(w.r)}/s · ${w.if} in flight`, cw - 6), x + 3, top);
+        top += fontPx + 1;
+      }
+      top += 1;
+    }
     // Cores, lit in proportion to the batches in flight.
     const cores = Math.min(Math.max(w.cores || 1, 1), 64);
     const lit = Math.round(cores * Math.min(1, w.if / cap));
-    const barH = Math.max(2, Math.round(ch / 7));
-    const areaH = ch - barH - 5;
-    const per = Math.ceil(Math.sqrt(cores * cw / Math.max(1, areaH)));
-    const sq = Math.max(1, Math.floor(Math.min((cw - 4) / per, areaH / Math.ceil(cores / per))) - 1);
-    for (let i = 0; i < cores; i++) {
-      ctx.fillStyle = i < lit ? "#d29922" : "#2d3744";
-      ctx.fillRect(x + 2 + (i % per) * (sq + 1), y + 4 + Math.floor(i / per) * (sq + 1), sq, sq);
+    const areaW = cw - 4, areaH = y + ch - barH - 3 - top;
+    const per = Math.max(1, Math.ceil(Math.sqrt(cores * areaW / Math.max(1, areaH))));
+    const sq = Math.floor(Math.min(areaW / per, areaH / Math.ceil(cores / per))) - 1;
+    if (sq >= 2) {
+      for (let i = 0; i < cores; i++) {
+        ctx.fillStyle = i < lit ? "#d29922" : "#2d3744";
+        ctx.fillRect(x + 2 + (i % per) * (sq + 1), top + Math.floor(i / per) * (sq + 1), sq, sq);
+      }
+    } else if (areaH >= 1) {
+      ctx.fillStyle = "#2d3744"; ctx.fillRect(x + 2, top, areaW, areaH);
+      ctx.fillStyle = "#d29922"; ctx.fillRect(x + 2, top, Math.round(areaW * lit / cores), areaH);
     }
     // Credits (green) and in flight (amber) out of the capacity.
     const bw = cw - 4, by = y + ch - barH - 1;
@@ -343,53 +407,80 @@
     const crW = Math.round(bw * Math.min(1, w.cr / cap)), flW = Math.round(bw * Math.min(1, w.if / cap));
     ctx.fillStyle = "#2ea043"; ctx.fillRect(x + 2, by, crW, barH);
     ctx.fillStyle = "#d29922"; ctx.fillRect(x + 2 + crW, by, Math.min(flW, bw - crW), barH);
-    if (cw >= 64) {
-      ctx.fillStyle = gone ? "#f85149" : "#d8dee9";
-      const tx = x + 4 + Math.min(per * (sq + 1), cw / 2);
-      ctx.fillText(clip(ctx, w.id, x + cw - tx - 2), tx, y + 4);
-      ctx.fillStyle = "#9aa5b1";
-      if (ch >= 36) ctx.fillText(clip(ctx, gone ? "gone" : `${fmt(w.r)}/s`, x + cw - tx - 2), tx, y + 5 + fontPx);
-    }
     if (gone) {
       ctx.strokeStyle = "#f85149"; ctx.lineWidth = 1;
       ctx.beginPath(); ctx.moveTo(x, y); ctx.lineTo(x + cw, y + ch); ctx.moveTo(x + cw, y); ctx.lineTo(x, y + ch); ctx.stroke();
     }
   }
 
+  // ---- particles on #fx ----
+  let fxClear = true;
   function drawParticles(now) {
     for (let i = pending.length - 1; i >= 0; i--) {
       if (pending[i].t0 <= now) { particles.push(pending[i]); pending[i] = pending[pending.length - 1]; pending.pop(); }
     }
-    let n = 0;
-    ctx.fillStyle = "#58a6ff";
+    if (particles.length === 0) {
+      if (!fxClear) { fctx.setTransform(1, 0, 0, 1, 0, 0); fctx.clearRect(0, 0, fx.width, fx.height); fxClear = true; }
+      return;
+    }
+    fctx.setTransform(1, 0, 0, 1, 0, 0);
+    fctx.clearRect(0, 0, fx.width, fx.height);
+    fctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    fxClear = false;
+    const sx = hub.x + hub.r * 0.9, sy = hub.y;
+    let live = 0;
     for (let pass = 0; pass < 2; pass++) {
-      ctx.fillStyle = pass ? "#3fb950" : "#58a6ff";
+      fctx.fillStyle = pass ? "#3fb950" : "#58a6ff";
       for (const q of particles) {
-        if (q.back !== !!pass) continue;
+        if (q.back !== (pass === 1) || q.dead) continue;
         const w = workers.get(q.k);
         const t = (now - q.t0) / FLIGHT_MS;
         if (!w || w.x === undefined || t >= 1) { q.dead = true; continue; }
         const e = t * t * (3 - 2 * t);
         const wx = w.x + w.cw / 2, wy = w.y + w.ch / 2;
-        const sx = hub.x + hub.r * 0.9, sy = hub.y;
         const a = q.back ? 1 - e : e;
         // A gentle curve between the scheduler and the cell.
         const cx = (sx + wx) / 2, cy = (sy + wy) / 2 + (q.back ? 30 : -30);
         const u = 1 - a;
-        const px = u * u * sx + 2 * u * a * cx + a * a * wx, py = u * u * sy + 2 * u * a * cy + a * a * wy;
-        ctx.fillRect(px - 1.5, py - 1.5, 3, 3);
-        n++;
+        fctx.fillRect(u * u * sx + 2 * u * a * cx + a * a * wx - 2, u * u * sy + 2 * u * a * cy + a * a * wy - 2, 4, 4);
+        live++;
       }
     }
-    if (n !== particles.length) {
+    if (live !== particles.length) {
       let j = 0;
       for (const q of particles) if (!q.dead) particles[j++] = q;
       particles.length = j;
     }
   }
 
-  // ---- the table: rebuilt when membership changes, cells patched otherwise ----
+  // ---- the table: rebuilt when membership changes; otherwise the rows in
+  // view are patched and the others when they scroll into view ----
+  const visible = new Set();
+  const rowObserver = window.IntersectionObserver ? new IntersectionObserver((entries) => {
+    for (const e of entries) {
+      const k = e.target.styxSlot; // (Element.slot is taken)
+      if (e.isIntersecting) {
+        visible.add(k);
+        const w = workers.get(k);
+        if (w && w.stale) fillRow(w);
+      } else {
+        visible.delete(k);
+      }
+    }
+  }, { root: table.parentElement, rootMargin: "100px" }) : null;
+
+  function patchRows() {
+    for (const k of rowsDirty) {
+      const w = workers.get(k);
+      if (!w || !w.row) continue;
+      if (w.row.tr.dataset.state !== w.s) w.row.tr.dataset.state = w.s;
+      if (!rowObserver || visible.has(k)) fillRow(w); else w.stale = true;
+    }
+    rowsDirty.clear();
+  }
+
   function buildTable(now) {
+    if (rowObserver) { rowObserver.disconnect(); visible.clear(); }
     for (const tb of table.querySelectorAll("tbody")) tb.remove();
     let tb = null, host = null;
     const frag = document.createDocumentFragment();
@@ -406,6 +497,8 @@
       }
       const tr = document.createElement("tr");
       tr.dataset.worker = w.id;
+      tr.styxSlot = w.k;
+      if (rowObserver) rowObserver.observe(tr);
       const cells = [];
       for (let i = 0; i < 9; i++) { const td = document.createElement("td"); tr.append(td); cells.push(td); }
       w.row = { tr, cells, text: [] };
@@ -420,6 +513,7 @@
   function fillRow(w) {
     const r = w.row;
     if (!r) return;
+    w.stale = false;
     if (r.tr.dataset.state !== w.s) r.tr.dataset.state = w.s;
     const vals = [w.id, w.n < 0 ? "–" : String(w.n), `${w.c || "–"} (${w.cores})`, w.s,
       `${w.cr} / ${w.cap}`, String(w.if), fmt(w.b), fmt(w.r), w.m || "–"];
@@ -450,25 +544,23 @@
   }
 
   // ---- the animation loop ----
-  let lastFig = 0, lastDraw = -1, drawnFrames = -1;
+  let lastFig = 0;
   function tick(now) {
     // Workers gone long enough leave the picture.
     for (const [k, w] of workers) {
       if (w.s === "gone" && now - w.goneAt > GONE_MS) { workers.delete(k); layoutDirty = tableDirty = true; }
     }
-    if (layoutDirty) { layout(); lastDraw = -1; }
-    if (tableDirty) buildTable(now);
-    else if (rowsDirty.size) { for (const k of rowsDirty) { const w = workers.get(k); if (w) fillRow(w); } rowsDirty.clear(); }
-    if (figuresDirty || now - lastFig > 250) { renderFigures(now); figuresDirty = false; lastFig = now; }
-    const moving = particles.length > 0 || pending.length > 0;
-    if (moving || window.styx.frames !== drawnFrames || lastDraw < 0 || (hover && now - lastDraw > 500)) {
-      draw(now);
-      lastDraw = now; drawnFrames = window.styx.frames;
-      if (hover) tip.textContent = tipText(hover);
-    }
+    if (layoutDirty) timed("layout", layout);
+    if (fullRedraw || dirtyCells.size || hubDirty) timed("draw", drawView);
+    timed("particles", () => drawParticles(now));
+    if (tableDirty) timed("table", () => buildTable(now));
+    else if (rowsDirty.size) timed("table", patchRows);
+    if (figuresDirty || now - lastFig > 250) { timed("figures", () => renderFigures(now)); figuresDirty = false; lastFig = now; }
+    if (hover && hover.tipFrame !== window.styx.frames) { hover.tipFrame = window.styx.frames; tip.textContent = tipText(hover); }
     requestAnimationFrame(tick);
   }
   window.addEventListener("resize", () => { layoutDirty = true; });
+  if (window.ResizeObserver) new ResizeObserver(() => { layoutDirty = true; }).observe(stage);
   connect();
   requestAnimationFrame(tick);
 })();
