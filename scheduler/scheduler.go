@@ -293,7 +293,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		gs.Stop()
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	_ = httpSrv.Shutdown(sctx)
+	if httpSrv.Shutdown(sctx) != nil {
+		_ = httpSrv.Close() // connections still busy after the deadline
+	}
 	cancel()
 	wg.Wait()
 	return err

@@ -52,7 +52,7 @@ func loadNode(t *testing.T, cli *clientv3.Client, id string, perSecond int) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		tick := time.NewTicker(50 * time.Millisecond)
+		tick := time.NewTicker(20 * time.Millisecond) // not a divisor of the page's 250 ms
 		defer tick.Stop()
 		next := 0
 		for {
@@ -61,8 +61,8 @@ func loadNode(t *testing.T, cli *clientv3.Client, id string, perSecond int) {
 				return
 			case <-tick.C:
 			}
-			batch := make([]netip.Addr, 0, perSecond/20)
-			for range perSecond / 20 {
+			batch := make([]netip.Addr, 0, perSecond/50)
+			for range perSecond / 50 {
 				next++
 				batch = append(batch, ipv4(next))
 			}
@@ -84,7 +84,7 @@ func waitJS(t *testing.T, ctx context.Context, what, expr string, timeout time.D
 	var ok bool
 	if err := chromedp.Run(rctx, chromedp.Poll(expr, &ok, chromedp.WithPollingInterval(100*time.Millisecond))); err != nil {
 		var page string
-		_ = chromedp.Run(ctx, chromedp.Evaluate(`document.getElementById("role").textContent + " | " + document.getElementById("conn").textContent + " | rows: " + [...document.querySelectorAll("tr[data-worker]")].map(r => r.dataset.worker + "=" + r.dataset.state).join(" ")`, &page))
+		_ = chromedp.Run(ctx, chromedp.Evaluate(`document.getElementById("role").textContent + " | " + document.getElementById("conn").textContent + " | rows: " + [...document.querySelectorAll("tr[data-worker]")].slice(0, 12).map(r => r.dataset.worker + "=" + r.dataset.state + ":" + r.cells[6].textContent).join(" ")`, &page))
 		t.Fatalf("waiting for %s (%s): %v; page shows: %s", what, expr, err, page)
 	}
 }
@@ -193,9 +193,12 @@ func TestVisualiserInBrowser(t *testing.T) {
 	s1 := startScheduler(t, srv.Endpoint(), "s1", nil)
 	waitFor(t, 10*time.Second, "s1 leads", s1.IsLeader)
 	s2 := startScheduler(t, srv.Endpoint(), "s2", nil)
-	startFakeWorker(t, cli, "host-a-numa0", 8, 2*time.Millisecond, onHost("host-a", 0, "0-7"))
-	w2 := startFakeWorker(t, cli, "host-a-numa1", 8, 2*time.Millisecond, onHost("host-a", 1, "8-15"))
-	loadNode(t, cli, "node-1", 2000)
+	startFakeWorker(t, cli, "host-a-numa0", 8, 10*time.Millisecond, onHost("host-a", 0, "0-7"))
+	w2 := startFakeWorker(t, cli, "host-a-numa1", 8, 10*time.Millisecond, onHost("host-a", 1, "8-15"))
+	for i := range 4 { // a larger host, slower to answer
+		startFakeWorker(t, cli, fmt.Sprintf("host-c-numa%d", i), 16, 40*time.Millisecond, onHost("host-c", i, fmt.Sprintf("%d-%d", 16*i, 16*i+15)))
+	}
+	loadNode(t, cli, "node-1", 3000)
 	ctx := browsertest.New(t)
 
 	browsertest.Run(t, ctx, 30*time.Second, chromedp.Navigate("http://"+s1.HTTPAddr()+"/"))
@@ -204,7 +207,7 @@ func TestVisualiserInBrowser(t *testing.T) {
 	waitJS(t, ctx, "verdicts flowing", `Number(document.getElementById("f-vps").textContent.replace(/k$/, "000")) > 0`, 20*time.Second)
 	waitJS(t, ctx, "the table counting batches", `Number(document.querySelector('tr[data-worker="host-a-numa0"]').cells[6].textContent) > 10`, 20*time.Second)
 
-	startFakeWorker(t, cli, "host-b", 4, 2*time.Millisecond, onHost("host-b", -1, "0-3"))
+	startFakeWorker(t, cli, "host-b", 4, 5*time.Millisecond, onHost("host-b", -1, "0-3"))
 	waitJS(t, ctx, "the new worker", rowState("host-b")+` === "ready"`, 20*time.Second)
 	browsertest.Screenshot(t, ctx, "visualiser-leader")
 
@@ -367,13 +370,15 @@ func TestVisualiser500Workers(t *testing.T) {
 	waitFor(t, 10*time.Second, "leadership", s.IsLeader)
 	registerMany(t, cli, workers, 4)
 	waitFor(t, 60*time.Second, "500 ready workers", func() bool { return readyWorkers(s.Scheduler) == workers })
-	loadNode(t, cli, "node-1", 4000)
 
 	ctx := browsertest.New(t)
 	browsertest.Run(t, ctx, 30*time.Second, chromedp.Navigate("http://"+s.HTTPAddr()+"/"))
 	waitJS(t, ctx, "500 worker rows", fmt.Sprintf(`document.querySelectorAll('tr[data-worker][data-state="ready"]').length === %d`, workers), 60*time.Second)
-	waitJS(t, ctx, "verdicts flowing", `Number(document.getElementById("f-vps").textContent.replace(/k$/, "000")) > 0`, 30*time.Second)
-	waitJS(t, ctx, "the rows in view patched", `Number(document.querySelector('tr[data-worker="host-000-numa0"]').cells[6].textContent) > 5`, 30*time.Second)
+	// Load after the page shows every worker idle: the rows in view must
+	// then count batches.
+	loadNode(t, cli, "node-1", 3000)
+	waitJS(t, ctx, "verdicts flowing", `Number(document.getElementById("f-vps").textContent.replace(/k$/, "000")) > 0`, 60*time.Second)
+	waitJS(t, ctx, "the rows in view patched", `Number(document.querySelector('tr[data-worker="host-000-numa0"]').cells[6].textContent) > 0`, 60*time.Second)
 	time.Sleep(2 * time.Second) // rates and particles settle
 
 	const window = 5 * time.Second

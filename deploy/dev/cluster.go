@@ -174,7 +174,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	if err := waitHTTP(ctx, "http://"+cfg.SchedHTTP+"/healthz", sched); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "scheduler   gRPC %s, status page http://%s/ (log %s)\n", cfg.SchedGRPC, cfg.SchedHTTP, sched.log)
+	fmt.Fprintf(out, "scheduler   gRPC %s, visualiser http://%s/ (log %s)\n", cfg.SchedGRPC, cfg.SchedHTTP, sched.log)
 	for i := range cfg.Workers {
 		id := "dev-worker-" + strconv.Itoa(i+1)
 		w, err := start(id, "styx-worker", "--id="+id, ep, "--listen-addr=127.0.0.1:0", "--db="+cfg.DBPath)

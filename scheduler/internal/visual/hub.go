@@ -3,9 +3,12 @@ package visual
 import (
 	"context"
 	"math"
+	"net"
+	"net/netip"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	memdb "github.com/hashicorp/go-memdb"
@@ -128,12 +131,27 @@ type Hub struct {
 	streams map[*stream]struct{}
 	done    chan struct{} // closed when Run returns
 
+	// The pool's figures need the coordinator's mutex, which a busy leader
+	// can hold for long: a helper goroutine reads them (statsReq asks), and
+	// build uses the latest it read without waiting. statsNew is signalled
+	// when the figures changed.
+	statsReq chan *coordinator.Coordinator
+	statsNew chan struct{}
+	stats    atomic.Pointer[poolStats]
+
 	// Owned by Run.
 	term     int64
 	slots    map[string]int
 	nextSlot int
 	perW     map[string]*workerRate
 	samples  []sample
+}
+
+type poolStats struct {
+	co     *coordinator.Coordinator
+	at     time.Time
+	pool   PoolView
+	counts sample
 }
 
 type workerRate struct {
@@ -154,6 +172,7 @@ func New(cfg Config, src Source, log zerolog.Logger) *Hub {
 		cfg: cfg, src: src, log: logging.For(log, "visual"),
 		changed: make(chan struct{}), wakeSub: make(chan struct{}, 1),
 		streams: make(map[*stream]struct{}), done: make(chan struct{}),
+		statsReq: make(chan *coordinator.Coordinator, 1), statsNew: make(chan struct{}, 1),
 	}
 }
 
@@ -161,6 +180,10 @@ func New(cfg Config, src Source, log zerolog.Logger) *Hub {
 // Run returns.
 func (h *Hub) Run(ctx context.Context) {
 	defer close(h.done)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() { defer wg.Done(); h.readStats(ctx) }()
 	var last time.Time
 	for ctx.Err() == nil {
 		if h.subscribers() == 0 {
@@ -179,6 +202,7 @@ func (h *Hub) Run(ctx context.Context) {
 		}
 		ws := memdb.NewWatchSet()
 		ws.Add(h.wakeSub) // a new watcher gets a fresh picture at once
+		ws.Add(h.statsNew)
 		m := h.build(ws)
 		last = h.cfg.Now()
 		h.publish(m)
@@ -251,7 +275,7 @@ func (h *Hub) build(ws memdb.WatchSet) *Model {
 	now := h.cfg.Now()
 	m := &Model{Self: h.src.ID()}
 	if li, ok := h.src.Leader(); ok {
-		m.LeaderID, m.LeaderHTTP = li.ID, li.HTTPAddr
+		m.LeaderID, m.LeaderHTTP = li.ID, leaderHTTP(li)
 	}
 	co := h.src.Current()
 	if co == nil {
@@ -276,14 +300,19 @@ func (h *Hub) build(ws memdb.WatchSet) *Model {
 			m.Nodes = append(m.Nodes, s.NodeID)
 		}
 	}
-	ps, ctr, policy, age := co.Stats()
-	m.Pool = PoolView{
-		Pending: uint64(ps.Pending), InFlight: uint64(ps.InFlight), OldestMillis: age.Milliseconds(),
-		Received: ps.Received, Examined: ps.Examined, Deduplicated: ps.Deduplicated, Shed: ps.Shed,
-		Expired: ps.Expired, Reassigned: ctr.Reassigned, Verdicts: ctr.Verdicts, Prox: ctr.Proxies,
-		Coverage: api.Coverage(ps), Policy: policy,
+	select {
+	case h.statsReq <- co:
+	default: // a read is under way
 	}
-	m.Rates = h.rates(now, sample{at: now, received: ps.Received, verdicts: ctr.Verdicts, proxies: ctr.Proxies})
+	if ps := h.stats.Load(); ps != nil && ps.co == co {
+		m.Pool = ps.pool
+		if age := now.Sub(ps.at); ps.pool.Pending > 0 && age > 0 {
+			m.Pool.OldestMillis += age.Milliseconds()
+		}
+		m.Rates = h.rates(ps.counts)
+	} else {
+		m.Pool.Coverage = 1
+	}
 
 	seen := make(map[string]bool, len(rows))
 	m.Workers = make([]WorkerView, 0, len(rows))
@@ -309,6 +338,39 @@ func (h *Hub) build(ws memdb.WatchSet) *Model {
 	}
 	sort.Slice(m.Workers, func(i, j int) bool { return m.Workers[i].Slot < m.Workers[j].Slot })
 	return m
+}
+
+// readStats reads the pool's figures whenever build asks, and signals
+// statsNew when they changed.
+func (h *Hub) readStats(ctx context.Context) {
+	for {
+		var co *coordinator.Coordinator
+		select {
+		case <-ctx.Done():
+			return
+		case co = <-h.statsReq:
+		}
+		ps, ctr, policy, age := co.Stats()
+		at := h.cfg.Now()
+		n := &poolStats{co: co, at: at, pool: PoolView{
+			Pending: uint64(ps.Pending), InFlight: uint64(ps.InFlight), OldestMillis: age.Milliseconds(),
+			Received: ps.Received, Examined: ps.Examined, Deduplicated: ps.Deduplicated, Shed: ps.Shed,
+			Expired: ps.Expired, Reassigned: ctr.Reassigned, Verdicts: ctr.Verdicts, Prox: ctr.Proxies,
+			Coverage: api.Coverage(ps), Policy: policy,
+		}, counts: sample{at: at, received: ps.Received, verdicts: ctr.Verdicts, proxies: ctr.Proxies}}
+		old := h.stats.Swap(n)
+		if old != nil && old.co == co {
+			a, b := old.pool, n.pool
+			a.OldestMillis, b.OldestMillis = 0, 0 // the page moves the age on by itself
+			if a == b {
+				continue
+			}
+		}
+		select {
+		case h.statsNew <- struct{}{}:
+		default:
+		}
+	}
 }
 
 func (h *Hub) resetTerm(term int64) {
@@ -356,7 +418,8 @@ const (
 	shortWindow = 5 * time.Second
 )
 
-func (h *Hub) rates(now time.Time, cur sample) Rates {
+func (h *Hub) rates(cur sample) Rates {
+	now := cur.at
 	if n := len(h.samples); n == 0 || now.Sub(h.samples[n-1].at) >= sampleEvery {
 		if n == sampleKeep {
 			copy(h.samples, h.samples[1:])
@@ -387,6 +450,22 @@ func (h *Hub) rates(now time.Time, cur sample) Rates {
 		r.ProxiesPerHour = float64(cur.proxies-oldest.proxies) / dt * 3600
 	}
 	return r
+}
+
+// leaderHTTP is the address of the leader's HTTP server as a browser can
+// reach it: when it listens on every interface (0.0.0.0, ::), the host of
+// its advertised gRPC address with the HTTP port.
+func leaderHTTP(li keyspace.LeaderInfo) string {
+	host, port, err := net.SplitHostPort(li.HTTPAddr)
+	if err != nil {
+		return li.HTTPAddr
+	}
+	if ip, err := netip.ParseAddr(host); host == "" || (err == nil && ip.IsUnspecified()) {
+		if gh, _, err := net.SplitHostPort(li.GRPCAddr); err == nil && gh != "" {
+			return net.JoinHostPort(gh, port)
+		}
+	}
+	return li.HTTPAddr
 }
 
 // countCPUs counts the CPUs of a cpulist such as "0-3,8,10-11".

@@ -6,6 +6,9 @@ import (
 	"time"
 )
 
+// writeTimeout bounds one write to a stream's client.
+const writeTimeout = 10 * time.Second
+
 type stream struct {
 	since time.Time
 	bytes atomic.Int64
@@ -29,6 +32,8 @@ func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request) {
 			Float64("bytes_per_second", float64(s.bytes.Load())/max(d.Seconds(), 1e-3)).Msg("visualiser stream ended")
 	}()
 	write := func(parts ...[]byte) bool {
+		// A client that stops reading must not hold the handler forever.
+		_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
 		for _, p := range parts {
 			n, err := w.Write(p)
 			s.bytes.Add(int64(n))

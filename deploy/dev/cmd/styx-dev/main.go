@@ -30,7 +30,7 @@ func run() int {
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory for etcd data, the node's store and the logs (default: a new temporary directory, removed at exit)")
 	fs.StringVar(&cfg.EtcdAddr, "etcd-addr", cfg.EtcdAddr, "embedded etcd client listen address")
 	fs.StringVar(&cfg.SchedGRPC, "scheduler-grpc-addr", cfg.SchedGRPC, "scheduler gRPC listen address")
-	fs.StringVar(&cfg.SchedHTTP, "scheduler-http-addr", cfg.SchedHTTP, "scheduler HTTP listen address (status page)")
+	fs.StringVar(&cfg.SchedHTTP, "scheduler-http-addr", cfg.SchedHTTP, "scheduler HTTP listen address (visualiser, status page)")
 	fs.StringVar(&cfg.NodeHTTP, "node-http-addr", cfg.NodeHTTP, "cluster node query API listen address")
 	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "worker processes to start")
 	fs.StringVar(&cfg.DBPath, "db", cfg.DBPath, "location database file")
