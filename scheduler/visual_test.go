@@ -415,12 +415,21 @@ func TestVisualiser500Workers(t *testing.T) {
 		_ = os.WriteFile(filepath.Join(browsertest.ArtifactDir(t), "visualiser-500-workers.json"), b, 0o644)
 	}
 	// Generous bounds: the machine running the tests is shared and runs the
-	// scheduler with the race detector beside the browser.
-	if p95 > 250 {
-		t.Errorf("p95 animation frame interval %.1f ms, want ≤ 250 ms", p95)
+	// scheduler with the race detector beside the browser, so long tasks
+	// include time the browser waited for a CPU. The page's own script time
+	// is the steadier figure.
+	if p95 > 500 {
+		t.Errorf("p95 animation frame interval %.1f ms, want ≤ 500 ms", p95)
 	}
-	if res.LongTotal > 2500 {
-		t.Errorf("long tasks took %.0f ms of %s, want ≤ 2500 ms", res.LongTotal, window)
+	if res.LongTotal > 4000 {
+		t.Errorf("long tasks took %.0f ms of %s, want ≤ 4000 ms", res.LongTotal, window)
+	}
+	script := 0
+	for _, ms := range res.Cost {
+		script += ms
+	}
+	if script > 1000 {
+		t.Errorf("the page's script ran %d ms of %s, want ≤ 1000 ms", script, window)
 	}
 	if res.StyxFrames < 4 {
 		t.Errorf("only %d stream frames arrived in %s", res.StyxFrames, window)
