@@ -23,6 +23,7 @@ func (h *Hub) ServeEvents(w http.ResponseWriter, r *http.Request) {
 	hd.Set("Content-Type", "text/event-stream")
 	hd.Set("Cache-Control", "no-store")
 	hd.Set("X-Accel-Buffering", "no")
+	defer func() { _ = rc.SetWriteDeadline(time.Time{}) }()
 	s := &stream{since: h.cfg.Now()}
 	h.subscribe(s)
 	defer func() {
