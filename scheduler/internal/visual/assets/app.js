@@ -78,6 +78,10 @@
       if (f.nodes) st.nodes = f.nodes;
       for (const w of f.ws || []) {
         const old = workers.get(w.k);
+        if (!old) {
+          // A worker back under a new slot replaces its "gone" entry.
+          for (const [k, g] of workers) if (g.s === "gone" && g.id === w.id) workers.delete(k);
+        }
         if (!old || old.h !== w.h || old.n !== w.n || old.s === "gone") layoutDirty = tableDirty = true;
         if (old) { w.x = old.x; w.y = old.y; w.cw = old.cw; w.ch = old.ch; w.row = old.row; }
         workers.set(w.k, w);
@@ -556,7 +560,9 @@
     if (tableDirty) timed("table", () => buildTable(now));
     else if (rowsDirty.size) timed("table", patchRows);
     if (figuresDirty || now - lastFig > 250) { timed("figures", () => renderFigures(now)); figuresDirty = false; lastFig = now; }
-    if (hover && hover.tipFrame !== window.styx.frames) { hover.tipFrame = window.styx.frames; tip.textContent = tipText(hover); }
+    if (hover) hover = workers.get(hover.k) || null;
+    if (!hover) { if (!tip.hidden) tip.hidden = true; }
+    else if (hover.tipFrame !== window.styx.frames) { hover.tipFrame = window.styx.frames; tip.textContent = tipText(hover); }
     requestAnimationFrame(tick);
   }
   window.addEventListener("resize", () => { layoutDirty = true; });
