@@ -195,7 +195,9 @@ func (c *Coordinator) poke() {
 // batches and expires old sightings. On return every node session has been
 // closed (nodes re-send to the next leader) and every worker stream is gone.
 func (c *Coordinator) Run(ctx context.Context, cli *clientv3.Client) error {
+	c.mu.Lock() // Attach reads ctx under mu: node streams can arrive before Run starts
 	c.ctx = ctx
+	c.mu.Unlock()
 	var wg sync.WaitGroup
 	errc := make(chan error, 1)
 	wg.Add(3)
