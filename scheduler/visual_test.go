@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/styx-inference/styx/pkg/browsertest"
+	"github.com/styx-inference/styx/pkg/columns"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 	"github.com/styx-inference/styx/scheduler"
@@ -255,10 +256,16 @@ func (n *noopWorkers) Work(stream styxv1.WorkerService_WorkServer) error {
 		if b == nil {
 			continue
 		}
-		res := &styxv1.Result{BatchId: b.BatchId, Term: b.Term, Attempt: b.Attempt, Verdicts: make([]*styxv1.Verdict, len(b.Addresses))}
-		for i, a := range b.Addresses {
-			res.Verdicts[i] = &styxv1.Verdict{Address: a, ModelVersion: "noop-1", Proxy: a[len(a)-1]%16 == 0}
+		addrs, err := columns.Addrs(b.Addresses)
+		if err != nil {
+			return err
 		}
+		vs := make([]*styxv1.Verdict, len(addrs))
+		for i, a := range addrs {
+			raw := a.AsSlice()
+			vs[i] = &styxv1.Verdict{ModelVersion: "noop-1", Proxy: raw[len(raw)-1]%16 == 0}
+		}
+		res := &styxv1.Result{BatchId: b.BatchId, Term: b.Term, Attempt: b.Attempt, Verdicts: columns.EncodeVerdicts(vs)}
 		if err := stream.Send(&styxv1.WorkReport{Credit: 1, Msg: &styxv1.WorkReport_Result{Result: res}}); err != nil {
 			return err
 		}
