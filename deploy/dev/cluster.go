@@ -192,7 +192,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	if err := waitHTTP(ctx, "http://"+cfg.NodeHTTP+"/healthz", node); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "node        query API http://%s/v2/{ip}?vpn=1&asn=1 (log %s)\n", cfg.NodeHTTP, node.log)
+	fmt.Fprintf(out, "node        query API http://%s/v2/{ip}?vpn=1&asn=1, threats page http://%s/threats (log %s)\n", cfg.NodeHTTP, cfg.NodeHTTP, node.log)
 
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 	nets, err := sampleNetworks(cfg.DBPath, 100_000, rng)
