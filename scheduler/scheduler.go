@@ -26,6 +26,7 @@ import (
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/leader"
 	"github.com/styx-inference/styx/pkg/logging"
+	"github.com/styx-inference/styx/pkg/registration"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 	"github.com/styx-inference/styx/scheduler/internal/api"
 	"github.com/styx-inference/styx/scheduler/internal/coordinator"
@@ -236,7 +237,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	adv := s.cfg.AdvertiseAddr
 	if adv == "" {
 		host, _ := os.Hostname()
-		adv = advertiseFor(s.grpcAddr, host)
+		adv = registration.Advertise(s.grpcAddr, host)
 	}
 
 	gs := grpc.NewServer(
@@ -430,20 +431,6 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
-}
-
-// advertiseFor is the gRPC address to publish for a bound one: the bound
-// address, with host in place of an unspecified IP (0.0.0.0, ::), which no
-// peer could dial. In a container the host name is what its peers resolve.
-func advertiseFor(bound, host string) string {
-	h, port, err := net.SplitHostPort(bound)
-	if err != nil {
-		return bound
-	}
-	if ip := net.ParseIP(h); ip != nil && ip.IsUnspecified() && host != "" {
-		return net.JoinHostPort(host, port)
-	}
-	return bound
 }
 
 // DefaultID is <hostname>-<pid>-style id safe for the keyspace.

@@ -109,20 +109,6 @@ func TestDefaultID(t *testing.T) {
 	}
 }
 
-func TestAdvertiseFor(t *testing.T) {
-	tests := []struct{ bound, host, want string }{
-		{"127.0.0.1:4000", "web1", "127.0.0.1:4000"},
-		{"0.0.0.0:4000", "web1", "web1:4000"},
-		{"[::]:4000", "web1", "web1:4000"},
-		{"[::1]:4000", "web1", "[::1]:4000"},
-	}
-	for _, tt := range tests {
-		if got := advertiseFor(tt.bound, tt.host); got != tt.want {
-			t.Errorf("advertiseFor(%q, %q) = %q, want %q", tt.bound, tt.host, got, tt.want)
-		}
-	}
-}
-
 func TestChildArgs(t *testing.T) {
 	tests := []struct {
 		name   string

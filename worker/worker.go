@@ -252,7 +252,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	bound := lis.Addr().String()
 	advertise := cfg.AdvertiseAddr
 	if advertise == "" {
-		advertise = advertiseFor(bound, cfg.Host)
+		advertise = registration.Advertise(bound, cfg.Host)
 	}
 	id := cfg.ID
 	if id == "" {
@@ -618,19 +618,6 @@ func closeLogged(log zerolog.Logger, what string, c io.Closer) {
 	if err := c.Close(); err != nil {
 		log.Warn().Err(err).Msg(what)
 	}
-}
-
-// advertiseFor is the address to register for a bound address: the bound
-// one, with host in place of an unspecified IP (0.0.0.0, ::).
-func advertiseFor(bound, host string) string {
-	h, port, err := net.SplitHostPort(bound)
-	if err != nil {
-		return bound
-	}
-	if ip := net.ParseIP(h); ip != nil && ip.IsUnspecified() && host != "" {
-		return net.JoinHostPort(host, port)
-	}
-	return bound
 }
 
 // defaultID is <host>-numa<N> when pinned to node N, <host>-<port>

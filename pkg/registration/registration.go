@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"time"
 
@@ -173,4 +174,18 @@ func (r *Registrar) revoke(lease clientv3.LeaseID) {
 		return
 	}
 	r.log.Info().Int64(logging.Lease, int64(lease)).Msg("lease revoked")
+}
+
+// Advertise is the address to publish for a bound one: the bound address,
+// with host in place of an unspecified IP (0.0.0.0, ::), which no peer could
+// dial. In a container the host name is what its peers resolve.
+func Advertise(bound, host string) string {
+	h, port, err := net.SplitHostPort(bound)
+	if err != nil {
+		return bound
+	}
+	if ip := net.ParseIP(h); ip != nil && ip.IsUnspecified() && host != "" {
+		return net.JoinHostPort(host, port)
+	}
+	return bound
 }

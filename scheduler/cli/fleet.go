@@ -180,18 +180,22 @@ func (a *admin) explain(err error) error {
 	}
 }
 
+// fetchStatus asks the scheduler at addr for the leader's status.
+func fetchStatus(ctx context.Context, addr string) (*styxv1.StatusResponse, error) {
+	a, err := dialAdmin(addr)
+	if err != nil {
+		return nil, err
+	}
+	defer a.close()
+	return a.status(ctx)
+}
+
 func fleetWorkers(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	f := newFleetFlags("workers", "styx-scheduler fleet workers [--addr A] [--json]\n\nLists the workers the leader knows.\n\n"+exitText, stderr)
 	if code := f.parse(args, stderr); code >= 0 {
 		return code
 	}
-	a, err := dialAdmin(*f.addr)
-	if err != nil {
-		fmt.Fprintln(stderr, "styx-scheduler:", err)
-		return exitFailed
-	}
-	defer a.close()
-	st, err := a.status(ctx)
+	st, err := fetchStatus(ctx, *f.addr)
 	if err != nil {
 		fmt.Fprintln(stderr, "styx-scheduler:", err)
 		return exitFailed
@@ -237,13 +241,7 @@ func fleetPool(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if code := f.parse(args, stderr); code >= 0 {
 		return code
 	}
-	a, err := dialAdmin(*f.addr)
-	if err != nil {
-		fmt.Fprintln(stderr, "styx-scheduler:", err)
-		return exitFailed
-	}
-	defer a.close()
-	st, err := a.status(ctx)
+	st, err := fetchStatus(ctx, *f.addr)
 	if err != nil {
 		fmt.Fprintln(stderr, "styx-scheduler:", err)
 		return exitFailed
