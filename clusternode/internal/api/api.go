@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,7 +30,11 @@ const LicenceHeader = "X-Data-Licence"
 
 // VerdictStore is what the API needs from the node's store.
 type VerdictStore interface {
-	Lookup(addr netip.Addr) (store.Entry, error)
+	// LookupVerdict returns the stored verdict; LastSeen the last time
+	// the address was queried (zero when never), asked only when the
+	// answer shows it.
+	LookupVerdict(addr netip.Addr) (store.Verdict, bool, error)
+	LastSeen(addr netip.Addr) (time.Time, error)
 	Touch(addr netip.Addr, t time.Time)
 	Attacks(addr netip.Addr) (store.AttackHistory, error)
 }
@@ -104,6 +109,10 @@ type API struct {
 	addresses   *prometheus.CounterVec
 	latency     *prometheus.HistogramVec // by route
 	storeErrors prometheus.Counter
+	// The hot path's metric children, looked up once.
+	queriesOK                 prometheus.Counter
+	fromStore, fromEngine     prometheus.Counter
+	queryLatency, manyLatency prometheus.Observer
 
 	tokenSum       []byte // SHA-256 of the attack token; nil: endpoint disabled
 	attackRequests *prometheus.CounterVec
@@ -170,6 +179,11 @@ func New(cfg Config, log zerolog.Logger) (*API, error) {
 	for _, r := range []string{RouteQuery, RouteQueryMany, RouteAttacks, RouteHealthz, RouteMetrics, RouteThreats} {
 		a.latency.WithLabelValues(r)
 	}
+	a.queriesOK = a.requests.WithLabelValues(strconv.Itoa(http.StatusOK))
+	a.fromStore = a.addresses.WithLabelValues("store")
+	a.fromEngine = a.addresses.WithLabelValues("engine")
+	a.queryLatency = a.latency.WithLabelValues(RouteQuery)
+	a.manyLatency = a.latency.WithLabelValues(RouteQueryMany)
 	a.mux.HandleFunc("/v2", a.serveQuery)
 	a.mux.HandleFunc("/v2/", a.serveQuery)
 	a.mux.Handle(AttacksPath, a.timed(RouteAttacks, http.HandlerFunc(a.serveAttacks)))
@@ -231,18 +245,33 @@ func (a *API) serveHealth(w http.ResponseWriter, r *http.Request) {
 	a.writeJSON(w, http.StatusOK, o, true)
 }
 
+// Header values every query answer carries, shared between responses
+// (net/http copies them and never changes them; the capacity of one makes
+// an Add by a wrapper copy rather than write here).
+var (
+	licenceValue  = []string{locdb.Attribution}[:1:1]
+	noStoreValue  = []string{"no-store"}[:1:1]
+	jsonTypeValue = []string{"application/json; charset=utf-8"}[:1:1]
+)
+
 func (a *API) serveQuery(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	w.Header().Set(LicenceHeader, locdb.Attribution)
-	w.Header().Set("Cache-Control", "no-store")
+	h := w.Header()
+	// Canonical keys set directly: Header.Set allocates a slice per value.
+	h[LicenceHeader] = licenceValue
+	h["Cache-Control"] = noStoreValue
 	status, out, pretty := a.query(w, r, start)
 	a.writeJSON(w, status, out, pretty)
-	a.requests.WithLabelValues(strconv.Itoa(status)).Inc()
-	route := RouteQuery
-	if r.Method == http.MethodPost {
-		route = RouteQueryMany
+	if status == http.StatusOK {
+		a.queriesOK.Inc()
+	} else {
+		a.requests.WithLabelValues(strconv.Itoa(status)).Inc()
 	}
-	a.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	obs := a.queryLatency
+	if r.Method == http.MethodPost {
+		obs = a.manyLatency
+	}
+	obs.Observe(time.Since(start).Seconds())
 }
 
 // query answers a /v2 request: status, body and whether to indent it.
@@ -320,10 +349,17 @@ func (a *API) answer(req Request, now, start time.Time) (int, object) {
 
 // address answers one address and records the sighting.
 func (a *API) address(addr netip.Addr, f Flags, now time.Time) object {
-	e, err := a.cfg.Store.Lookup(addr)
+	sv, hasVerdict, err := a.cfg.Store.LookupVerdict(addr)
 	if err != nil {
 		a.storeErrors.Inc()
 		a.log.Warn().Err(err).Str(logging.Addr, addr.String()).Msg("store lookup failed, using the engine")
+	}
+	var seen time.Time // read before this query's touch
+	if f.Seen {
+		if seen, err = a.cfg.Store.LastSeen(addr); err != nil {
+			a.storeErrors.Inc()
+			a.log.Warn().Err(err).Str(logging.Addr, addr.String()).Msg("last-seen lookup failed")
+		}
 	}
 	a.cfg.Store.Touch(addr, now)
 	if a.cfg.Sighted != nil && Streamable(addr) {
@@ -331,12 +367,12 @@ func (a *API) address(addr netip.Addr, f Flags, now time.Time) object {
 	}
 
 	var v raven.Verdict
-	if e.HasVerdict && (f.Days == 0 || now.Sub(e.Verdict.Inferred) <= time.Duration(f.Days)*24*time.Hour) {
-		v = raven.Verdict{Proxy: e.Verdict.Proxy, Type: e.Verdict.Type, Risk: e.Verdict.Risk, Port: e.Verdict.Port}
-		a.addresses.WithLabelValues("store").Inc()
+	if hasVerdict && (f.Days == 0 || now.Sub(sv.Inferred) <= time.Duration(f.Days)*24*time.Hour) {
+		v = raven.Verdict{Proxy: sv.Proxy, Type: sv.Type, Risk: sv.Risk, Port: sv.Port}
+		a.fromStore.Inc()
 	} else {
 		v = a.cfg.Engine.Examine(addr)
-		a.addresses.WithLabelValues("engine").Inc()
+		a.fromEngine.Inc()
 	}
 
 	o := make(object, 0, 12)
@@ -383,10 +419,10 @@ func (a *API) address(addr netip.Addr, f Flags, now time.Time) object {
 			o = append(o, field{"attack history", ah})
 		}
 	}
-	if f.Seen && proxy && !e.LastSeen.IsZero() {
+	if f.Seen && proxy && !seen.IsZero() {
 		o = append(o,
-			field{"last seen human", HumanAgo(now.Sub(e.LastSeen))},
-			field{"last seen unix", strconv.FormatInt(e.LastSeen.Unix(), 10)})
+			field{"last seen human", HumanAgo(now.Sub(seen))},
+			field{"last seen unix", strconv.FormatInt(seen.Unix(), 10)})
 	}
 	return o
 }
@@ -429,16 +465,28 @@ func HumanAgo(d time.Duration) string {
 	return strings.Join(parts, ", ") + " ago"
 }
 
+// answerBufs holds answer buffers between requests. Buffers that grew
+// past maxPooledAnswer (a large POST's answer) are not kept.
+var answerBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+const maxPooledAnswer = 64 << 10
+
 func (a *API) writeJSON(w http.ResponseWriter, status int, o object, pretty bool) {
-	b, err := o.appendTo(make([]byte, 0, 512), pretty, 0)
+	bp := answerBufs.Get().(*[]byte)
+	b, err := o.appendTo((*bp)[:0], pretty, 0)
 	if err != nil {
 		a.log.Error().Err(err).Msg("encode response")
 		status = http.StatusInternalServerError
-		b = []byte(`{"status":"error","message":"internal error"}`)
+		b = append((*bp)[:0], `{"status":"error","message":"internal error"}`...)
 	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header()["Content-Type"] = jsonTypeValue
 	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
+	b = append(b, '\n')
+	_, _ = w.Write(b)
+	if cap(b) <= maxPooledAnswer {
+		*bp = b
+		answerBufs.Put(bp)
+	}
 }
 
 // field and object make a JSON object whose keys keep their order.

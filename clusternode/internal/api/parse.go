@@ -69,17 +69,18 @@ func Parse(method, path, rawQuery, contentType string, body []byte, maxAddrs int
 	}
 	rest = strings.TrimPrefix(rest, "/")
 
-	q, err := url.ParseQuery(rawQuery)
-	if err != nil {
+	q, ok := scanQuery(rawQuery)
+	if !ok {
 		return req, badRequest("malformed query string")
 	}
-	flags, err := parseFlags(q)
+	flags, err := parseFlags(&q)
 	if err != nil {
 		return req, badRequest("%s", err.Error())
 	}
 	req.Flags = flags
 
-	var raws []string
+	var one [1]string // a GET's address, without allocating
+	raws := one[:0]
 	if rest != "" {
 		raws = append(raws, rest)
 	}
@@ -122,6 +123,10 @@ func Parse(method, path, rawQuery, contentType string, body []byte, maxAddrs int
 		return req, badRequest("too many addresses: at most %d per query", maxAddrs)
 	}
 
+	if len(raws) == 1 {
+		req.Items = []Item{parseItem(raws[0])}
+		return req, nil
+	}
 	seen := make(map[string]bool, len(raws))
 	for _, raw := range raws {
 		it := parseItem(raw)
@@ -148,45 +153,112 @@ func parseItem(raw string) Item {
 	return Item{Raw: raw, Addr: a.Unmap()}
 }
 
-func parseFlags(q url.Values) (Flags, error) {
+// Query flag names, indexes into flagValues.
+const (
+	qVPN = iota
+	qRisk
+	qDays
+	qASN
+	qSeen
+	qNode
+	qTime
+	qShort
+	qPretty
+	qTag
+	nQueryFlags
+)
+
+var queryFlagNames = [nQueryFlags]string{"vpn", "risk", "days", "asn", "seen", "node", "time", "short", "p", "tag"}
+
+// flagValues holds the first value of each known flag in a query string,
+// as url.Values.Get would return it, and whether the flag was present
+// (url.Values.Has).
+type flagValues struct {
+	v   [nQueryFlags]string
+	has [nQueryFlags]bool
+}
+
+func (q *flagValues) set(key, value string) {
+	for i, n := range queryFlagNames {
+		if key == n {
+			if !q.has[i] {
+				q.v[i], q.has[i] = value, true
+			}
+			return
+		}
+	}
+}
+
+// fastQueryPairs bounds the pairs scanQuery reads itself; longer query
+// strings go through url.ParseQuery (and its own limit).
+const fastQueryPairs = 64
+
+// scanQuery reads the known flags of a raw query string; ok is false when
+// url.ParseQuery would refuse it. A query without escapes ('%', '+') and
+// semicolons, the usual kind, is read in place without allocating; any
+// other goes through url.ParseQuery, so both accept and refuse the same
+// strings and read the same values.
+func scanQuery(raw string) (q flagValues, ok bool) {
+	if strings.ContainsAny(raw, "%+;") || strings.Count(raw, "&") >= fastQueryPairs {
+		vals, err := url.ParseQuery(raw)
+		if err != nil {
+			return q, false
+		}
+		for i, n := range queryFlagNames {
+			if vs, found := vals[n]; found {
+				q.v[i], q.has[i] = vs[0], true
+			}
+		}
+		return q, true
+	}
+	for raw != "" {
+		var pair string
+		pair, raw, _ = strings.Cut(raw, "&")
+		if pair == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(pair, "=")
+		q.set(k, v)
+	}
+	return q, true
+}
+
+func parseFlags(q *flagValues) (Flags, error) {
 	f := Flags{Pretty: true}
-	num := func(name string, lo, hi int) (int, error) {
-		s := q.Get(name)
+	num := func(i, lo, hi int) (int, error) {
+		s := q.v[i]
 		if s == "" {
 			return 0, nil
 		}
 		n, err := strconv.Atoi(s)
 		if err != nil || n < lo || n > hi {
-			return 0, fmt.Errorf("flag %s=%q: want an integer from %d to %d", name, s, lo, hi)
+			return 0, fmt.Errorf("flag %s=%q: want an integer from %d to %d", queryFlagNames[i], s, lo, hi)
 		}
 		return n, nil
 	}
-	bool01 := func(name string, dst *bool) error {
-		n, err := num(name, 0, 1)
-		if err == nil && q.Has(name) && q.Get(name) != "" {
-			*dst = n == 1
-		}
-		return err
-	}
 	var err error
-	if f.VPN, err = num("vpn", 0, 3); err != nil {
+	if f.VPN, err = num(qVPN, 0, 3); err != nil {
 		return f, err
 	}
-	if f.Risk, err = num("risk", 0, 2); err != nil {
+	if f.Risk, err = num(qRisk, 0, 2); err != nil {
 		return f, err
 	}
-	if f.Days, err = num("days", 0, maxDays); err != nil {
+	if f.Days, err = num(qDays, 0, maxDays); err != nil {
 		return f, err
 	}
-	for _, b := range []struct {
-		name string
-		dst  *bool
-	}{{"asn", &f.ASN}, {"seen", &f.Seen}, {"node", &f.Node}, {"time", &f.Time}, {"short", &f.Short}, {"p", &f.Pretty}} {
-		if err := bool01(b.name, b.dst); err != nil {
+	for i, dst := range [...]*bool{qASN: &f.ASN, qSeen: &f.Seen, qNode: &f.Node, qTime: &f.Time, qShort: &f.Short, qPretty: &f.Pretty} {
+		if dst == nil {
+			continue
+		}
+		n, err := num(i, 0, 1)
+		if err != nil {
 			return f, err
 		}
+		if q.has[i] && q.v[i] != "" {
+			*dst = n == 1
+		}
 	}
-	if f.Tag = q.Get("tag"); len(f.Tag) > maxTagLen {
+	if f.Tag = q.v[qTag]; len(f.Tag) > maxTagLen {
 		return f, fmt.Errorf("tag longer than %d bytes", maxTagLen)
 	}
 	return f, nil

@@ -238,30 +238,86 @@ func (s *Store) Lookup(addr netip.Addr) (Entry, error) {
 	var e Entry
 	var seen int64
 	err := s.db.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketVerdicts).Get(k[:]); v != nil {
-			d, err := decodeVerdict(v)
-			if err != nil {
-				return fmt.Errorf("%s: %w", addr, err)
-			}
-			e.Verdict, e.HasVerdict = d, true
+		var err error
+		if e.Verdict, e.HasVerdict, err = verdictTxn(tx, k); err != nil {
+			return fmt.Errorf("%s: %w", addr, err)
 		}
-		if v := tx.Bucket(bucketSeen).Get(k[:]); len(v) == 8 {
-			seen = int64(binary.BigEndian.Uint64(v))
-		}
+		seen = storedSeenTxn(tx, k)
 		return nil
 	})
 	if err != nil {
 		return Entry{}, fmt.Errorf("store: lookup: %w", err)
 	}
+	e.LastSeen = s.lastSeen(addr, seen)
+	return e, nil
+}
+
+// LookupVerdict returns addr's stored verdict, if any: Lookup without the
+// last-seen time, for the query path, which needs that time only when
+// asked for it (see LastSeen).
+func (s *Store) LookupVerdict(addr netip.Addr) (v Verdict, ok bool, err error) {
+	addr = Normalize(addr)
+	k := key(addr)
+	err = s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		if v, ok, err = verdictTxn(tx, k); err != nil {
+			return fmt.Errorf("%s: %w", addr, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return Verdict{}, false, fmt.Errorf("store: lookup: %w", err)
+	}
+	return v, ok, nil
+}
+
+// LastSeen returns the last time addr was queried here, including touches
+// not yet flushed (zero when never), as Lookup does.
+func (s *Store) LastSeen(addr netip.Addr) (time.Time, error) {
+	addr = Normalize(addr)
+	k := key(addr)
+	var seen int64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		seen = storedSeenTxn(tx, k)
+		return nil
+	})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("store: last seen: %w", err)
+	}
+	return s.lastSeen(addr, seen), nil
+}
+
+func verdictTxn(tx *bolt.Tx, k [16]byte) (Verdict, bool, error) {
+	v := tx.Bucket(bucketVerdicts).Get(k[:])
+	if v == nil {
+		return Verdict{}, false, nil
+	}
+	d, err := decodeVerdict(v)
+	if err != nil {
+		return Verdict{}, false, err
+	}
+	return d, true, nil
+}
+
+func storedSeenTxn(tx *bolt.Tx, k [16]byte) int64 {
+	if v := tx.Bucket(bucketSeen).Get(k[:]); len(v) == 8 {
+		return int64(binary.BigEndian.Uint64(v))
+	}
+	return 0
+}
+
+// lastSeen is the later of the stored time (ns, 0 when none) and an
+// unflushed touch of addr (normalized).
+func (s *Store) lastSeen(addr netip.Addr, stored int64) time.Time {
 	s.mu.Lock()
-	if t, ok := s.touches[addr]; ok && t > seen {
-		seen = t
+	if t, ok := s.touches[addr]; ok && t > stored {
+		stored = t
 	}
 	s.mu.Unlock()
-	if seen != 0 {
-		e.LastSeen = time.Unix(0, seen)
+	if stored == 0 {
+		return time.Time{}
 	}
-	return e, nil
+	return time.Unix(0, stored)
 }
 
 // Put writes verdicts in one transaction and returns how many changed the

@@ -271,3 +271,36 @@ func TestOnVerdicts(t *testing.T) {
 		t.Fatalf("scan %v %v", scanned, err)
 	}
 }
+
+// LookupVerdict and LastSeen, the query path's halves of Lookup, agree
+// with it, before and after a flush.
+func TestLookupHalvesAgree(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "node.db"))
+	defer s.Close()
+	if _, err := s.Put([]Item{{Addr: addr4, Verdict: verdict(true, "VPN", 80, t0)}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Touch(addr4, t0.Add(time.Minute))
+	s.Touch(addr6, t0.Add(2*time.Minute))
+	for _, flush := range []bool{false, true} {
+		if flush {
+			if err := s.Flush(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, a := range []netip.Addr{addr4, addr6, netip.MustParseAddr("::ffff:192.0.2.7")} {
+			e := mustGet(t, s, a)
+			v, ok, err := s.LookupVerdict(a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen, err := s.LastSeen(a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok != e.HasVerdict || v.Proxy != e.Verdict.Proxy || v.Type != e.Verdict.Type || !v.Inferred.Equal(e.Verdict.Inferred) || !seen.Equal(e.LastSeen) {
+				t.Errorf("flushed %v, %s: LookupVerdict %+v %v, LastSeen %v; Lookup %+v", flush, a, v, ok, seen, e)
+			}
+		}
+	}
+}
