@@ -30,6 +30,13 @@ var (
 	keySightingHWM  = []byte("sighting_hwm")
 )
 
+// initialMmapSize is the address space bbolt maps at open (not memory:
+// pages are read in as used). While the file fits, a write transaction
+// that grows it need not remap, and a remap both waits for every read
+// transaction and blocks new ones (the query path's lookups), and copies
+// every key the transaction holds. Larger files remap as before.
+const initialMmapSize = 1 << 30
+
 // Defaults for Config.
 const (
 	DefaultTouchMax      = 100_000
@@ -142,7 +149,7 @@ func Open(cfg Config, log zerolog.Logger) (*Store, error) {
 	if cfg.OutboxMax == 0 {
 		cfg.OutboxMax = DefaultOutboxMax
 	}
-	db, err := bolt.Open(cfg.Path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	db, err := bolt.Open(cfg.Path, 0o600, &bolt.Options{Timeout: 2 * time.Second, InitialMmapSize: initialMmapSize})
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", cfg.Path, err)
 	}
@@ -540,15 +547,24 @@ func (s *Store) Flush() error {
 		addrs = append(addrs, a)
 	}
 	slices.SortFunc(addrs, netip.Addr.Compare) // sequential keys write faster
+	// One cursor reads the stored times (Bucket.Get would make one per
+	// key), and the values share one slab: bbolt copies keys but keeps
+	// values until the commit. This transaction runs every second under
+	// load, so its allocations weigh on the query path's GC.
+	vals := make([]byte, 8*len(addrs))
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketSeen)
-		for _, a := range addrs {
-			k := key(a)
+		c := b.Cursor()
+		var k [16]byte
+		for i, a := range addrs {
+			k = key(a)
 			ns := t[a]
-			if v := b.Get(k[:]); len(v) == 8 && int64(binary.BigEndian.Uint64(v)) >= ns {
+			if ck, v := c.Seek(k[:]); bytes.Equal(ck, k[:]) && len(v) == 8 && int64(binary.BigEndian.Uint64(v)) >= ns {
 				continue
 			}
-			if err := putU64(b, k[:], uint64(ns)); err != nil {
+			val := vals[8*i : 8*i+8 : 8*i+8]
+			binary.BigEndian.PutUint64(val, uint64(ns))
+			if err := b.Put(k[:], val); err != nil {
 				return fmt.Errorf("put last seen of %s: %w", a, err)
 			}
 		}
