@@ -251,12 +251,12 @@ func (a *API) serveHealth(w http.ResponseWriter, r *http.Request) {
 }
 
 // Header values every query answer carries, shared between responses
-// (net/http copies them and never changes them; the capacity of one makes
-// an Add by a wrapper copy rather than write here).
+// (net/http copies them and never changes them; with a capacity of one,
+// an Add by a wrapper copies rather than writes here).
 var (
-	licenceValue  = []string{locdb.Attribution}[:1:1]
-	noStoreValue  = []string{"no-store"}[:1:1]
-	jsonTypeValue = []string{"application/json; charset=utf-8"}[:1:1]
+	licenceValue  = []string{locdb.Attribution}
+	noStoreValue  = []string{"no-store"}
+	jsonTypeValue = []string{"application/json; charset=utf-8"}
 )
 
 func (a *API) serveQuery(w http.ResponseWriter, r *http.Request) {
