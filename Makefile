@@ -6,6 +6,7 @@ PKGS := ./...
 APT_PACKAGES := libloc-database location protobuf-compiler tinyproxy microsocks dante-server wrk chromium
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 TEST_TIMEOUT ?= 30m
+BENCH_MODEL := $(CURDIR)/.bench/raven-model
 DOCKER ?= docker
 IMAGE_TAG ?= dev
 IMAGE_ROLES := etcd scheduler worker node
@@ -55,9 +56,12 @@ test: deps ## run every test with the race detector (screenshots of browser test
 	STYX_REQUIRE_BROWSER=1 STYX_ARTIFACT_DIR=$(CURDIR)/artifacts $(GO) test -race -timeout $(TEST_TIMEOUT) $(PKGS)
 
 .PHONY: bench
-bench: deps build ## run the benchmarks and print figures
+bench: deps build ## run the benchmarks and print figures (trains the models it needs into .bench/ once)
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./pkg/locdb/
-	$(GO) test -run '^$$' -bench . -benchtime 1x ./integration/
+	@test -f $(BENCH_MODEL)/model.json || $(BIN)/styx-trainer train --out-dir $(BENCH_MODEL) --model-version bench-s2 --progress lines
+	@test -f $(BENCH_MODEL)-s1/model.json || $(BIN)/styx-trainer train --schema 1 --out-dir $(BENCH_MODEL)-s1 --model-version bench-s1 --progress lines
+	STYX_RAVEN_MODEL=$(BENCH_MODEL)-s1/model.json STYX_RAVEN_MODEL2=$(BENCH_MODEL)/model.json $(GO) test -run '^$$' -bench 'ModelEngineReal/Examine' -benchtime 2s -cpu 1 ./pkg/raven/
+	STYX_BENCH_MODEL=$(BENCH_MODEL)/model.json $(GO) test -run '^$$' -bench . -benchtime 1x ./integration/
 
 .PHONY: proto
 proto: deps ## regenerate the protobuf code (committed)
