@@ -261,6 +261,26 @@ func (t *Table) AddAttack(r attacks.Report) bool {
 	return t.addAttackLocked(r)
 }
 
+// AddAttackHistory folds an address's attack history at once, as a store
+// that kept it holds it: n reports, the kinds among them (bit k: a report
+// of attacks.Kind k) and the latest one's time (Unix nanoseconds). It is
+// the same as folding the n reports one by one with AddAttack, with no
+// attack table in between (the store that kept them counted each once).
+// n of 0 changes nothing.
+func (t *Table) AddAttackHistory(addr netip.Addr, n uint32, kinds uint8, last int64) {
+	if n == 0 || !addr.IsValid() {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.tick(last)
+	t.update(addr.Unmap(), func(e *Entry) {
+		e.Attacks += n
+		e.Kinds |= kinds
+		e.LastAttack = max(e.LastAttack, last)
+	})
+}
+
 func (t *Table) addVerdictLocked(a netip.Addr, proxy bool, at int64) {
 	t.tick(at)
 	t.update(a, func(e *Entry) {

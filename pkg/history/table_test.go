@@ -271,3 +271,29 @@ func cpuTime() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// An attack history folded at once equals its reports folded one by one.
+func TestAddAttackHistory(t *testing.T) {
+	one := history.New(history.Config{MaxAddrs: 100, Locate: asnOf})
+	whole := history.New(history.Config{MaxAddrs: 100, Locate: asnOf})
+	a := netip.MustParseAddr("198.51.100.7")
+	var kinds uint8
+	var last int64
+	for i, k := range []attacks.Kind{attacks.KindLogin, attacks.KindProbe, attacks.KindProbe} {
+		at := t0.Add(time.Duration(i) * time.Minute)
+		one.AddAttack(attacks.Report{Addr: a, Time: at, Kind: k, Reporter: "node-1"})
+		kinds |= 1 << k
+		last = at.UnixNano()
+	}
+	whole.AddAttackHistory(a, 0, 0, 0) // nothing
+	whole.AddAttackHistory(a, 3, kinds, last)
+	for _, q := range []string{"198.51.100.7", "198.51.100.8"} {
+		addr := netip.MustParseAddr(q)
+		if got, want := whole.Lookup(addr, asnOf(addr)), one.Lookup(addr, asnOf(addr)); got != want {
+			t.Errorf("%s: whole %+v, one by one %+v", q, got, want)
+		}
+	}
+	if z := whole.Sizes(); z.Addrs != 1 || z.Buckets != 1 {
+		t.Errorf("sizes %+v", z)
+	}
+}

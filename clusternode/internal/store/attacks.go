@@ -248,15 +248,18 @@ func applyAttacksTxn(tx *bolt.Tx, rs []attacks.Report, maxEvents int, onNew func
 // cannot take every report, nothing is written and the error is
 // ErrOutboxFull.
 func (s *Store) AddAttacks(rs []attacks.Report) (AttackResult, error) {
+	defer s.lockHooks()()
 	var res AttackResult
+	var added []attacks.Report
 	err := s.db.Update(func(tx *bolt.Tx) error {
+		added = added[:0]
 		meta, out := tx.Bucket(bucketMeta), tx.Bucket(bucketOutbox)
 		queued := getU64(meta, keyOutboxLen)
 		if queued+uint64(len(rs)) > uint64(s.cfg.OutboxMax) {
 			return ErrOutboxFull
 		}
 		var err error
-		res, err = applyAttacksTxn(tx, rs, s.cfg.AttackEvents, func(r attacks.Report) error {
+		res, err = applyAttacksTxn(tx, rs, s.cfg.AttackEvents, s.addedSink(&added, func(r attacks.Report) error {
 			seq, err := out.NextSequence()
 			if err != nil {
 				return err
@@ -269,7 +272,7 @@ func (s *Store) AddAttacks(rs []attacks.Report) (AttackResult, error) {
 			binary.BigEndian.PutUint64(k[:], seq)
 			queued++
 			return out.Put(k[:], val)
-		})
+		}))
 		if err != nil {
 			return err
 		}
@@ -281,7 +284,31 @@ func (s *Store) AddAttacks(rs []attacks.Report) (AttackResult, error) {
 	if err != nil {
 		return AttackResult{}, fmt.Errorf("store: add %d attack reports: %w", len(rs), err)
 	}
+	s.notifyAttacks(added)
 	return res, nil
+}
+
+// ScanAttacks calls fn with every stored attack history, in address
+// order, within one read transaction. fn must not write to the store.
+func (s *Store) ScanAttacks(fn func(addr netip.Addr, h AttackHistory)) error {
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketAttacks).ForEach(func(k, v []byte) error {
+			if len(k) != 16 {
+				return fmt.Errorf("attack history key of %d bytes", len(k))
+			}
+			addr := netip.AddrFrom16([16]byte(k)).Unmap()
+			h, err := decodeHistory(v)
+			if err != nil {
+				return fmt.Errorf("%s: %w", addr, err)
+			}
+			fn(addr, h)
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("store: scan attack histories: %w", err)
+	}
+	return nil
 }
 
 // Attacks returns addr's attack history (empty when none).

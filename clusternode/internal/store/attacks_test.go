@@ -157,3 +157,34 @@ func TestDecodeHistoryRejectsGarbage(t *testing.T) {
 		t.Fatal("trailing byte decoded")
 	}
 }
+
+// OnAttacks gets the reports that were new, from AddAttacks and from the
+// feed; ScanAttacks reads every history back.
+func TestOnAttacksAndScan(t *testing.T) {
+	var got []attacks.Report
+	s, err := Open(Config{Path: filepath.Join(t.TempDir(), "node.db"), OnAttacks: func(rs []attacks.Report) {
+		got = append(got, rs...)
+	}}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	a, b := netip.MustParseAddr("203.0.113.7"), netip.MustParseAddr("2001:db8::9")
+	r1, r2, r3 := report(a, 1, attacks.KindLogin, "n1"), report(a, 2, attacks.KindProbe, "n1"), report(b, 3, attacks.KindDDoS, "n2")
+	if _, err := s.AddAttacks([]attacks.Report{r1, r1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.ApplyFeed(nil, []attacks.Report{r1, r2, r3}, 5); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || got[0].Key() != r1.Key() || got[1].Key() != r2.Key() || got[2].Key() != r3.Key() {
+		t.Fatalf("hook got %+v, want the 3 distinct reports in order", got)
+	}
+	seen := map[netip.Addr]uint64{}
+	if err := s.ScanAttacks(func(addr netip.Addr, h AttackHistory) { seen[addr] = h.Total() }); err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != 2 || seen[a] != 2 || seen[b] != 1 {
+		t.Fatalf("scan %v", seen)
+	}
+}

@@ -21,7 +21,10 @@
 // the same one whatever order they arrive in.
 //
 // Config.OnVerdicts, when set, learns after each commit which verdicts
-// changed the store (the threats page follows them; see package threats).
+// changed the store (the threats page and the history table follow them),
+// and Config.OnAttacks which attack reports were new (the history table).
+// The hooks see the writes in commit order. ScanVerdicts and ScanAttacks
+// read the whole store back (to fill those at start).
 //
 // Attack reports are idempotent too: (address, time, kind, reporter) is a
 // report's identity. An address keeps its newest Config.AttackEvents

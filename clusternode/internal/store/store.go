@@ -60,10 +60,18 @@ type Config struct {
 	OutboxMax int
 	// OnVerdicts, when set, is called after every Put or ApplyFeed that
 	// changed the store, with each verdict that did, in write order,
-	// outside the transaction. Calls from concurrent writers may arrive in
-	// either order: compare the inference times. It must not block nor
-	// call back into the store's writers.
+	// outside the transaction. Calls arrive in commit order (see
+	// OnAttacks). It must not block nor call back into the store's
+	// writers.
 	OnVerdicts func([]Landed)
+	// OnAttacks, when set, is called after every AddAttacks or ApplyFeed
+	// that counted new attack reports, with those reports in the order
+	// they were applied, outside the transaction (after OnVerdicts for an
+	// ApplyFeed). With either hook set, a write and its hooks hold a mutex
+	// together, so that the hooks see the writes in commit order: what
+	// they fold ends as what the store holds. The same rules as
+	// OnVerdicts apply.
+	OnAttacks func([]attacks.Report)
 }
 
 // Validate reports a configuration error.
@@ -122,6 +130,11 @@ type Store struct {
 	cfg Config
 	db  *bolt.DB
 	log zerolog.Logger
+
+	// hookMu serialises Put, ApplyFeed and AddAttacks with their hooks
+	// (only when a hook is set). Lock order: hookMu, then bbolt's writer
+	// lock; mu is never held with either.
+	hookMu sync.Mutex
 
 	mu      sync.Mutex // guards touches; never held during a bbolt transaction
 	touches map[netip.Addr]int64
@@ -333,6 +346,7 @@ func (s *Store) Put(items []Item) (changed int, err error) {
 	if len(items) == 0 {
 		return 0, nil
 	}
+	defer s.lockHooks()()
 	var landed []Landed
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		landed = landed[:0]
@@ -350,14 +364,16 @@ func (s *Store) Put(items []Item) (changed int, err error) {
 // the stored feed revision to rev, in one transaction. changed counts the
 // verdicts that changed the store.
 func (s *Store) ApplyFeed(items []Item, reports []attacks.Report, rev uint64) (changed int, ar AttackResult, err error) {
+	defer s.lockHooks()()
 	var landed []Landed
+	var added []attacks.Report
 	err = s.db.Update(func(tx *bolt.Tx) error {
-		landed = landed[:0]
+		landed, added = landed[:0], added[:0]
 		changed, err = putTxn(tx, items, s.landedSink(&landed))
 		if err != nil {
 			return err
 		}
-		if ar, err = applyAttacksTxn(tx, reports, s.cfg.AttackEvents, nil); err != nil {
+		if ar, err = applyAttacksTxn(tx, reports, s.cfg.AttackEvents, s.addedSink(&added, nil)); err != nil {
 			return err
 		}
 		meta := tx.Bucket(bucketMeta)
@@ -370,6 +386,7 @@ func (s *Store) ApplyFeed(items []Item, reports []attacks.Report, rev uint64) (c
 		return 0, AttackResult{}, fmt.Errorf("store: apply feed up to revision %d: %w", rev, err)
 	}
 	s.notify(landed)
+	s.notifyAttacks(added)
 	return changed, ar, nil
 }
 
@@ -380,6 +397,37 @@ func (s *Store) landedSink(dst *[]Landed) *[]Landed {
 		return nil
 	}
 	return dst
+}
+
+// lockHooks takes hookMu when a hook is set and returns its unlock.
+func (s *Store) lockHooks() (unlock func()) {
+	if s.cfg.OnVerdicts == nil && s.cfg.OnAttacks == nil {
+		return func() {}
+	}
+	s.hookMu.Lock()
+	return s.hookMu.Unlock
+}
+
+// addedSink returns applyAttacksTxn's onNew: next (may be nil), and with
+// Config.OnAttacks the report appended to dst too.
+func (s *Store) addedSink(dst *[]attacks.Report, next func(attacks.Report) error) func(attacks.Report) error {
+	if s.cfg.OnAttacks == nil {
+		return next
+	}
+	return func(r attacks.Report) error {
+		*dst = append(*dst, r)
+		if next != nil {
+			return next(r)
+		}
+		return nil
+	}
+}
+
+// notifyAttacks passes committed new attack reports to Config.OnAttacks.
+func (s *Store) notifyAttacks(added []attacks.Report) {
+	if s.cfg.OnAttacks != nil && len(added) > 0 {
+		s.cfg.OnAttacks(added)
+	}
 }
 
 // notify passes committed verdicts to Config.OnVerdicts.
