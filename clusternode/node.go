@@ -22,10 +22,12 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/styx-inference/styx/clusternode/internal/api"
+	"github.com/styx-inference/styx/clusternode/internal/nodehistory"
 	"github.com/styx-inference/styx/clusternode/internal/store"
 	"github.com/styx-inference/styx/clusternode/internal/threats"
 	"github.com/styx-inference/styx/clusternode/internal/uplink"
 	"github.com/styx-inference/styx/pkg/attacks"
+	"github.com/styx-inference/styx/pkg/history"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/leader"
 	"github.com/styx-inference/styx/pkg/locdb"
@@ -73,6 +75,14 @@ type Config struct {
 	AttackMaxReports int   // report lines per request
 	AttackEvents     int   // reports kept per address in the store
 	AttackOutboxMax  int   // reports waiting to be forwarded to the leader
+
+	// History keeps a history table (pkg/history) of at most HistoryMax
+	// addresses for the schema 2 models the node follows: filled from the
+	// store at start, then from every verdict and attack report the store
+	// takes. Only when the node follows models (FollowModels, no Engine,
+	// no Locator).
+	History    bool
+	HistoryMax int
 
 	// ThreatsRecent is how many of the newest proxy verdicts the threats
 	// page (/threats) samples from; 0 turns the page off.
@@ -122,6 +132,8 @@ func DefaultConfig() Config {
 		AttackOutboxMax:  store.DefaultOutboxMax,
 		ThreatsRecent:    threats.DefaultCapacity,
 		FollowModels:     true,
+		History:          true,
+		HistoryMax:       history.DefaultMaxAddrs,
 		ShutdownTimeout:  5 * time.Second,
 	}
 }
@@ -162,6 +174,7 @@ func (c Config) Validate() error {
 	check(c.AttackMaxReports < 1, "attack max reports %d below 1", c.AttackMaxReports)
 	check(c.AttackEvents < 1, "attack events %d below 1", c.AttackEvents)
 	check(c.AttackOutboxMax < 1, "attack outbox max %d below 1", c.AttackOutboxMax)
+	check(c.History && c.HistoryMax < 1, "history max %d below 1", c.HistoryMax)
 	check(c.ThreatsRecent < 0 || c.ThreatsRecent > threats.MaxCapacity,
 		"threats recent %d outside 0..%d", c.ThreatsRecent, threats.MaxCapacity)
 	check(c.ShutdownTimeout <= 0, "shutdown timeout %s not positive", c.ShutdownTimeout)
@@ -171,6 +184,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("clusternode: config: %w", err)
 	}
 	return nil
+}
+
+// followsModels reports whether Run follows the published model (the
+// real-time client), which is what reads the history table.
+func (c Config) followsModels() bool {
+	return c.FollowModels && c.Engine == nil && c.Locator == nil
 }
 
 // DefaultID returns "<host>-<port>" for an HTTP listen address, with
@@ -218,6 +237,7 @@ type Node struct {
 
 	store   *store.Store
 	threats *threats.Recent // nil when the threats page is off
+	history *history.Table  // nil without Config.History or when not following models
 	db      *locdb.DB       // nil when Config.Locator was given
 	engine  *raven.Swap
 	up      *uplink.Uplink
@@ -264,18 +284,35 @@ func New(cfg Config, log zerolog.Logger) (*Node, error) {
 		return nil, fmt.Errorf("clusternode: data dir: %w", err)
 	}
 	var err error
-	var landed func([]store.Landed)
+	loc := cfg.Locator
+	if loc == nil {
+		if n.db, err = locdb.Open(locdb.Config{Path: cfg.DBPath, KeyPath: cfg.DBKeyPath, SkipVerify: cfg.SkipVerify}); err != nil {
+			return nil, fmt.Errorf("clusternode: location database: %w", err)
+		}
+		loc = n.db
+	}
+	// The store's hooks: the threats window and the history table follow
+	// what lands in it.
+	var landed []func([]store.Landed)
+	var attacked func([]attacks.Report)
 	if cfg.ThreatsRecent > 0 {
 		if n.threats, err = threats.New(cfg.ThreatsRecent); err != nil {
 			return nil, fmt.Errorf("clusternode: %w", err)
 		}
-		landed = n.threats.Landed
+		landed = append(landed, n.threats.Landed)
+	}
+	if cfg.History && cfg.followsModels() {
+		n.history = history.New(history.Config{MaxAddrs: cfg.HistoryMax, Locate: asnOf(loc)})
+		f := nodehistory.New(n.history)
+		landed = append(landed, f.Landed)
+		attacked = f.Attacked
 	}
 	if n.store, err = store.Open(store.Config{
 		Path:         filepath.Join(cfg.DataDir, StoreFile),
 		AttackEvents: cfg.AttackEvents,
 		OutboxMax:    cfg.AttackOutboxMax,
-		OnVerdicts:   landed,
+		OnVerdicts:   chain(landed),
+		OnAttacks:    attacked,
 	}, n.log); err != nil {
 		return nil, err
 	}
@@ -290,12 +327,23 @@ func New(cfg Config, log zerolog.Logger) (*Node, error) {
 			n.log.Info().Int(logging.Count, n.threats.Len()).Dur("took", time.Since(start)).Msg("recent proxies loaded from the store")
 		}
 	}
-	loc := cfg.Locator
-	if loc == nil {
-		if n.db, err = locdb.Open(locdb.Config{Path: cfg.DBPath, KeyPath: cfg.DBKeyPath, SkipVerify: cfg.SkipVerify}); err != nil {
-			return nil, fmt.Errorf("clusternode: location database: %w", err)
+	if n.history != nil {
+		// Before the uplink runs and the API serves, so nothing lands
+		// during the scans. A store that cannot be read whole does not
+		// stop the node: the table holds what was read and follows the
+		// store from there.
+		start := time.Now()
+		st, err := nodehistory.Fill(n.history, n.store, cfg.HistoryMax)
+		z := n.history.Sizes()
+		ev := n.log.Info()
+		if err != nil {
+			ev = n.log.Warn().Err(err)
 		}
-		loc = n.db
+		ev.Int("verdicts", st.Verdicts).Int("attacked", st.Attacked).Int("skipped", st.Skipped).
+			Int("addresses", z.Addrs).Dur("took", time.Since(start)).Msg("history table loaded from the store")
+		if err := nodehistory.Register(n.reg, n.history); err != nil {
+			return nil, fmt.Errorf("clusternode: history metrics: %w", err)
+		}
 	}
 	engine := cfg.Engine
 	if engine == nil {
@@ -524,10 +572,10 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	// a stored verdict, with the features this node has at hand.
 	modelsCtx, stopModels := context.WithCancel(context.WithoutCancel(ctx))
 	modelsDone := start(func() error {
-		if !n.cfg.FollowModels || n.db == nil || n.cfg.Engine != nil {
+		if !n.cfg.followsModels() {
 			return nil
 		}
-		loader := modelengine.New(n.db, nil) // nodes fold no history: a schema 2 model sees a zero history block
+		loader := n.loader()
 		rollout.New(rollout.Config{
 			Client: cli, WorkerID: "node-" + n.cfg.ID, Load: loader.Load, Set: n.engine.Set, Locator: n.db,
 		}, n.log).Run(modelsCtx)
@@ -566,6 +614,33 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	<-storeDone
 	n.log.Info().Msg("node stopped")
 	return err
+}
+
+// loader builds the engines of published models: a schema 2 model reads
+// the node's history table (a zero history block without one).
+func (n *Node) loader() *modelengine.Loader { return modelengine.New(n.db, n.history) }
+
+// chain returns one OnVerdicts hook calling fs in order (nil: none).
+func chain(fs []func([]store.Landed)) func([]store.Landed) {
+	switch len(fs) {
+	case 0:
+		return nil
+	case 1:
+		return fs[0]
+	}
+	return func(vs []store.Landed) {
+		for _, f := range fs {
+			f(vs)
+		}
+	}
+}
+
+// asnOf is the history's Locate over loc: the AS of an address's network.
+func asnOf(loc raven.Locator) func(netip.Addr) uint32 {
+	return func(a netip.Addr) uint32 {
+		nw, _ := loc.Lookup(a)
+		return nw.ASN
+	}
 }
 
 // start runs f in a goroutine; the channel is closed when it returns.

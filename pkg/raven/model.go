@@ -96,6 +96,14 @@ func NewModel(m Scorer, ex FeatureExtractor) (*Model, error) {
 // ModelVersion implements Engine.
 func (e *Model) ModelVersion() string { return e.m.ModelVersion() }
 
+// Extract writes the feature vector the model reads for addr to dst (at
+// least as long as the model's features), as Examine builds it: to see
+// what an engine saw (the history block of a schema 2 model, in tests and
+// diagnostics). ok is false when the address has no network.
+func (e *Model) Extract(addr netip.Addr, dst []float32) (n locdb.Network, ok bool) {
+	return e.ex.Extract(addr, dst[:e.n])
+}
+
 // Scores are the heads' probabilities for one address.
 type Scores struct {
 	Network    locdb.Network

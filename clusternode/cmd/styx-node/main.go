@@ -92,6 +92,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.MaxAddresses, "max-addresses", cfg.MaxAddresses, "addresses per POST query at most")
 	fs.Int64Var(&cfg.MaxBody, "max-body", cfg.MaxBody, "bytes per POST query body at most")
 	fs.BoolVar(&cfg.FollowModels, "follow-models", cfg.FollowModels, "answer queries without a stored verdict with the model /styx/models/current names, swapped live (the rule until one is published; --follow-models=false: the rule only)")
+	fs.BoolVar(&cfg.History, "history", cfg.History, "with --follow-models, keep a history table for schema 2 models (per-address attacks, per-/24 (/48) and per-AS verdict, proxy and attack counts), filled from the store at start, then from every verdict and attack report the store takes (--history=false: schema 2 models see a zero history block)")
+	fs.IntVar(&cfg.HistoryMax, "history-max", cfg.HistoryMax, "addresses the history holds at most (the ones updated longest ago go first, with their share of their bucket's and AS's statistics; at start, the newest stored verdicts and attack histories)")
 	fs.StringVar(&cfg.AttackToken, "attack-token", "", "bearer token that POST /v2/attacks requires, at least 16 bytes (\"\": attack reports disabled); prefer STYX_ATTACK_TOKEN, a flag shows in the process list")
 	fs.Int64Var(&cfg.AttackMaxBody, "attack-max-body", cfg.AttackMaxBody, "bytes per POST /v2/attacks body at most")
 	fs.IntVar(&cfg.AttackMaxReports, "attack-max-reports", cfg.AttackMaxReports, "report lines per POST /v2/attacks request at most")
