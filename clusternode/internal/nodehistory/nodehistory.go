@@ -2,6 +2,7 @@ package nodehistory
 
 import (
 	"container/heap"
+	"errors"
 	"net/netip"
 	"slices"
 	"time"
@@ -53,28 +54,22 @@ type FillStats struct {
 // history by its latest attack), all of them in time order (ties by
 // address, a verdict before an attack history), so that the addresses
 // updated longest ago are the ones a full table lets go, as if the events
-// had been folded as they came. Its transient memory is about 50 bytes
+// had been folded as they came. A scan that fails leaves what it read
+// folded, and the error is returned. Its transient memory is about 50 bytes
 // per kept entry, 2*max at most. Call it before anything writes to s:
 // an event that lands during the scans could be folded twice.
 func Fill(t *history.Table, s Scanner, max int) (FillStats, error) {
 	var st FillStats
+	seen := 0
 	vs := &newest{max: max}
 	err := s.ScanVerdicts(func(inferred time.Time) bool {
-		if !vs.wants(inferred.UnixNano()) {
-			st.Skipped++
-			return false
-		}
-		return true
+		seen++
+		return vs.wants(inferred.UnixNano())
 	}, func(addr netip.Addr, v store.Verdict) {
-		if !vs.offer(entry{addr: addr, at: v.Inferred.UnixNano(), proxy: v.Proxy}) {
-			st.Skipped++
-		}
+		vs.offer(entry{addr: addr, at: v.Inferred.UnixNano(), proxy: v.Proxy})
 	})
-	if err != nil {
-		return st, err
-	}
 	as := &newest{max: max}
-	err = s.ScanAttacks(func(addr netip.Addr, h store.AttackHistory) {
+	aerr := s.ScanAttacks(func(addr netip.Addr, h store.AttackHistory) {
 		n := h.Total()
 		if n == 0 {
 			return
@@ -88,14 +83,11 @@ func Fill(t *history.Table, s Scanner, max int) (FillStats, error) {
 				e.kinds |= 1 << k
 			}
 		}
-		if !as.offer(e) {
-			st.Skipped++
-		}
+		seen++
+		as.offer(e)
 	})
-	if err != nil {
-		return st, err
-	}
 	all := append(vs.e, as.e...)
+	st.Skipped = seen - len(all)
 	slices.SortFunc(all, compare)
 	for _, e := range all {
 		if e.attack {
@@ -106,7 +98,7 @@ func Fill(t *history.Table, s Scanner, max int) (FillStats, error) {
 			st.Verdicts++
 		}
 	}
-	return st, nil
+	return st, errors.Join(err, aerr)
 }
 
 // entry is a stored verdict or attack history Fill may fold.
@@ -159,17 +151,14 @@ func (h *newest) Pop() any {
 func (h *newest) wants(at int64) bool { return len(h.e) < h.max || at >= h.e[0].at }
 
 // offer keeps e if it is among the max newest so far.
-func (h *newest) offer(e entry) bool {
+func (h *newest) offer(e entry) {
 	switch {
 	case len(h.e) < h.max:
 		heap.Push(h, e)
 	case compare(h.e[0], e) < 0:
 		h.e[0] = e
 		heap.Fix(h, 0)
-	default:
-		return false
 	}
-	return true
 }
 
 // Register adds the table's metrics to reg.
