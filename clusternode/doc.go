@@ -17,7 +17,9 @@
 // HTTP API, /healthz, /metrics, the public threats page), uplink (dedup
 // window, pending table, the Submit and Feed streams to the leader), threats
 // (the newest proxy verdicts, fed by the store as verdicts land, for the
-// threats page). The node registers itself under
+// threats page), nodehistory (the history table the real-time client's
+// schema 2 models read, fed by the store as verdicts and attack reports
+// land). The node registers itself under
 // /styx/nodes/<id> on a lease for as long as it runs.
 //
 // Shutdown order (Run, when its context ends): stop accepting HTTP

@@ -61,7 +61,7 @@ type HistoryExtractor struct {
 }
 
 // NewHistoryExtractor returns the schema 2 extractor over ex and h. A nil
-// h (a server that follows no feed) gives a zero history block, as the
+// h (a server that keeps no history) gives a zero history block, as the
 // trainer writes it when it is given no history.
 func NewHistoryExtractor(ex *Extractor, h HistorySource) *HistoryExtractor {
 	return &HistoryExtractor{ex: ex, h: h}

@@ -4,7 +4,8 @@
 // (pkg/features) built once per database and shared by every model the
 // server loads afterwards: the schema 1 extractor for a schema 1 model,
 // and for a schema 2 model the same extractor followed by the server's
-// history (a history.Table the feed fills, or none: a zero history block).
+// history (a history.Table: the feed fills a worker's, the store a cluster
+// node's; or none: a zero history block).
 package modelengine
 
 import (
