@@ -2,6 +2,7 @@ package clusternode
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/http/httptest"
 	"net/netip"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/styx-inference/styx/clusternode/internal/fakesched"
 	"github.com/styx-inference/styx/clusternode/internal/store"
 	"github.com/styx-inference/styx/pkg/attacks"
 	"github.com/styx-inference/styx/pkg/features"
@@ -308,3 +310,50 @@ func TestNodeHistoryBound(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// The feed, followed by a running node's uplink, reaches the history
+// table as it reaches a worker's: the same events, the same statistics.
+func TestNodeHistoryFollowsFeed(t *testing.T) {
+	cfg := historyConfig(t, t.TempDir())
+	cli := etcdClient(t)
+	f, err := fakesched.Start(fakesched.Config{ID: "styx-1", Answer: fakesched.VerdictFor})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Stop()
+	if err := f.Register(context.Background(), cli, "x"); err != nil {
+		t.Fatal(err)
+	}
+	n := startNode(t, cfg).node
+	waitFor(t, "feed follower", func() bool { return f.FeedFollowers() > 0 })
+
+	var evs []*styxv1.FeedEvent
+	for i, it := range []store.Item{
+		verdictItem("88.198.10.1", true, 1), verdictItem("88.198.10.2", true, 2), verdictItem("88.198.10.3", false, 3),
+		verdictItem("88.198.10.1", false, 4), // a later verdict replaces the first
+	} {
+		evs = append(evs, &styxv1.FeedEvent{Revision: uint64(i + 1), Verdict: it.Verdict})
+	}
+	for i, r := range []attacks.Report{
+		report("88.198.10.2", 5, attacks.KindProbe, "node-2"),
+		report("88.198.10.3", 6, attacks.KindLogin, "node-2"),
+	} {
+		evs = append(evs, &styxv1.FeedEvent{Revision: uint64(len(evs) + i + 1), Attack: r.Proto()})
+	}
+	w := history.New(history.Config{MaxAddrs: cfg.HistoryMax, Locate: asnOf(n.db), Attacks: attacks.NewTable(1000)})
+	for _, ev := range evs {
+		if f.Publish(ev) != 1 {
+			t.Fatal("feed event not sent")
+		}
+		if _, err := w.Apply(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fresh := netip.MustParseAddr("88.198.10.77")
+	asn := asnOf(n.db)(fresh)
+	want := w.Lookup(fresh, asn)
+	if want.Bucket != (history.Counts{Verdicts: 3, Proxies: 1, Attacks: 2}) {
+		t.Fatalf("worker's stats %+v", want)
+	}
+	waitFor(t, "the feed folded", func() bool { return n.history.Lookup(fresh, asn) == want })
+}
