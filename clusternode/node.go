@@ -335,11 +335,11 @@ func New(cfg Config, log zerolog.Logger) (*Node, error) {
 		start := time.Now()
 		st, err := nodehistory.Fill(n.history, n.store, cfg.HistoryMax)
 		z := n.history.Sizes()
-		ev := n.log.Info()
+		level := zerolog.InfoLevel
 		if err != nil {
-			ev = n.log.Warn().Err(err)
+			level = zerolog.WarnLevel
 		}
-		ev.Int("verdicts", st.Verdicts).Int("attacked", st.Attacked).Int("skipped", st.Skipped).
+		n.log.WithLevel(level).Err(err).Int("verdicts", st.Verdicts).Int("attacked", st.Attacked).Int("skipped", st.Skipped).
 			Int("addresses", z.Addrs).Dur("took", time.Since(start)).Msg("history table loaded from the store")
 		if err := nodehistory.Register(n.reg, n.history); err != nil {
 			return nil, fmt.Errorf("clusternode: history metrics: %w", err)
