@@ -316,24 +316,16 @@ func New(cfg Config, log zerolog.Logger) (*Node, error) {
 	}, n.log); err != nil {
 		return nil, err
 	}
-	if n.threats != nil {
-		// Before the uplink runs, so no verdict lands during the scan. A
-		// store that cannot be read whole does not stop the node: the page
-		// starts with what was read and fills as verdicts land.
-		start := time.Now()
-		if err := n.threats.Fill(n.store); err != nil {
-			n.log.Warn().Err(err).Int(logging.Count, n.threats.Len()).Msg("threats page: recent proxies only partly loaded from the store")
-		} else {
-			n.log.Info().Int(logging.Count, n.threats.Len()).Dur("took", time.Since(start)).Msg("recent proxies loaded from the store")
-		}
-	}
-	if n.history != nil {
-		// Before the uplink runs and the API serves, so nothing lands
-		// during the scans. A store that cannot be read whole does not
-		// stop the node: the table holds what was read and follows the
-		// store from there.
-		start := time.Now()
-		st, err := nodehistory.Fill(n.history, n.store, cfg.HistoryMax)
+	// Before the uplink runs and the API serves, so nothing lands during
+	// the scans. A store that cannot be read whole does not stop the node:
+	// the threats window and the history table hold what was read and
+	// follow the store from there. With both, one pass over the verdicts
+	// fills both.
+	start := time.Now()
+	switch {
+	case n.history != nil:
+		scan := &fillScan{Scanner: n.store, threats: n.threats}
+		st, err := nodehistory.Fill(n.history, scan, cfg.HistoryMax)
 		z := n.history.Sizes()
 		level := zerolog.InfoLevel
 		if err != nil {
@@ -344,6 +336,11 @@ func New(cfg Config, log zerolog.Logger) (*Node, error) {
 		if err := nodehistory.Register(n.reg, n.history); err != nil {
 			return nil, fmt.Errorf("clusternode: history metrics: %w", err)
 		}
+		if n.threats != nil {
+			n.threatsFilled(scan.err, start)
+		}
+	case n.threats != nil:
+		n.threatsFilled(n.threats.Fill(n.store), start)
 	}
 	engine := cfg.Engine
 	if engine == nil {
@@ -614,6 +611,39 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	<-storeDone
 	n.log.Info().Msg("node stopped")
 	return err
+}
+
+// threatsFilled logs the threats window's start-up fill, begun at start.
+func (n *Node) threatsFilled(err error, start time.Time) {
+	if err != nil {
+		n.log.Warn().Err(err).Int(logging.Count, n.threats.Len()).Msg("threats page: recent proxies only partly loaded from the store")
+		return
+	}
+	n.log.Info().Int(logging.Count, n.threats.Len()).Dur("took", time.Since(start)).Msg("recent proxies loaded from the store")
+}
+
+// fillScan is the store as the history table's start-up fill reads it,
+// with the threats window (when not nil) filled from the same pass over
+// the verdicts, so that the start-up reads them once.
+type fillScan struct {
+	nodehistory.Scanner
+	threats *threats.Recent
+	err     error // the verdict scan's
+}
+
+func (s *fillScan) ScanVerdicts(want func(time.Time) bool, fn func(netip.Addr, store.Verdict)) error {
+	if s.threats == nil {
+		return s.Scanner.ScanVerdicts(want, fn)
+	}
+	s.err = s.Scanner.ScanVerdicts(func(t time.Time) bool {
+		w := want(t) // once per verdict, whatever the window wants
+		return s.threats.Wants(t) || w
+	}, func(a netip.Addr, v store.Verdict) {
+		// Each side keeps only what it would have wanted.
+		s.threats.Take(a, v)
+		fn(a, v)
+	})
+	return s.err
 }
 
 // loader builds the engines of published models: a schema 2 model reads

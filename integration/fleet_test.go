@@ -11,7 +11,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/http"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
@@ -481,16 +480,11 @@ type metricsText struct {
 
 func (c *procCluster) scrape(t *testing.T, url string) metricsText {
 	t.Helper()
-	resp, err := c.http.Get(url)
+	b, err := c.get(url)
 	if err != nil {
 		t.Fatalf("scrape %s: %v", url, err)
 	}
-	defer resp.Body.Close()
-	var b bytes.Buffer
-	if _, err := b.ReadFrom(resp.Body); err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("scrape %s: %s, %v", url, resp.Status, err)
-	}
-	return metricsText{url: url, body: b.String()}
+	return metricsText{url: url, body: string(b)}
 }
 
 // value returns the sample of the series named exactly by series.

@@ -168,13 +168,13 @@ func BenchmarkNodeQuery(b *testing.B) {
 		c.close()
 		stopFloor()
 
-		best, peak := summarise(rows)
+		best, peak := summarise(rows, nodeCol)
 		printNodeBench(os.Stderr, rows, best, peak, version, nAddrs, duration, st)
 		if best >= 0 {
 			b.ReportMetric(rows[best].node.rps, "node-req/s@p99<2ms")
 			b.ReportMetric(rows[best].node.p99.Seconds()*1e3, "node-p99-ms")
 		}
-		if fb, _ := floorSummarise(rows); fb >= 0 {
+		if fb, _ := summarise(rows, floorCol); fb >= 0 {
 			b.ReportMetric(rows[fb].floor.rps, "floor-req/s@p99<2ms")
 		}
 		b.ReportMetric(rows[peak].node.rps, "node-peak-req/s")
@@ -187,21 +187,25 @@ type nodeBenchRow struct {
 	node, floor    wrkResult
 }
 
-// summarise returns the step with the highest node throughput whose p99
-// is under the goal (-1 when none) and the step with the highest node
-// throughput.
-func summarise(rows []nodeBenchRow) (best, peak int) {
+// summarise returns the step with the highest throughput whose p99 is
+// under the goal (-1 when none) and the step with the highest throughput,
+// of the columns col picks (the node's or the floor's).
+func summarise(rows []nodeBenchRow, col func(nodeBenchRow) wrkResult) (best, peak int) {
 	best = -1
 	for i, r := range rows {
-		if r.node.p99 < nodeBenchGoal && (best < 0 || r.node.rps > rows[best].node.rps) {
+		c := col(r)
+		if c.p99 < nodeBenchGoal && (best < 0 || c.rps > col(rows[best]).rps) {
 			best = i
 		}
-		if r.node.rps > rows[peak].node.rps {
+		if c.rps > col(rows[peak]).rps {
 			peak = i
 		}
 	}
 	return best, peak
 }
+
+func nodeCol(r nodeBenchRow) wrkResult  { return r.node }
+func floorCol(r nodeBenchRow) wrkResult { return r.floor }
 
 func printNodeBench(w io.Writer, rows []nodeBenchRow, best, peak int, version string, addrs int, d time.Duration, st clusternode.Stats) {
 	fmt.Fprintf(w, "node query latency and throughput: wrk, GET /v2/{ip}?vpn=1&asn=1 over %d distinct addresses, %s per step, GOMAXPROCS %d on %d CPUs, model %s\n",
@@ -254,24 +258,10 @@ func cores(x float64) string {
 	return fmt.Sprintf("%.2f", x)
 }
 
-// floorSummarise is summarise for the floor's columns.
-func floorSummarise(rows []nodeBenchRow) (best, peak int) {
-	best = -1
-	for i, r := range rows {
-		if r.floor.p99 < nodeBenchGoal && (best < 0 || r.floor.rps > rows[best].floor.rps) {
-			best = i
-		}
-		if r.floor.rps > rows[peak].floor.rps {
-			peak = i
-		}
-	}
-	return best, peak
-}
-
 // floorSummary says how the HTTP floor fared against the same goal: the
 // machine's own limit with this load generator.
 func floorSummary(rows []nodeBenchRow) string {
-	best, peak := floorSummarise(rows)
+	best, peak := summarise(rows, floorCol)
 	p := rows[peak]
 	s := fmt.Sprintf("the HTTP floor peaks at %.0f requests/s (%d connections, p99 %s)", p.floor.rps, p.conns, ms(p.floor.p99))
 	if best < 0 {
@@ -285,7 +275,7 @@ func floorSummary(rows []nodeBenchRow) string {
 // p99 under the goal, against its closed-loop peak, the floor's peak and
 // the floor's own rate under the same bound.
 func sustainableSummary(rows []nodeBenchRow, best, peak int) string {
-	fb, fp := floorSummarise(rows)
+	fb, fp := summarise(rows, floorCol)
 	if best < 0 {
 		return fmt.Sprintf("SUSTAINABLE RATE (p99 < %s): none for the node at these steps", nodeBenchGoal)
 	}

@@ -364,12 +364,12 @@ func (s *Scheduler) lead(ctx context.Context, cli *clientv3.Client, sess *concur
 	}()
 	s.current.Store(co)
 	s.roleChanged()
-	hs.SetServingStatus("styx.v1.SchedulerService", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(styxv1.SchedulerService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	log.Info().Msg("leading")
 	if err := co.Run(lctx, cli); err != nil {
 		log.Error().Err(err).Msg("coordinator stopped")
 	}
-	hs.SetServingStatus("styx.v1.SchedulerService", healthpb.HealthCheckResponse_NOT_SERVING)
+	hs.SetServingStatus(styxv1.SchedulerService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	s.current.Store(nil)
 	s.roleChanged()
 	log.Info().Msg("no longer leading")

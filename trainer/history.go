@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/netip"
-	"os"
 	"strings"
 	"time"
 
@@ -49,8 +49,11 @@ func loadHistory(db *locdb.DB, verdictsFile, attacksFile string, now time.Time) 
 	var reports []attacks.Report
 	var desc []string
 	if verdictsFile != "" {
-		var err error
-		if verdicts, err = labels.ReadFile(verdictsFile); err != nil {
+		sum, err := readHashed(verdictsFile, func(r io.Reader) (err error) {
+			verdicts, err = labels.Parse(r, verdictsFile)
+			return err
+		})
+		if err != nil {
 			return nil, fmt.Errorf("verdicts: %w", err)
 		}
 		var bad []string
@@ -66,18 +69,16 @@ func loadHistory(db *locdb.DB, verdictsFile, attacksFile string, now time.Time) 
 		if len(bad) > 0 {
 			return nil, errors.New(strings.Join(bad, "\n"))
 		}
-		sum, err := fileSHA256(verdictsFile)
-		if err != nil {
-			return nil, err
-		}
 		desc = append(desc, fmt.Sprintf("verdicts %s (sha256 %s, %d addresses, %d proxies)", verdictsFile, sum, len(verdicts), proxies))
 	}
 	if attacksFile != "" {
-		var err error
-		if reports, err = readAttacks(attacksFile, now); err != nil {
-			return nil, err
+		sum, err := readHashed(attacksFile, func(r io.Reader) (err error) {
+			reports, err = readAttacks(r, attacksFile, now)
+			return err
+		})
+		if pe := (*fs.PathError)(nil); errors.As(err, &pe) && pe.Op == "open" {
+			return nil, fmt.Errorf("attacks: %w", err)
 		}
-		sum, err := fileSHA256(attacksFile)
 		if err != nil {
 			return nil, err
 		}
@@ -120,12 +121,7 @@ func loadHistory(db *locdb.DB, verdictsFile, attacksFile string, now time.Time) 
 	return h, nil
 }
 
-func readAttacks(path string, now time.Time) ([]attacks.Report, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("attacks: %w", err)
-	}
-	defer f.Close()
+func readAttacks(f io.Reader, path string, now time.Time) ([]attacks.Report, error) {
 	var out []attacks.Report
 	var bad []string
 	sc := attacks.NewScanner(f, now, attackReporter)

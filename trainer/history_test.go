@@ -2,6 +2,8 @@ package trainer
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -164,5 +166,24 @@ func TestHistoryLeaveOneOut(t *testing.T) {
 	}
 	if _, err := loadHistory(db, vf, "", time.Now()); err == nil || !strings.Contains(err.Error(), "one address") {
 		t.Fatalf("a prefix as a verdict: %v", err)
+	}
+}
+
+// readHashed sums the whole file however much of it read consumed.
+func TestReadHashedSumsWholeFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	data := []byte("203.0.113.7,proxy\n198.51.100.1,clean\n")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want := sha256.Sum256(data)
+	for _, n := range []int64{0, 5, int64(len(data))} {
+		got, err := readHashed(path, func(r io.Reader) error {
+			_, err := io.CopyN(io.Discard, r, n)
+			return err
+		})
+		if err != nil || got != hex.EncodeToString(want[:]) {
+			t.Fatalf("read %d bytes: sum %s, %v; want %x", n, got, err, want)
+		}
 	}
 }

@@ -207,10 +207,10 @@ func Train(ctx context.Context, cfg Config, log zerolog.Logger, progressOut io.W
 		sources = append(sources, "locdb-flags (anonymiser: anonymous proxy; hostile: drop)")
 	}
 	if cfg.LabelsFile != "" {
-		if file, err = labels.ReadFile(cfg.LabelsFile); err != nil {
-			return nil, err
-		}
-		sum, err := fileSHA256(cfg.LabelsFile)
+		sum, err := readHashed(cfg.LabelsFile, func(r io.Reader) (err error) {
+			file, err = labels.Parse(r, cfg.LabelsFile)
+			return err
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -388,13 +388,22 @@ func fingerprint(cfg Config, train *Set) string {
 }
 
 func fileSHA256(path string) (string, error) {
+	return readHashed(path, func(io.Reader) error { return nil })
+}
+
+// readHashed hands the file at path to read and returns the sha256 of the
+// whole file, reading it once (so the sum is of the bytes read).
+func readHashed(path string, read func(io.Reader) error) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
+	if err := read(io.TeeReader(f, h)); err != nil {
+		return "", err
+	}
+	if _, err := io.Copy(h, f); err != nil { // what read left
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil

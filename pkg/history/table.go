@@ -352,29 +352,25 @@ func (t *Table) shift(bucket uint64, asn uint32, before, after Counts, ref int) 
 		return
 	}
 	bs := t.bucketShard(bucket)
-	bs.mu.Lock()
-	if g, ok := shifted(bs.buckets[bucket], before, after, ref); ok {
-		bs.buckets[bucket] = g
-	} else {
-		delete(bs.buckets, bucket)
-	}
-	bs.mu.Unlock()
+	shiftAgg(&bs.mu, bs.buckets, bucket, before, after, ref)
 	if asn != 0 {
 		as := t.asShard(asn)
-		as.mu.Lock()
-		if g, ok := shifted(as.ases[asn], before, after, ref); ok {
-			as.ases[asn] = g
-		} else {
-			delete(as.ases, asn)
-		}
-		as.mu.Unlock()
+		shiftAgg(&as.mu, as.ases, asn, before, after, ref)
 	}
 }
 
-func shifted(g agg, before, after Counts, ref int) (agg, bool) {
+// shiftAgg applies shift's change to m[k] under mu.
+func shiftAgg[K comparable](mu *sync.RWMutex, m map[K]agg, k K, before, after Counts, ref int) {
+	mu.Lock()
+	defer mu.Unlock()
+	g := m[k]
 	g.Counts = g.Counts.Sub(before).Add(after)
 	g.refs = uint32(int(g.refs) + ref)
-	return g, g.refs > 0
+	if g.refs > 0 {
+		m[k] = g
+	} else {
+		delete(m, k)
+	}
 }
 
 func (t *Table) evictLocked() {

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -408,7 +409,7 @@ func waitDrained(ctx context.Context, a *admin, out *drainResult, start time.Tim
 			for _, w := range st.Workers {
 				listed[w.WorkerId] = w
 			}
-			for _, id := range sortedKeys(pending) {
+			for _, id := range slices.Sorted(maps.Keys(pending)) {
 				if listed[id] != nil {
 					continue
 				}
@@ -426,7 +427,7 @@ func waitDrained(ctx context.Context, a *admin, out *drainResult, start time.Tim
 				return exitOK
 			}
 			if now.After(deadline) {
-				for _, id := range sortedKeys(pending) {
+				for _, id := range slices.Sorted(maps.Keys(pending)) {
 					out.Remaining = append(out.Remaining, listed[id])
 				}
 				fmt.Fprintf(stderr, "styx-scheduler: drain: %s still registered after %s:\n", plural(len(out.Remaining), "worker"), timeout)
@@ -450,15 +451,6 @@ func waitDrained(ctx context.Context, a *admin, out *drainResult, start time.Tim
 		case <-t.C:
 		}
 	}
-}
-
-func sortedKeys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }
 
 var jsonOpts = protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}

@@ -61,24 +61,7 @@ func OpenReadOnly(path string, timeout time.Duration, log zerolog.Logger) (*Stor
 // consistent snapshot and must not write to the store. It stops at the
 // first error fn returns and returns it.
 func (s *Store) ForEachVerdict(fn func(addr netip.Addr, v Verdict) error) error {
-	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketVerdicts)
-		if b == nil {
-			return nil // a file no node has initialised
-		}
-		return b.ForEach(func(k, v []byte) error {
-			if len(k) != 16 {
-				return fmt.Errorf("verdict key of %d bytes", len(k))
-			}
-			addr := netip.AddrFrom16([16]byte(k)).Unmap()
-			d, err := decodeVerdict(v)
-			if err != nil {
-				return fmt.Errorf("%s: %w", addr, err)
-			}
-			return fn(addr, d)
-		})
-	})
-	if err != nil {
+	if err := s.eachVerdict(nil, fn); err != nil {
 		return fmt.Errorf("store: read verdicts: %w", err)
 	}
 	return nil

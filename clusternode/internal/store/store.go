@@ -525,13 +525,31 @@ func (s *Store) Len() int {
 // that needs few verdicts out of many decodes only those. fn must not
 // write to the store.
 func (s *Store) ScanVerdicts(want func(inferred time.Time) bool, fn func(addr netip.Addr, v Verdict)) error {
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketVerdicts).ForEach(func(k, v []byte) error {
+	err := s.eachVerdict(want, func(addr netip.Addr, v Verdict) error {
+		fn(addr, v)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: scan verdicts: %w", err)
+	}
+	return nil
+}
+
+// eachVerdict is ScanVerdicts and ForEachVerdict: it calls fn with the
+// stored verdicts whose inference time want accepts (nil: every one), in
+// address order, within one read transaction, and stops at fn's first
+// error. A file no node has initialised holds none.
+func (s *Store) eachVerdict(want func(inferred time.Time) bool, fn func(addr netip.Addr, v Verdict) error) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketVerdicts)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
 			if len(k) != 16 || len(v) < 8 {
 				return fmt.Errorf("verdict entry of %d+%d bytes", len(k), len(v))
 			}
-			inferred := time.Unix(0, int64(binary.BigEndian.Uint64(v)^(1<<63)))
-			if !want(inferred) {
+			if want != nil && !want(time.Unix(0, int64(binary.BigEndian.Uint64(v)^(1<<63)))) {
 				return nil
 			}
 			addr := netip.AddrFrom16([16]byte(k)).Unmap()
@@ -539,14 +557,9 @@ func (s *Store) ScanVerdicts(want func(inferred time.Time) bool, fn func(addr ne
 			if err != nil {
 				return fmt.Errorf("%s: %w", addr, err)
 			}
-			fn(addr, d)
-			return nil
+			return fn(addr, d)
 		})
 	})
-	if err != nil {
-		return fmt.Errorf("store: scan verdicts: %w", err)
-	}
-	return nil
 }
 
 // Touch records that addr was queried at t. It never blocks on I/O; when

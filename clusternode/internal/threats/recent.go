@@ -125,9 +125,9 @@ func (r *Recent) Update(e Entry, proxy bool) {
 	}
 }
 
-// wants reports whether a proxy verdict inferred at t could enter the
+// Wants reports whether a proxy verdict inferred at t could enter the
 // window now (Fill's filter, which spares decoding the rest).
-func (r *Recent) wants(t time.Time) bool {
+func (r *Recent) Wants(t time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.heap.Len() < r.cap || !t.Before(r.heap.e[0].Seen)
@@ -138,6 +138,12 @@ func (r *Recent) Landed(vs []store.Landed) {
 	for _, l := range vs {
 		r.Update(entryOf(l.Addr, l.Verdict), l.Verdict.Proxy)
 	}
+}
+
+// Take is Update for the stored verdict v of addr: what Fill does with
+// each verdict its scan reads.
+func (r *Recent) Take(addr netip.Addr, v store.Verdict) {
+	r.Update(entryOf(addr, v), v.Proxy)
 }
 
 func entryOf(addr netip.Addr, v store.Verdict) Entry {
@@ -153,9 +159,7 @@ type Scanner interface {
 // before verdicts start landing: a verdict that lands during Fill may be
 // overtaken by the older one Fill reads for the same address.
 func (r *Recent) Fill(s Scanner) error {
-	return s.ScanVerdicts(r.wants, func(addr netip.Addr, v store.Verdict) {
-		r.Update(entryOf(addr, v), v.Proxy)
-	})
+	return s.ScanVerdicts(r.Wants, r.Take)
 }
 
 // Sample returns up to n addresses drawn at random from the window without

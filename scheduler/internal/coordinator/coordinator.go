@@ -513,7 +513,7 @@ func (c *Coordinator) failBatchTxn(t *state.Txn, b *state.Batch, now time.Time) 
 	default: // GiveUp
 		c.counters.Poisoned++
 		e := es[0]
-		v := &styxv1.Verdict{Address: addrBytes(e.Addr), Error: fmt.Sprintf("examination failed on %d workers: poison address", nb.Failures)}
+		v := &styxv1.Verdict{Address: e.Addr.AsSlice(), Error: fmt.Sprintf("examination failed on %d workers: poison address", nb.Failures)}
 		c.deliverLocked(c.pool.Fail(now.UnixNano(), e, v))
 		c.log.Warn().Str(logging.Addr, e.Addr.String()).Msg("poison address answered with an error verdict")
 		return t.DeleteBatchTxn(b.ID)
@@ -575,13 +575,4 @@ func appendAddrBytes(dst []byte, a netip.Addr) []byte {
 	}
 	b := a.As16()
 	return append(dst, b[:]...)
-}
-
-func addrBytes(a netip.Addr) []byte {
-	if a.Is4() {
-		b := a.As4()
-		return b[:]
-	}
-	b := a.As16()
-	return b[:]
 }

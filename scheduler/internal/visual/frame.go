@@ -1,10 +1,10 @@
 package visual
 
 import (
+	"encoding/json"
 	"math"
 	"slices"
 	"strconv"
-	"unicode/utf8"
 )
 
 // The frames are compact JSON objects; the page's app.js reads them.
@@ -235,34 +235,10 @@ func appendFloat(b []byte, f float64, digits int) []byte {
 	return strconv.AppendFloat(b, roundTo(f, digits), 'f', -1, 64)
 }
 
-// appendString appends s as a JSON string. Besides the JSON escapes it
-// escapes <, > and & so that a frame can never close a script element.
+// appendString appends s as a JSON string. encoding/json escapes <, > and
+// & (so that a frame can never close a script element), U+2028 and U+2029,
+// and turns invalid UTF-8 into U+FFFD.
 func appendString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
-				b = append(b, '\\', c)
-			case c < 0x20 || c == '<' || c == '>' || c == '&':
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			default:
-				b = append(b, c)
-			}
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, `\ufffd`...)
-		} else if r == '\u2028' || r == '\u2029' {
-			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
-		} else {
-			b = append(b, s[i:i+size]...)
-		}
-		i += size
-	}
-	return append(b, '"')
+	q, _ := json.Marshal(s) // a string always marshals
+	return append(b, q...)
 }

@@ -2,7 +2,7 @@ package visual
 
 import (
 	"context"
-	"math"
+	"maps"
 	"net"
 	"net/netip"
 	"sort"
@@ -106,7 +106,7 @@ type WorkerView struct {
 	Credits  int
 	InFlight int
 	Batches  uint64  // batches answered this term
-	Rate     float64 // addresses per second, smoothed
+	Rate     float64 // addresses per second, as the coordinator measures it (WorkerRates)
 	Model    string
 	State    string
 }
@@ -143,7 +143,6 @@ type Hub struct {
 	term     int64
 	slots    map[string]int
 	nextSlot int
-	perW     map[string]*workerRate
 	samples  []sample
 }
 
@@ -152,12 +151,7 @@ type poolStats struct {
 	at     time.Time
 	pool   PoolView
 	counts sample
-}
-
-type workerRate struct {
-	addrs uint64
-	at    time.Time
-	rate  float64
+	rates  map[string]float64 // the coordinator's per-worker throughput
 }
 
 type sample struct {
@@ -304,12 +298,14 @@ func (h *Hub) build(ws memdb.WatchSet) *Model {
 	case h.statsReq <- co:
 	default: // a read is under way
 	}
+	var rates map[string]float64
 	if ps := h.stats.Load(); ps != nil && ps.co == co {
 		m.Pool = ps.pool
 		if age := now.Sub(ps.at); ps.pool.Pending > 0 && age > 0 {
 			m.Pool.OldestMillis += age.Milliseconds()
 		}
 		m.Rates = h.rates(ps.counts)
+		rates = ps.rates
 	} else {
 		m.Pool.Coverage = 1
 	}
@@ -327,13 +323,12 @@ func (h *Hub) build(ws memdb.WatchSet) *Model {
 		m.Workers = append(m.Workers, WorkerView{
 			Slot: slot, ID: w.ID, Host: w.Host, NUMA: w.NUMANode, CPUs: w.CPUs, Cores: countCPUs(w.CPUs),
 			Capacity: w.Capacity, Credits: max(w.Credits, 0), InFlight: max(w.InFlight, 0),
-			Batches: w.BatchesDone, Rate: h.workerRate(w.ID, w.AddrsDone, now), Model: w.ModelVersion, State: w.State,
+			Batches: w.BatchesDone, Rate: rates[w.ID], Model: w.ModelVersion, State: w.State,
 		})
 	}
 	for id := range h.slots {
 		if !seen[id] {
 			delete(h.slots, id)
-			delete(h.perW, id)
 		}
 	}
 	sort.Slice(m.Workers, func(i, j int) bool { return m.Workers[i].Slot < m.Workers[j].Slot })
@@ -351,18 +346,19 @@ func (h *Hub) readStats(ctx context.Context) {
 		case co = <-h.statsReq:
 		}
 		ps, ctr, policy, age := co.Stats()
+		rates := co.WorkerRates()
 		at := h.cfg.Now()
 		n := &poolStats{co: co, at: at, pool: PoolView{
 			Pending: uint64(ps.Pending), InFlight: uint64(ps.InFlight), OldestMillis: age.Milliseconds(),
 			Received: ps.Received, Examined: ps.Examined, Deduplicated: ps.Deduplicated, Shed: ps.Shed,
 			Expired: ps.Expired, Reassigned: ctr.Reassigned, Verdicts: ctr.Verdicts, Prox: ctr.Proxies,
 			Coverage: api.Coverage(ps), Policy: policy,
-		}, counts: sample{at: at, received: ps.Received, verdicts: ctr.Verdicts, proxies: ctr.Proxies}}
+		}, counts: sample{at: at, received: ps.Received, verdicts: ctr.Verdicts, proxies: ctr.Proxies}, rates: rates}
 		old := h.stats.Swap(n)
 		if old != nil && old.co == co {
 			a, b := old.pool, n.pool
 			a.OldestMillis, b.OldestMillis = 0, 0 // the page moves the age on by itself
-			if a == b {
+			if a == b && maps.Equal(old.rates, n.rates) {
 				continue
 			}
 		}
@@ -379,34 +375,7 @@ func (h *Hub) resetTerm(term int64) {
 	}
 	h.term = term
 	h.slots = make(map[string]int)
-	h.perW = make(map[string]*workerRate)
 	h.samples = h.samples[:0]
-}
-
-// rateTau is the time constant of a worker's smoothed throughput.
-const rateTau = 3 * time.Second
-
-func (h *Hub) workerRate(id string, addrs uint64, now time.Time) float64 {
-	r := h.perW[id]
-	if r == nil {
-		h.perW[id] = &workerRate{addrs: addrs, at: now}
-		return 0
-	}
-	dt := now.Sub(r.at).Seconds()
-	if dt <= 0 {
-		return r.rate
-	}
-	inst := 0.0
-	if addrs > r.addrs {
-		inst = float64(addrs-r.addrs) / dt
-	}
-	a := 1 - math.Exp(-dt/rateTau.Seconds())
-	r.rate += a * (inst - r.rate)
-	if inst == 0 && r.rate < 0.5 {
-		r.rate = 0
-	}
-	r.addrs, r.at = addrs, now
-	return r.rate
 }
 
 // Sample history: one sample a second at most, ten minutes kept. Sightings
