@@ -53,7 +53,7 @@ func OpenReadOnly(path string, timeout time.Duration, log zerolog.Logger) (*Stor
 	}
 	cfg := Config{Path: path, TouchMax: DefaultTouchMax, FlushInterval: DefaultFlushInterval,
 		AttackEvents: DefaultAttackEvents, OutboxMax: DefaultOutboxMax}
-	return &Store{cfg: cfg, db: db, log: log, touches: make(map[netip.Addr]int64), kick: make(chan struct{}, 1)}, nil
+	return &Store{cfg: cfg, db: db, log: log, touches: make(map[[16]byte]int64), kick: make(chan struct{}, 1)}, nil
 }
 
 // ForEachVerdict calls fn with every stored verdict, in address order

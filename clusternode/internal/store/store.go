@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -39,8 +40,8 @@ const initialMmapSize = 1 << 30
 
 // Defaults for Config.
 const (
-	DefaultTouchMax      = 100_000
-	DefaultFlushInterval = time.Second
+	DefaultTouchMax      = 200_000
+	DefaultFlushInterval = 5 * time.Second
 )
 
 // Config configures a Store.
@@ -48,10 +49,13 @@ type Config struct {
 	// Path of the bbolt file; created when missing.
 	Path string
 	// TouchMax bounds the last-seen times held between flushes; beyond it
-	// touches of new addresses are dropped and counted. Default 100,000.
+	// touches of new addresses are dropped and counted; a full table is
+	// flushed at once. Default 200,000.
 	TouchMax int
-	// FlushInterval is how often Run writes the held last-seen times.
-	// Default 1 s.
+	// FlushInterval is how often Run writes the held last-seen times, and
+	// so how many are lost in a crash. An address asked many times in one
+	// interval is written once, and each flush rewrites the pages of the
+	// addresses it holds: a longer interval costs less. Default 5 s.
 	FlushInterval time.Duration
 	// AttackEvents bounds the reports kept per address. Default 100.
 	AttackEvents int
@@ -136,10 +140,15 @@ type Store struct {
 	// lock; mu is never held with either.
 	hookMu sync.Mutex
 
-	mu      sync.Mutex // guards touches; never held during a bbolt transaction
-	touches map[netip.Addr]int64
-	dropped atomic.Uint64
-	kick    chan struct{} // cap 1: the touch table is full, flush now
+	mu      sync.Mutex // guards touches and flushing; never held during a bbolt transaction
+	touches map[[16]byte]int64
+	// flushing holds the times a running Flush is writing, so that
+	// LastSeen sees them until they are stored.
+	flushing map[[16]byte]int64
+	dropped  atomic.Uint64
+	kick     chan struct{} // cap 1: the touch table is full, flush now
+
+	flushMu sync.Mutex // one Flush at a time
 
 	closeOnce sync.Once
 	closeErr  error
@@ -182,7 +191,7 @@ func Open(cfg Config, log zerolog.Logger) (*Store, error) {
 		cfg:     cfg,
 		db:      db,
 		log:     logging.For(log, "store"),
-		touches: make(map[netip.Addr]int64),
+		touches: make(map[[16]byte]int64),
 		kick:    make(chan struct{}, 1),
 	}, nil
 }
@@ -329,8 +338,12 @@ func storedSeenTxn(tx *bolt.Tx, k [16]byte) int64 {
 // lastSeen is the later of the stored time (ns, 0 when none) and an
 // unflushed touch of addr (normalized).
 func (s *Store) lastSeen(addr netip.Addr, stored int64) time.Time {
+	k := key(addr)
 	s.mu.Lock()
-	if t, ok := s.touches[addr]; ok && t > stored {
+	if t, ok := s.touches[k]; ok && t > stored {
+		stored = t
+	}
+	if t, ok := s.flushing[k]; ok && t > stored {
 		stored = t
 	}
 	s.mu.Unlock()
@@ -565,17 +578,17 @@ func (s *Store) eachVerdict(want func(inferred time.Time) bool, fn func(addr net
 // Touch records that addr was queried at t. It never blocks on I/O; when
 // the table of unflushed touches is full, the touch is dropped and counted.
 func (s *Store) Touch(addr netip.Addr, t time.Time) {
-	addr = Normalize(addr)
+	k := key(Normalize(addr))
 	ns := t.UnixNano()
 	s.mu.Lock()
-	old, ok := s.touches[addr]
+	old, ok := s.touches[k]
 	switch {
 	case ok:
 		if ns > old {
-			s.touches[addr] = ns
+			s.touches[k] = ns
 		}
 	case len(s.touches) < s.cfg.TouchMax:
-		s.touches[addr] = ns
+		s.touches[k] = ns
 	default:
 		s.dropped.Add(1)
 	}
@@ -592,47 +605,68 @@ func (s *Store) Touch(addr netip.Addr, t time.Time) {
 // TouchesDropped counts touches dropped because the table was full.
 func (s *Store) TouchesDropped() uint64 { return s.dropped.Load() }
 
-// Flush writes the held last-seen times in one transaction.
+// flushChunk is how many last-seen times one flush transaction writes.
+// The times are sorted, so a chunk is a contiguous range of keys and
+// rewrites only the pages of that range; between chunks the flush yields,
+// so that the query path never waits behind one long transaction.
+const flushChunk = 2048
+
+// Flush writes the held last-seen times, in transactions of flushChunk
+// consecutive keys. They replace the stored times without reading them
+// (only a clock stepped back makes a held time older than the stored
+// one). A failed chunk ends the flush: the times of the chunks not
+// written are lost (last-seen times are a hint, not a record).
 func (s *Store) Flush() error {
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
 	s.mu.Lock()
 	t := s.touches
 	if len(t) == 0 {
 		s.mu.Unlock()
 		return nil
 	}
-	s.touches = make(map[netip.Addr]int64, len(t))
+	s.touches = make(map[[16]byte]int64, len(t))
+	s.flushing = t
 	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.flushing = nil
+		s.mu.Unlock()
+	}()
 
-	addrs := make([]netip.Addr, 0, len(t))
-	for a := range t {
-		addrs = append(addrs, a)
+	type touch struct {
+		k  [16]byte
+		ns int64
 	}
-	slices.SortFunc(addrs, netip.Addr.Compare) // sequential keys write faster
-	// One cursor reads the stored times (Bucket.Get would make one per
-	// key), and the values share one slab: bbolt copies keys but keeps
-	// values until the commit. This transaction runs every second under
-	// load, so its allocations weigh on the query path's GC.
-	vals := make([]byte, 8*len(addrs))
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketSeen)
-		c := b.Cursor()
-		var k [16]byte
-		for i, a := range addrs {
-			k = key(a)
-			ns := t[a]
-			if ck, v := c.Seek(k[:]); bytes.Equal(ck, k[:]) && len(v) == 8 && int64(binary.BigEndian.Uint64(v)) >= ns {
-				continue
-			}
-			val := vals[8*i : 8*i+8 : 8*i+8]
-			binary.BigEndian.PutUint64(val, uint64(ns))
-			if err := b.Put(k[:], val); err != nil {
-				return fmt.Errorf("put last seen of %s: %w", a, err)
-			}
+	ts := make([]touch, 0, len(t))
+	for k, ns := range t {
+		ts = append(ts, touch{k, ns})
+	}
+	// Sequential keys write faster, and a chunk of them is one range of
+	// pages.
+	slices.SortFunc(ts, func(a, b touch) int { return bytes.Compare(a.k[:], b.k[:]) })
+	// The values share one slab: bbolt copies keys but keeps values until
+	// the commit.
+	vals := make([]byte, 8*len(ts))
+	for lo := 0; lo < len(ts); lo += flushChunk {
+		if lo > 0 {
+			runtime.Gosched()
 		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("store: flush %d last-seen times: %w", len(addrs), err)
+		chunk := ts[lo:min(lo+flushChunk, len(ts))]
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketSeen)
+			for i, e := range chunk {
+				val := vals[8*(lo+i) : 8*(lo+i)+8 : 8*(lo+i)+8]
+				binary.BigEndian.PutUint64(val, uint64(e.ns))
+				if err := b.Put(e.k[:], val); err != nil {
+					return fmt.Errorf("put last seen of %s: %w", netip.AddrFrom16(e.k).Unmap(), err)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("store: flush %d last-seen times (%d written): %w", len(ts), lo, err)
+		}
 	}
 	return nil
 }

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -220,6 +222,65 @@ func TestTouchBoundedAndFlushed(t *testing.T) {
 	}
 	if e := mustGet(t, s, c); !e.LastSeen.IsZero() {
 		t.Fatalf("dropped touch stored: %v", e.LastSeen)
+	}
+}
+
+// A flush larger than one transaction writes every time, in order of the
+// keys, and LastSeen sees each address's time throughout: held, being
+// written, or stored. The times survive a reopen.
+func TestFlushInChunks(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "node.db")
+	s, err := Open(Config{Path: path, FlushInterval: time.Hour}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 3*flushChunk + 17
+	addrs := make([]netip.Addr, n)
+	for i := range addrs {
+		// IPv4 and IPv6, interleaved, so the chunks span both key ranges.
+		if i%2 == 0 {
+			addrs[i] = netip.AddrFrom4([4]byte{198, 51, byte(i >> 8), byte(i)})
+		} else {
+			addrs[i] = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)})
+		}
+		s.Touch(addrs[i], t0.Add(time.Duration(i)*time.Second))
+	}
+	// Readers check every address while the flush runs.
+	stop := make(chan struct{})
+	var bad atomic.Int64
+	var wg sync.WaitGroup
+	for r := range 2 {
+		wg.Go(func() {
+			for i := r; ; i = (i + 2) % n {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				got, err := s.LastSeen(addrs[i])
+				if err != nil || !got.Equal(t0.Add(time.Duration(i)*time.Second)) {
+					bad.Add(1)
+				}
+			}
+		})
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	wg.Wait()
+	if bad.Load() != 0 {
+		t.Fatalf("%d last-seen reads during the flush missed the held time", bad.Load())
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, path)
+	defer s.Close()
+	for i, a := range addrs {
+		if e := mustGet(t, s, a); !e.LastSeen.Equal(t0.Add(time.Duration(i) * time.Second)) {
+			t.Fatalf("last seen of %s after reopen = %v, want %v", a, e.LastSeen, t0.Add(time.Duration(i)*time.Second))
+		}
 	}
 }
 
