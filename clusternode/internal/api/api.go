@@ -240,11 +240,11 @@ func (a *API) timed(route string, h http.Handler) http.Handler {
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
 
 func (a *API) serveHealth(w http.ResponseWriter, r *http.Request) {
-	o := object{{"status", "ok"}, {"node", a.cfg.NodeID}}
+	o := object{fv("status", "ok"), fv("node", a.cfg.NodeID)}
 	if a.cfg.Health != nil {
 		h := a.cfg.Health()
 		for _, k := range slices.Sorted(maps.Keys(h)) {
-			o = append(o, field{k, h[k]})
+			o = append(o, fv(k, h[k]))
 		}
 	}
 	a.writeJSON(w, http.StatusOK, o, true)
@@ -311,7 +311,7 @@ func (a *API) query(w http.ResponseWriter, r *http.Request, start time.Time) (in
 }
 
 func errorBody(e *Error, pretty bool) (int, object, bool) {
-	return e.Status, object{{"status", "error"}, {"message", e.Message}}, pretty
+	return e.Status, object{fv("status", "error"), fv("message", e.Message)}, pretty
 }
 
 // answer builds the response for a parsed request.
@@ -328,31 +328,31 @@ func (a *API) answer(req Request, now, start time.Time) (int, object) {
 		if len(req.Items) == 1 {
 			msg = req.Items[0].Raw + ": " + req.Items[0].Err
 		}
-		return http.StatusBadRequest, object{{"status", "error"}, {"message", msg}}
+		return http.StatusBadRequest, object{fv("status", "error"), fv("message", msg)}
 	}
 	// status, message, node, the addresses and query time: one allocation.
 	out := make(object, 1, 4+len(req.Items))
-	out[0] = field{"status", "ok"}
+	out[0] = fv("status", "ok")
 	if bad > 0 {
 		out[0].v = "warning"
-		out = append(out, field{"message", fmt.Sprintf("%d of %d addresses could not be checked", bad, len(req.Items))})
+		out = append(out, fv("message", fmt.Sprintf("%d of %d addresses could not be checked", bad, len(req.Items))))
 	}
 	if f.Node {
-		out = append(out, field{"node", a.cfg.NodeID})
+		out = append(out, fv("node", a.cfg.NodeID))
 	}
 	if f.Short && len(req.Items) == 1 {
 		out = append(out, a.address(req.Items[0].Addr, f, now)...)
 	} else {
 		for _, it := range req.Items {
 			if it.Err != "" {
-				out = append(out, field{it.Raw, object{{"error", it.Err}}})
+				out = append(out, fv(it.Raw, object{fv("error", it.Err)}))
 				continue
 			}
-			out = append(out, field{it.Raw, a.address(it.Addr, f, now)})
+			out = append(out, fv(it.Raw, a.address(it.Addr, f, now)))
 		}
 	}
 	if f.Time {
-		out = append(out, field{"query time", fmt.Sprintf("%.3fs", time.Since(start).Seconds())})
+		out = append(out, fv("query time", fmt.Sprintf("%.3fs", time.Since(start).Seconds())))
 	}
 	return http.StatusOK, out
 }
@@ -389,36 +389,36 @@ func (a *API) address(addr netip.Addr, f Flags, now time.Time) object {
 	if f.ASN {
 		if n, ok := a.cfg.Locator.Lookup(addr); ok {
 			if n.ASN != 0 {
-				o = append(o, field{"asn", "AS" + strconv.FormatUint(uint64(n.ASN), 10)})
+				o = append(o, asnField("asn", n.ASN))
 			}
-			o = append(o, field{"range", n.Prefix.String()})
+			o = append(o, prefixField("range", n.Prefix))
 			if n.ASName != "" {
-				o = append(o, field{"provider", n.ASName})
+				o = append(o, strField("provider", n.ASName))
 			}
 			if n.ContinentName != "" {
-				o = append(o, field{"continent", n.ContinentName})
+				o = append(o, strField("continent", n.ContinentName))
 			}
 			if n.Continent != "" {
-				o = append(o, field{"continentcode", n.Continent})
+				o = append(o, strField("continentcode", n.Continent))
 			}
 			if n.CountryName != "" {
-				o = append(o, field{"country", n.CountryName})
+				o = append(o, strField("country", n.CountryName))
 			}
 			if n.Country != "" {
-				o = append(o, field{"isocode", n.Country})
+				o = append(o, strField("isocode", n.Country))
 			}
 		}
 	}
 	proxy := v.Proxy || (f.VPN > 0 && (v.Type == raven.TypeHosting || v.Type == "VPN"))
-	o = append(o, field{"proxy", yesNo(proxy)})
+	o = append(o, fv("proxy", yesNo(proxy)))
 	if v.Type != "" {
-		o = append(o, field{"type", v.Type})
+		o = append(o, strField("type", v.Type))
 	}
 	if proxy && v.Port != 0 {
-		o = append(o, field{"port", v.Port})
+		o = append(o, fv("port", v.Port))
 	}
 	if f.Risk > 0 {
-		o = append(o, field{"risk", v.Risk})
+		o = append(o, fv("risk", v.Risk))
 	}
 	if f.Risk == 2 {
 		h, err := a.cfg.Store.Attacks(addr)
@@ -426,13 +426,13 @@ func (a *API) address(addr netip.Addr, f Flags, now time.Time) object {
 			a.storeErrors.Inc()
 			a.log.Warn().Err(err).Str(logging.Addr, addr.String()).Msg("attack history lookup failed")
 		} else if ah := a.attackHistory(h); ah != nil {
-			o = append(o, field{"attack history", ah})
+			o = append(o, fv("attack history", ah))
 		}
 	}
 	if f.Seen && proxy && !seen.IsZero() {
 		o = append(o,
-			field{"last seen human", HumanAgo(now.Sub(seen))},
-			field{"last seen unix", strconv.FormatInt(seen.Unix(), 10)})
+			fv("last seen human", HumanAgo(now.Sub(seen))),
+			fv("last seen unix", strconv.FormatInt(seen.Unix(), 10)))
 	}
 	return o
 }
@@ -499,11 +499,32 @@ func (a *API) writeJSON(w http.ResponseWriter, status int, o object, pretty bool
 	}
 }
 
-// field and object make a JSON object whose keys keep their order.
+// field and object make a JSON object whose keys keep their order. A
+// field's value is v (fv), or one of the typed slots kind names (strField,
+// asnField, prefixField): the query path writes a dozen strings per
+// answer, and boxing each into v would cost an allocation.
 type field struct {
-	k string
-	v any
+	k    string
+	kind valueKind
+	v    any          // kindAny
+	s    string       // kindString
+	n    uint64       // kindASN, written "AS<n>"
+	p    netip.Prefix // kindPrefix
 }
+
+type valueKind uint8
+
+const (
+	kindAny valueKind = iota
+	kindString
+	kindASN
+	kindPrefix
+)
+
+func fv(k string, v any) field                   { return field{k: k, v: v} }
+func strField(k, s string) field                 { return field{k: k, kind: kindString, s: s} }
+func asnField(k string, asn uint32) field        { return field{k: k, kind: kindASN, n: uint64(asn)} }
+func prefixField(k string, p netip.Prefix) field { return field{k: k, kind: kindPrefix, p: p} }
 
 type object []field
 

@@ -42,7 +42,7 @@ func (a *API) serveAttacks(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) attacks(w http.ResponseWriter, r *http.Request) (int, object) {
 	fail := func(status int, format string, args ...any) (int, object) {
-		return status, object{{"status", "error"}, {"message", fmt.Sprintf(format, args...)}}
+		return status, object{fv("status", "error"), fv("message", fmt.Sprintf(format, args...))}
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
@@ -89,7 +89,7 @@ func (a *API) attacks(w http.ResponseWriter, r *http.Request) (int, object) {
 	}
 	errList := func(o object) object {
 		if len(errs) > 0 {
-			o = append(o, field{"errors", errs})
+			o = append(o, fv("errors", errs))
 		}
 		return o
 	}
@@ -97,8 +97,8 @@ func (a *API) attacks(w http.ResponseWriter, r *http.Request) (int, object) {
 		if rejected == 0 {
 			return fail(http.StatusBadRequest, "no report in the body: send lines address,time,kind (CSV) or JSON objects")
 		}
-		return http.StatusBadRequest, errList(object{{"status", "error"},
-			{"message", fmt.Sprintf("no valid report: %d lines rejected", rejected)}, {"accepted", 0}, {"rejected", rejected}})
+		return http.StatusBadRequest, errList(object{fv("status", "error"),
+			fv("message", fmt.Sprintf("no valid report: %d lines rejected", rejected)), fv("accepted", 0), fv("rejected", rejected)})
 	}
 	res, err := a.cfg.Attacks.AddAttacks(reports)
 	if errors.Is(err, store.ErrOutboxFull) {
@@ -113,14 +113,14 @@ func (a *API) attacks(w http.ResponseWriter, r *http.Request) (int, object) {
 	a.attackReports.WithLabelValues("duplicate").Add(float64(res.Duplicates))
 	a.attackReports.WithLabelValues("too_old").Add(float64(res.TooOld))
 	a.attackReports.WithLabelValues("rejected").Add(float64(rejected))
-	out := object{{"status", "ok"}}
+	out := object{fv("status", "ok")}
 	if rejected > 0 {
 		out[0].v = "warning"
-		out = append(out, field{"message", fmt.Sprintf("%d of %d reports rejected", rejected, rejected+len(reports))})
+		out = append(out, fv("message", fmt.Sprintf("%d of %d reports rejected", rejected, rejected+len(reports))))
 	}
 	out = append(out,
-		field{"accepted", len(reports)}, field{"new", res.New}, field{"duplicates", res.Duplicates},
-		field{"too_old", res.TooOld}, field{"rejected", rejected})
+		fv("accepted", len(reports)), fv("new", res.New), fv("duplicates", res.Duplicates),
+		fv("too_old", res.TooOld), fv("rejected", rejected))
 	return http.StatusOK, errList(out)
 }
 
@@ -145,10 +145,10 @@ func (a *API) attackHistory(h store.AttackHistory) object {
 	if total == 0 {
 		return nil
 	}
-	o := object{{"Total", total}}
+	o := object{fv("Total", total)}
 	for _, k := range attacks.Kinds() {
 		if n := h.Counts[k]; n > 0 {
-			o = append(o, field{k.Label(), n})
+			o = append(o, fv(k.Label(), n))
 		}
 	}
 	return o

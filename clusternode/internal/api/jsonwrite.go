@@ -72,8 +72,21 @@ func (o object) appendTo(b []byte, pretty bool, depth int) ([]byte, error) {
 		if pretty {
 			b = append(b, ' ')
 		}
-		if b, err = appendJSON(b, f.v, pretty, depth+1); err != nil {
-			return nil, err
+		switch f.kind {
+		case kindString:
+			b = appendString(b, f.s)
+		case kindASN:
+			b = append(b, `"AS`...)
+			b = strconv.AppendUint(b, f.n, 10)
+			b = append(b, '"')
+		case kindPrefix: // its text needs no escaping
+			b = append(b, '"')
+			b = f.p.AppendTo(b)
+			b = append(b, '"')
+		default:
+			if b, err = appendJSON(b, f.v, pretty, depth+1); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if pretty {

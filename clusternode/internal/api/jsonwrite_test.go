@@ -3,6 +3,8 @@ package api
 import (
 	"encoding/json"
 	"math/rand/v2"
+	"net/netip"
+	"strconv"
 	"testing"
 )
 
@@ -34,11 +36,11 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 			case r == 6:
 				v = []string{strs[rng.IntN(len(strs))], "x"} // through encoding/json
 			case r == 7:
-				v = map[string]any{"Total": 3, "Login Attempt": 2, "nested": object{{"a", "<b>"}}}
+				v = map[string]any{"Total": 3, "Login Attempt": 2, "nested": object{fv("a", "<b>")}}
 			default:
 				v = strs[rng.IntN(len(strs))]
 			}
-			o = append(o, field{k, v})
+			o = append(o, fv(k, v))
 		}
 		return o
 	}
@@ -81,6 +83,51 @@ func TestAppendStringMatchesEncodingJSON(t *testing.T) {
 		want, _ := json.Marshal(s)
 		if got := appendString(nil, s); string(got) != string(want) {
 			t.Fatalf("%q: got %s want %s", s, got, want)
+		}
+	}
+}
+
+// TestTypedFieldsMatchPlain checks the typed slots (strField, asnField,
+// prefixField) against the same values as plain strings, compact and
+// indented.
+func TestTypedFieldsMatchPlain(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	strs := []string{"", "ok", "AT&T <Inc>", "quote\" back\\slash", "bad\xffutf8", "line\u2028sep", "Zwiebelfreunde e.V."}
+	prefixes := []netip.Prefix{
+		netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::/48"),
+		netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::ffff:198.51.100.0/120"),
+	}
+	for i := range 2000 {
+		var typed, plain object
+		for range rng.IntN(8) {
+			k := strs[rng.IntN(len(strs))]
+			switch rng.IntN(4) {
+			case 0:
+				s := strs[rng.IntN(len(strs))]
+				typed, plain = append(typed, strField(k, s)), append(plain, fv(k, s))
+			case 1:
+				n := rng.Uint32()
+				typed, plain = append(typed, asnField(k, n)), append(plain, fv(k, "AS"+strconv.FormatUint(uint64(n), 10)))
+			case 2:
+				p := prefixes[rng.IntN(len(prefixes))]
+				typed, plain = append(typed, prefixField(k, p)), append(plain, fv(k, p.String()))
+			default:
+				n := rng.Int()
+				typed, plain = append(typed, fv(k, n)), append(plain, fv(k, n))
+			}
+		}
+		for _, pretty := range []bool{false, true} {
+			got, err := typed.appendTo(nil, pretty, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := plain.appendTo(nil, pretty, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != string(want) {
+				t.Fatalf("case %d pretty=%v:\n got %s\nwant %s", i, pretty, got, want)
+			}
 		}
 	}
 }

@@ -172,30 +172,30 @@ func (a *API) serveThreatsJSON(w http.ResponseWriter, r *http.Request) {
 		list[i] = a.threat(e)
 	}
 	a.writeJSON(w, http.StatusOK, object{
-		{"status", "ok"},
-		{"node", a.cfg.NodeID},
-		{"time_unix", now.Unix()},
-		{"held", a.cfg.Threats.Len()},
-		{"capacity", a.cfg.Threats.Capacity()},
-		{"count", len(list)},
-		{"licence", locdb.Attribution},
-		{"threats", list},
+		fv("status", "ok"),
+		fv("node", a.cfg.NodeID),
+		fv("time_unix", now.Unix()),
+		fv("held", a.cfg.Threats.Len()),
+		fv("capacity", a.cfg.Threats.Capacity()),
+		fv("count", len(list)),
+		fv("licence", locdb.Attribution),
+		fv("threats", list),
 	}, true)
 }
 
 // threat is one entry of /threats.json: the verdict, then what the
 // location database says about the address.
 func (a *API) threat(e threats.Entry) object {
-	o := object{{"address", e.Addr.String()}}
+	o := object{fv("address", e.Addr.String())}
 	if e.Type != "" {
-		o = append(o, field{"type", e.Type})
+		o = append(o, strField("type", e.Type))
 	}
 	if e.Port != 0 {
-		o = append(o, field{"port", e.Port})
+		o = append(o, fv("port", e.Port))
 	}
-	o = append(o, field{"risk", e.Risk})
+	o = append(o, fv("risk", e.Risk))
 	o = append(o, a.location(e.Addr)...)
-	return append(o, field{"last_seen_unix", e.Seen.Unix()})
+	return append(o, fv("last_seen_unix", e.Seen.Unix()))
 }
 
 // location returns asn, provider, country and isocode of addr, each when
@@ -207,16 +207,16 @@ func (a *API) location(addr netip.Addr) object {
 	}
 	var o object
 	if n.ASN != 0 {
-		o = append(o, field{"asn", "AS" + strconv.FormatUint(uint64(n.ASN), 10)})
+		o = append(o, asnField("asn", n.ASN))
 	}
 	if n.ASName != "" {
-		o = append(o, field{"provider", n.ASName})
+		o = append(o, strField("provider", n.ASName))
 	}
 	if n.CountryName != "" {
-		o = append(o, field{"country", n.CountryName})
+		o = append(o, strField("country", n.CountryName))
 	}
 	if n.Country != "" {
-		o = append(o, field{"isocode", n.Country})
+		o = append(o, strField("isocode", n.Country))
 	}
 	return o
 }
