@@ -150,6 +150,12 @@ type Store struct {
 
 	flushMu sync.Mutex // one Flush at a time
 
+	// verdicts may hold every address with a stored verdict (nil in a
+	// read-only store: every lookup reads); verdictReads counts the
+	// lookups that read bbolt.
+	verdicts     *present
+	verdictReads atomic.Uint64
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -175,10 +181,20 @@ func Open(cfg Config, log zerolog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", cfg.Path, err)
 	}
+	var verdicts *present
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketVerdicts, bucketSeen, bucketMeta, bucketAttacks, bucketOutbox} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("create bucket %s: %w", b, err)
+			}
+		}
+		// The filter of stored verdicts: one pass over the keys.
+		b := tx.Bucket(bucketVerdicts)
+		verdicts = newPresent(b.Stats().KeyN)
+		c := b.Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			if len(k) == 16 {
+				verdicts.add([16]byte(k))
 			}
 		}
 		return nil
@@ -188,11 +204,12 @@ func Open(cfg Config, log zerolog.Logger) (*Store, error) {
 		return nil, fmt.Errorf("store: init %s: %w", cfg.Path, err)
 	}
 	return &Store{
-		cfg:     cfg,
-		db:      db,
-		log:     logging.For(log, "store"),
-		touches: make(map[[16]byte]int64),
-		kick:    make(chan struct{}, 1),
+		cfg:      cfg,
+		db:       db,
+		log:      logging.For(log, "store"),
+		touches:  make(map[[16]byte]int64),
+		kick:     make(chan struct{}, 1),
+		verdicts: verdicts,
 	}, nil
 }
 
@@ -287,6 +304,10 @@ func (s *Store) Lookup(addr netip.Addr) (Entry, error) {
 func (s *Store) LookupVerdict(addr netip.Addr) (v Verdict, ok bool, err error) {
 	addr = Normalize(addr)
 	k := key(addr)
+	if s.verdicts != nil && !s.verdicts.mayHave(k) {
+		return Verdict{}, false, nil
+	}
+	s.verdictReads.Add(1)
 	err = s.db.View(func(tx *bolt.Tx) error {
 		var err error
 		if v, ok, err = verdictTxn(tx, k); err != nil {
@@ -363,7 +384,7 @@ func (s *Store) Put(items []Item) (changed int, err error) {
 	var landed []Landed
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		landed = landed[:0]
-		changed, err = putTxn(tx, items, s.landedSink(&landed))
+		changed, err = putTxn(tx, items, s.landedSink(&landed), s.verdicts)
 		return err
 	})
 	if err != nil {
@@ -382,7 +403,7 @@ func (s *Store) ApplyFeed(items []Item, reports []attacks.Report, rev uint64) (c
 	var added []attacks.Report
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		landed, added = landed[:0], added[:0]
-		changed, err = putTxn(tx, items, s.landedSink(&landed))
+		changed, err = putTxn(tx, items, s.landedSink(&landed), s.verdicts)
 		if err != nil {
 			return err
 		}
@@ -452,7 +473,7 @@ func (s *Store) notify(landed []Landed) {
 
 // putTxn writes items; when landed is not nil, it appends each verdict
 // that changed the store to it.
-func putTxn(tx *bolt.Tx, items []Item, landed *[]Landed) (int, error) {
+func putTxn(tx *bolt.Tx, items []Item, landed *[]Landed, verdicts *present) (int, error) {
 	b := tx.Bucket(bucketVerdicts)
 	changed := 0
 	for _, it := range items {
@@ -466,6 +487,9 @@ func putTxn(tx *bolt.Tx, items []Item, landed *[]Landed) (int, error) {
 		k := key(Normalize(it.Addr))
 		if old := b.Get(k[:]); old != nil && bytes.Compare(val, old) <= 0 {
 			continue // the same verdict, or an older one
+		}
+		if verdicts != nil {
+			verdicts.add(k) // before the commit: see present
 		}
 		if err := b.Put(k[:], val); err != nil {
 			return changed, fmt.Errorf("put %s: %w", it.Addr, err)
