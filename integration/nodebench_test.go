@@ -43,7 +43,7 @@ const (
 
 // nodeBenchConns are the closed-loop steps: wrk keeps this many requests
 // in flight, so each step offers more load than the one before.
-var nodeBenchConns = []int{1, 2, 4, 8, 16, 32, 64}
+var nodeBenchConns = []int{1, 2, 3, 4, 6, 8, 16, 32, 64}
 
 // nodeBenchPaced are the paced steps, as shares of the node's closed-loop
 // peak: wrk's connections each wait a random delay before their next
@@ -81,7 +81,7 @@ const floorBody = `{"status":"ok","192.0.2.1":{"proxy":"no"}}` + "\n"
 // nothing dials the addresses).
 //
 // wrk is closed-loop, so instead of fixed rates the steps raise the number
-// of connections (1, 2, 4, 8, 16, 32, 64). Each step reports requests/s, p50, p99
+// of connections (1, 2, 3, 4, 6, 8, 16, 32, 64). Each step reports requests/s, p50, p99
 // and p99.9, and the test process's CPU time per request (the node and
 // etcd run in it; wrk does not). The same steps run against a net/http
 // handler that returns a fixed small JSON body: the HTTP floor of this
