@@ -318,14 +318,7 @@ func TestHumanAgo(t *testing.T) {
 
 // The real database, when installed, answers as the docs say.
 func TestRealDatabase(t *testing.T) {
-	if _, err := os.Stat(locdb.DefaultPath); err != nil {
-		t.Skip("no location database at", locdb.DefaultPath)
-	}
-	db, err := locdb.Open(locdb.Config{Path: locdb.DefaultPath, SkipVerify: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := locdbtest.OpenInstalled(t)
 	f := newFixture(t, func(c *Config) { c.Locator, c.Engine = db, raven.NewRule(db) })
 	w := f.do("GET", "/v2/8.8.8.8?asn=1&short=1&p=0", "", "")
 	var got map[string]any

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -14,7 +13,7 @@ import (
 
 	"github.com/styx-inference/styx/clusternode/internal/store"
 	"github.com/styx-inference/styx/pkg/addrsample"
-	"github.com/styx-inference/styx/pkg/locdb"
+	"github.com/styx-inference/styx/pkg/locdb/locdbtest"
 	"github.com/styx-inference/styx/pkg/raven"
 )
 
@@ -25,14 +24,7 @@ import (
 // (-cpuprofile). BenchmarkNodeQuery in ./integration/ measures the whole
 // node, with a model, under wrk.
 func BenchmarkQuery(b *testing.B) {
-	if _, err := os.Stat(locdb.DefaultPath); err != nil {
-		b.Skip("no location database at", locdb.DefaultPath)
-	}
-	db, err := locdb.Open(locdb.Config{Path: locdb.DefaultPath, SkipVerify: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer db.Close()
+	db := locdbtest.OpenInstalled(b)
 	rng := rand.New(rand.NewPCG(1, 2))
 	var targets []string
 	for _, p := range addrsample.Networks(db, 10_000, rng) {

@@ -17,6 +17,7 @@ import (
 	"github.com/styx-inference/styx/clusternode/internal/store"
 	"github.com/styx-inference/styx/clusternode/internal/threats"
 	"github.com/styx-inference/styx/pkg/locdb"
+	"github.com/styx-inference/styx/pkg/locdb/locdbtest"
 	"github.com/styx-inference/styx/pkg/raven"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
@@ -267,14 +268,7 @@ func TestThreatsOff(t *testing.T) {
 
 // With the real location database, entries carry its country and AS.
 func TestThreatsRealDatabase(t *testing.T) {
-	if _, err := os.Stat(locdb.DefaultPath); err != nil {
-		t.Skip("no location database at", locdb.DefaultPath)
-	}
-	db, err := locdb.Open(locdb.Config{Path: locdb.DefaultPath, SkipVerify: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := locdbtest.OpenInstalled(t)
 	f := newThreatsFixture(t, 10, db)
 	f.put(t, "8.8.8.8", true, "VPN", 0, time.Minute)
 	_, a, body := f.get(t, "/threats.json")
