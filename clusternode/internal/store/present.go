@@ -15,10 +15,11 @@ import (
 // bits. A failed commit leaves bits set, which only costs a read.
 //
 // It is sized at open for presentBitsPerKey bits per stored verdict
-// (at least presentMinBits, at most presentMaxBits); with 3 probes that
-// is about 0.3% false positives until the store has grown 2.5 times, and
-// 5% at 10 million verdicts in the smallest filter. A node that outgrows
-// its filter reads bbolt more often until its next start.
+// (at least presentMinBits, at most presentMaxBits). With 3 probes (each
+// a cache miss) that is 0.5% false positives at the size it was built
+// for and 5% once the store has grown 2.5 times; the smallest filter
+// holds 4 million verdicts at 0.5%. A node that outgrows its filter reads
+// bbolt more often until its next start.
 type present struct {
 	words []atomic.Uint64
 	mask  uint64 // bits - 1

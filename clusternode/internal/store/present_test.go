@@ -45,7 +45,7 @@ func TestPresentNoFalseNegatives(t *testing.T) {
 			fp++
 		}
 	}
-	// 16 bits per key and 3 probes: about 0.3%.
+	// 16 bits per key and 3 probes: about 0.5%.
 	if rate := float64(fp) / tries; rate > 0.01 {
 		t.Fatalf("false positive rate %.4f, want under 0.01", rate)
 	}
