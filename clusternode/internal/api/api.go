@@ -392,28 +392,16 @@ func (a *API) address(addr netip.Addr, f Flags, now time.Time) object {
 				o = append(o, asnField("asn", n.ASN))
 			}
 			o = append(o, prefixField("range", n.Prefix))
-			if n.ASName != "" {
-				o = append(o, strField("provider", n.ASName))
-			}
-			if n.ContinentName != "" {
-				o = append(o, strField("continent", n.ContinentName))
-			}
-			if n.Continent != "" {
-				o = append(o, strField("continentcode", n.Continent))
-			}
-			if n.CountryName != "" {
-				o = append(o, strField("country", n.CountryName))
-			}
-			if n.Country != "" {
-				o = append(o, strField("isocode", n.Country))
-			}
+			o = appendStr(o, "provider", n.ASName)
+			o = appendStr(o, "continent", n.ContinentName)
+			o = appendStr(o, "continentcode", n.Continent)
+			o = appendStr(o, "country", n.CountryName)
+			o = appendStr(o, "isocode", n.Country)
 		}
 	}
 	proxy := v.Proxy || (f.VPN > 0 && (v.Type == raven.TypeHosting || v.Type == "VPN"))
 	o = append(o, fv("proxy", yesNo(proxy)))
-	if v.Type != "" {
-		o = append(o, strField("type", v.Type))
-	}
+	o = appendStr(o, "type", v.Type)
 	if proxy && v.Port != 0 {
 		o = append(o, fv("port", v.Port))
 	}
@@ -525,6 +513,15 @@ func fv(k string, v any) field                   { return field{k: k, v: v} }
 func strField(k, s string) field                 { return field{k: k, kind: kindString, s: s} }
 func asnField(k string, asn uint32) field        { return field{k: k, kind: kindASN, n: uint64(asn)} }
 func prefixField(k string, p netip.Prefix) field { return field{k: k, kind: kindPrefix, p: p} }
+
+// appendStr appends k: s to o, unless s is empty (a value the location
+// database does not have).
+func appendStr(o object, k, s string) object {
+	if s == "" {
+		return o
+	}
+	return append(o, strField(k, s))
+}
 
 type object []field
 

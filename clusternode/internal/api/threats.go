@@ -187,9 +187,7 @@ func (a *API) serveThreatsJSON(w http.ResponseWriter, r *http.Request) {
 // location database says about the address.
 func (a *API) threat(e threats.Entry) object {
 	o := object{fv("address", e.Addr.String())}
-	if e.Type != "" {
-		o = append(o, strField("type", e.Type))
-	}
+	o = appendStr(o, "type", e.Type)
 	if e.Port != 0 {
 		o = append(o, fv("port", e.Port))
 	}
@@ -209,14 +207,7 @@ func (a *API) location(addr netip.Addr) object {
 	if n.ASN != 0 {
 		o = append(o, asnField("asn", n.ASN))
 	}
-	if n.ASName != "" {
-		o = append(o, strField("provider", n.ASName))
-	}
-	if n.CountryName != "" {
-		o = append(o, strField("country", n.CountryName))
-	}
-	if n.Country != "" {
-		o = append(o, strField("isocode", n.Country))
-	}
-	return o
+	o = appendStr(o, "provider", n.ASName)
+	o = appendStr(o, "country", n.CountryName)
+	return appendStr(o, "isocode", n.Country)
 }
