@@ -190,14 +190,7 @@ func BenchmarkNodeQuery(b *testing.B) {
 		}
 		var rows []nodeBenchRow
 		for _, k := range conns {
-			floor, err := w.quietRun(floorURL, k, duration)
-			if err != nil {
-				b.Fatal(err)
-			}
-			n, err := w.quietRun(nodeURL, k, duration)
-			if err != nil {
-				b.Fatal(err)
-			}
+			floor, n := w.step(b, w.script, floorURL, nodeURL, k, duration)
 			rows = append(rows, nodeBenchRow{conns: k, threads: wrkThreads(k), node: n, floor: floor})
 		}
 		best, peak := summarise(rows, nodeCol)
@@ -207,14 +200,7 @@ func BenchmarkNodeQuery(b *testing.B) {
 		for _, share := range paced {
 			rate := share * rows[peak].node.rps
 			k := pacedConns(rate)
-			floor, err := w.quietPaced(floorURL, k, duration)
-			if err != nil {
-				b.Fatal(err)
-			}
-			n, err := w.quietPaced(nodeURL, k, duration)
-			if err != nil {
-				b.Fatal(err)
-			}
+			floor, n := w.step(b, w.pacedScript, floorURL, nodeURL, k, duration)
 			prows = append(prows, pacedRow{share: share, offered: rate, conns: k, node: n, floor: floor})
 		}
 		st := node.Stats()
@@ -672,18 +658,23 @@ type wrkResult struct {
 // step before it is run again.
 const nodeBenchDisturbed = 0.1
 
-// quietRun is run, repeated up to twice more while other processes on the
-// machine used more than nodeBenchDisturbed cores meanwhile (a shared
+// step runs one step of script with k connections for d against the
+// floor, then against the node, each as quiet does.
+func (w wrkRunner) step(b *testing.B, script, floorURL, nodeURL string, k int, d time.Duration) (floor, node wrkResult) {
+	b.Helper()
+	var err error
+	if floor, err = w.quiet(script, floorURL, k, d); err != nil {
+		b.Fatal(err)
+	}
+	if node, err = w.quiet(script, nodeURL, k, d); err != nil {
+		b.Fatal(err)
+	}
+	return floor, node
+}
+
+// quiet is runScript, repeated up to twice more while other processes on
+// the machine used more than nodeBenchDisturbed cores meanwhile (a shared
 // machine); it keeps the least disturbed run.
-func (w wrkRunner) quietRun(url string, k int, d time.Duration) (wrkResult, error) {
-	return w.quiet(w.script, url, k, d)
-}
-
-// quietPaced is quietRun with the paced script.
-func (w wrkRunner) quietPaced(url string, k int, d time.Duration) (wrkResult, error) {
-	return w.quiet(w.pacedScript, url, k, d)
-}
-
 func (w wrkRunner) quiet(script, url string, k int, d time.Duration) (wrkResult, error) {
 	var best wrkResult
 	for attempt := range 3 {
