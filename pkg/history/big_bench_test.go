@@ -29,15 +29,5 @@ func BenchmarkLookupFull(b *testing.B) {
 			addrs[i] = netip.AddrFrom4([4]byte{byte(rng.UintN(223) + 1), byte(rng.Uint32()), byte(rng.Uint32()), byte(rng.Uint32())})
 		}
 	}
-	b.ReportAllocs()
-	i := 0
-	cpu := cpuTime()
-	for b.Loop() {
-		a := addrs[i%len(addrs)]
-		tb.Lookup(a, asnOf(a))
-		i++
-	}
-	if cpu := cpuTime() - cpu; cpu > 0 {
-		b.ReportMetric(float64(b.N)/cpu.Seconds(), "lookups/cpu-s")
-	}
+	benchLookups(b, tb, addrs)
 }

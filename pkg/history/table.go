@@ -418,8 +418,12 @@ func (t *Table) unlink(e *addrEntry) {
 // its bucket and AS with its own contribution left out, so that an
 // address's own verdict never feeds its own features. It probes one map in
 // each of three shards under their read locks, one at a time, and does not
-// allocate.
+// allocate. A nil Table holds nothing: its Stats are zero (a schema 2
+// model on a server that keeps no history).
 func (t *Table) Lookup(addr netip.Addr, asn uint32) Stats {
+	if t == nil {
+		return Stats{}
+	}
 	a := addr.Unmap()
 	st := Stats{Clock: t.clock.Load()}
 	s := t.addrShard(a)

@@ -202,6 +202,15 @@ func randomFeed(n int, seed uint64) []*styxv1.FeedEvent {
 	return out
 }
 
+// A nil table answers every lookup with zero statistics, as a server that
+// keeps no history must.
+func TestNilTableLookup(t *testing.T) {
+	var tb *history.Table
+	if st := tb.Lookup(netip.MustParseAddr("203.0.1.5"), 64500); st != (history.Stats{}) {
+		t.Fatalf("nil table: %+v", st)
+	}
+}
+
 func TestLookupDoesNotAllocate(t *testing.T) {
 	tb := history.New(history.Config{Locate: asnOf})
 	for _, ev := range randomFeed(200, 1) {
@@ -228,6 +237,12 @@ func BenchmarkLookup(b *testing.B) {
 			addrs[i] = netip.MustParseAddr("203.0.1.1")
 		}
 	}
+	benchLookups(b, tb, addrs)
+}
+
+// benchLookups looks addrs up in tb in turn and reports lookups per CPU
+// second.
+func benchLookups(b *testing.B, tb *history.Table, addrs []netip.Addr) {
 	b.ReportAllocs()
 	i := 0
 	cpu := cpuTime()

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/styx-inference/styx/pkg/features"
-	"github.com/styx-inference/styx/pkg/history"
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/model"
 	"github.com/styx-inference/styx/pkg/raven"
@@ -37,9 +36,6 @@ type Loader struct {
 // history features are zero). The extractor is built on the first Load
 // (seconds on the real database), not here.
 func New(db *locdb.DB, hist features.HistorySource) *Loader {
-	if t, ok := hist.(*history.Table); ok && t == nil {
-		hist = nil
-	}
 	return &Loader{db: db, hist: hist}
 }
 

@@ -163,20 +163,5 @@ func (h *newest) offer(e entry) {
 
 // Register adds the table's metrics to reg.
 func Register(reg prometheus.Registerer, t *history.Table) error {
-	gauge := func(name, help string, v func(history.Sizes) float64) prometheus.Collector {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "styx_node", Name: name, Help: help},
-			func() float64 { return v(t.Sizes()) })
-	}
-	for _, c := range []prometheus.Collector{
-		gauge("history_addresses", "Addresses in the history table.", func(z history.Sizes) float64 { return float64(z.Addrs) }),
-		gauge("history_buckets", "IPv4 /24 and IPv6 /48 buckets in the history table.", func(z history.Sizes) float64 { return float64(z.Buckets) }),
-		gauge("history_ases", "ASes in the history table.", func(z history.Sizes) float64 { return float64(z.ASes) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "styx_node", Name: "history_evicted_total",
-			Help: "Addresses dropped from the full history table."}, func() float64 { return float64(t.Sizes().Evicted) }),
-	} {
-		if err := reg.Register(c); err != nil {
-			return err
-		}
-	}
-	return nil
+	return reg.Register(history.NewCollector(t, "styx_node"))
 }

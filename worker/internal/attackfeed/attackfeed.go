@@ -272,20 +272,7 @@ func (f *Follower) Register(reg prometheus.Registerer) error {
 		}
 	}
 	if h := f.cfg.History; h != nil {
-		gauge := func(name, help string, v func(history.Sizes) int) prometheus.Collector {
-			return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "styx", Subsystem: "worker", Name: name, Help: help},
-				func() float64 { return float64(v(h.Sizes())) })
-		}
-		for _, c := range []prometheus.Collector{
-			gauge("history_addresses", "Addresses in the history table.", func(z history.Sizes) int { return z.Addrs }),
-			gauge("history_buckets", "IPv4 /24 and IPv6 /48 buckets in the history table.", func(z history.Sizes) int { return z.Buckets }),
-			gauge("history_ases", "ASes in the history table.", func(z history.Sizes) int { return z.ASes }),
-			counter("history_evicted_total", "Addresses dropped from the full history table.", func() uint64 { return h.Sizes().Evicted }),
-		} {
-			if err := reg.Register(c); err != nil {
-				return err
-			}
-		}
+		return reg.Register(history.NewCollector(h, "styx_worker"))
 	}
 	return nil
 }
