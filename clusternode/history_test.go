@@ -105,7 +105,7 @@ func deliver(t *testing.T, n *Node, cfg Config, ev histEvents) {
 // revision, the attack reports through its attack table.
 func workerTable(t *testing.T, db *locdb.DB, cfg Config, ev histEvents) *history.Table {
 	t.Helper()
-	h := history.New(history.Config{MaxAddrs: cfg.HistoryMax, Locate: asnOf(db), Attacks: attacks.NewTable(1000)})
+	h := history.New(history.Config{MaxAddrs: cfg.HistoryMax, Locate: locdb.ASNOf(db.Lookup), Attacks: attacks.NewTable(1000)})
 	var evs []*styxv1.FeedEvent
 	for _, it := range append(append([]store.Item{}, ev.outcomes...), ev.feedV...) {
 		evs = append(evs, &styxv1.FeedEvent{Verdict: it.Verdict})
@@ -172,13 +172,13 @@ func TestNodeHistoryMatchesWorker(t *testing.T) {
 	w := workerTable(t, n.db, cfg, ev)
 
 	fresh := netip.MustParseAddr("88.198.10.77")
-	asn := asnOf(n.db)(fresh)
+	asn := locdb.ASNOf(n.db.Lookup)(fresh)
 	if asn == 0 {
 		t.Fatalf("%s has no AS in the location database", fresh)
 	}
 	for _, a := range []string{"88.198.10.77", "88.198.10.1", "88.198.10.2", "88.198.10.4", "88.198.20.5", "88.198.30.1"} {
 		addr := netip.MustParseAddr(a)
-		got, want := n.history.Lookup(addr, asnOf(n.db)(addr)), w.Lookup(addr, asnOf(n.db)(addr))
+		got, want := n.history.Lookup(addr, locdb.ASNOf(n.db.Lookup)(addr)), w.Lookup(addr, locdb.ASNOf(n.db.Lookup)(addr))
 		if got != want {
 			t.Errorf("%s: node %+v, worker %+v", a, got, want)
 		}
@@ -238,7 +238,7 @@ func TestNodeHistorySurvivesRestart(t *testing.T) {
 	before := map[string]history.Stats{}
 	for _, a := range addrs {
 		addr := netip.MustParseAddr(a)
-		before[a] = n.history.Lookup(addr, asnOf(n.db)(addr))
+		before[a] = n.history.Lookup(addr, locdb.ASNOf(n.db.Lookup)(addr))
 	}
 	sizes := n.history.Sizes()
 	if err := n.Close(); err != nil {
@@ -252,7 +252,7 @@ func TestNodeHistorySurvivesRestart(t *testing.T) {
 	defer n.Close()
 	for _, a := range addrs {
 		addr := netip.MustParseAddr(a)
-		if got := n.history.Lookup(addr, asnOf(n.db)(addr)); got != before[a] {
+		if got := n.history.Lookup(addr, locdb.ASNOf(n.db.Lookup)(addr)); got != before[a] {
 			t.Errorf("%s after restart %+v, before %+v", a, got, before[a])
 		}
 	}
@@ -340,7 +340,7 @@ func TestNodeHistoryFollowsFeed(t *testing.T) {
 	} {
 		evs = append(evs, &styxv1.FeedEvent{Revision: uint64(len(evs) + i + 1), Attack: r.Proto()})
 	}
-	w := history.New(history.Config{MaxAddrs: cfg.HistoryMax, Locate: asnOf(n.db), Attacks: attacks.NewTable(1000)})
+	w := history.New(history.Config{MaxAddrs: cfg.HistoryMax, Locate: locdb.ASNOf(n.db.Lookup), Attacks: attacks.NewTable(1000)})
 	for _, ev := range evs {
 		if f.Publish(ev) != 1 {
 			t.Fatal("feed event not sent")
@@ -350,7 +350,7 @@ func TestNodeHistoryFollowsFeed(t *testing.T) {
 		}
 	}
 	fresh := netip.MustParseAddr("88.198.10.77")
-	asn := asnOf(n.db)(fresh)
+	asn := locdb.ASNOf(n.db.Lookup)(fresh)
 	want := w.Lookup(fresh, asn)
 	if want.Bucket != (history.Counts{Verdicts: 3, Proxies: 1, Attacks: 2}) {
 		t.Fatalf("worker's stats %+v", want)

@@ -302,7 +302,7 @@ func New(cfg Config, log zerolog.Logger) (*Node, error) {
 		landed = append(landed, n.threats.Landed)
 	}
 	if cfg.History && cfg.followsModels() {
-		n.history = history.New(history.Config{MaxAddrs: cfg.HistoryMax, Locate: asnOf(loc)})
+		n.history = history.New(history.Config{MaxAddrs: cfg.HistoryMax, Locate: locdb.ASNOf(loc.Lookup)})
 		f := nodehistory.New(n.history)
 		landed = append(landed, f.Landed)
 		attacked = f.Attacked
@@ -662,14 +662,6 @@ func chain(fs []func([]store.Landed)) func([]store.Landed) {
 		for _, f := range fs {
 			f(vs)
 		}
-	}
-}
-
-// asnOf is the history's Locate over loc: the AS of an address's network.
-func asnOf(loc raven.Locator) func(netip.Addr) uint32 {
-	return func(a netip.Addr) uint32 {
-		nw, _ := loc.Lookup(a)
-		return nw.ASN
 	}
 }
 

@@ -87,7 +87,7 @@ func loadHistory(db *locdb.DB, verdictsFile, attacksFile string, now time.Time) 
 	n := len(verdicts) + len(reports) + 1
 	t := history.New(history.Config{
 		MaxAddrs: n, // nothing is evicted
-		Locate:   func(a netip.Addr) uint32 { nw, _ := db.Lookup(a); return nw.ASN },
+		Locate:   locdb.ASNOf(db.Lookup),
 		Attacks:  attacks.NewTable(n), // drops a report listed twice
 	})
 	for _, v := range verdicts {

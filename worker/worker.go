@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
@@ -224,7 +223,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if cfg.AttackFeed {
 		table = attacks.NewTable(cfg.AttackTableMax)
 		if cfg.History && db != nil {
-			hist = history.New(history.Config{MaxAddrs: cfg.HistoryMax, Locate: asnOf(db), Attacks: table})
+			hist = history.New(history.Config{MaxAddrs: cfg.HistoryMax, Locate: locdb.ASNOf(db.Lookup), Attacks: table})
 		}
 	}
 
@@ -607,13 +606,6 @@ func (w *Worker) openEngine() (raven.Engine, *locdb.DB, func(), error) {
 }
 
 // asnOf is the history's Locate over db: the AS of an address's network.
-func asnOf(db *locdb.DB) func(netip.Addr) uint32 {
-	return func(a netip.Addr) uint32 {
-		n, _ := db.Lookup(a)
-		return n.ASN
-	}
-}
-
 func closeLogged(log zerolog.Logger, what string, c io.Closer) {
 	if err := c.Close(); err != nil {
 		log.Warn().Err(err).Msg(what)

@@ -373,3 +373,13 @@ func (db *DB) asNameOffset(asn uint32) (uint32, bool) {
 	}
 	return 0, false
 }
+
+// ASNOf turns a lookup (DB.Lookup, or any Locator's) into the AS number
+// of an address's network, 0 when it has none: the Locate function of a
+// history table (pkg/history).
+func ASNOf(lookup func(netip.Addr) (Network, bool)) func(netip.Addr) uint32 {
+	return func(a netip.Addr) uint32 {
+		n, _ := lookup(a)
+		return n.ASN
+	}
+}

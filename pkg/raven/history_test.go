@@ -23,7 +23,7 @@ import (
 // an attack report on the second address of every drop network.
 func synthHistory(tb testing.TB, db *locdb.DB) *history.Table {
 	tb.Helper()
-	h := history.New(history.Config{Locate: func(a netip.Addr) uint32 { n, _ := db.Lookup(a); return n.ASN }})
+	h := history.New(history.Config{Locate: locdb.ASNOf(db.Lookup)})
 	at := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	for n := range db.Networks() {
 		a := n.Prefix.Addr()
@@ -167,7 +167,7 @@ func realEngine2(tb testing.TB, db *locdb.DB, ex *features.Extractor) *raven.Mod
 // address of every 7th, folded in database order, so the oldest are
 // evicted.
 func realHistory(db *locdb.DB) *history.Table {
-	h := history.New(history.Config{Locate: func(a netip.Addr) uint32 { n, _ := db.Lookup(a); return n.ASN }})
+	h := history.New(history.Config{Locate: locdb.ASNOf(db.Lookup)})
 	at := time.Date(2022, 10, 1, 0, 0, 0, 0, time.UTC)
 	k := 0
 	for n := range db.Networks() {

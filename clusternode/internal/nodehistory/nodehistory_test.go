@@ -116,7 +116,7 @@ func BenchmarkFill(b *testing.B) {
 	locate := asnOf
 	if db, err := locdb.Open(locdb.Config{Path: "/var/lib/location/database.db", SkipVerify: true}); err == nil {
 		defer db.Close()
-		locate = func(a netip.Addr) uint32 { n, _ := db.Lookup(a); return n.ASN }
+		locate = locdb.ASNOf(db.Lookup)
 	} else if !os.IsNotExist(err) {
 		b.Logf("location database: %v (synthetic ASes)", err)
 	}
