@@ -281,7 +281,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() { defer wg.Done(); s.visual.Run(octx) }()
 
-	info := keyspace.LeaderInfo{ID: s.cfg.ID, GRPCAddr: adv, HTTPAddr: s.httpAddr}
+	info := keyspace.LeaderInfo{ID: s.cfg.ID, GRPCAddr: adv, HTTPAddr: advertiseHTTP(s.httpAddr, adv)}
 	err = s.campaignLoop(ctx, cli, info, hs)
 
 	hs.Shutdown()
@@ -446,4 +446,19 @@ func DefaultID() string {
 		return '-'
 	}, h)
 	return fmt.Sprintf("%s-%d", h, os.Getpid())
+}
+
+// advertiseHTTP is the HTTP address to publish as the leader's (the
+// visualiser of a standby links to it): the bound address, with the host
+// of the advertised gRPC address in place of an unspecified or empty one.
+func advertiseHTTP(bound, grpcAdv string) string {
+	h, port, err := net.SplitHostPort(bound)
+	gh, _, gerr := net.SplitHostPort(grpcAdv)
+	if err != nil || gerr != nil || gh == "" {
+		return bound
+	}
+	if h == "" {
+		return net.JoinHostPort(gh, port)
+	}
+	return registration.Advertise(bound, gh)
 }

@@ -5,8 +5,6 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-
-	"github.com/styx-inference/styx/pkg/keyspace"
 )
 
 // page mirrors what app.js keeps: the page's picture rebuilt from frames.
@@ -178,18 +176,4 @@ func TestDeltaSizeFor500BusyWorkers(t *testing.T) {
 		t.Fatalf("%d bytes per busy worker in a delta: %s", per, f[:200])
 	}
 	t.Logf("delta with 500 busy workers: %d bytes; full frame: %d bytes", len(f), len(full(&b)))
-}
-
-func TestLeaderHTTP(t *testing.T) {
-	for _, c := range []struct{ http, grpc, want string }{
-		{"127.0.0.1:7080", "127.0.0.1:7070", "127.0.0.1:7080"},
-		{"0.0.0.0:7080", "sched-a.example:7070", "sched-a.example:7080"},
-		{"[::]:7080", "10.0.0.5:7070", "10.0.0.5:7080"},
-		{":7080", "10.0.0.5:7070", "10.0.0.5:7080"},
-		{"0.0.0.0:7080", "", "0.0.0.0:7080"},
-	} {
-		if got := leaderHTTP(keyspace.LeaderInfo{HTTPAddr: c.http, GRPCAddr: c.grpc}); got != c.want {
-			t.Errorf("leaderHTTP(%q, %q) = %q, want %q", c.http, c.grpc, got, c.want)
-		}
-	}
 }

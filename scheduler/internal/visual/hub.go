@@ -3,8 +3,6 @@ package visual
 import (
 	"context"
 	"maps"
-	"net"
-	"net/netip"
 	"sort"
 	"strings"
 	"sync"
@@ -126,7 +124,6 @@ type Hub struct {
 	mu      sync.Mutex
 	model   *Model
 	changed chan struct{} // closed when model is replaced
-	subs    int
 	wakeSub chan struct{} // a first subscriber arrived (capacity 1)
 	streams map[*stream]struct{}
 	done    chan struct{} // closed when Run returns
@@ -209,7 +206,7 @@ func (h *Hub) Run(ctx context.Context) {
 func (h *Hub) subscribers() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.subs
+	return len(h.streams)
 }
 
 func (h *Hub) publish(m *Model) {
@@ -230,7 +227,6 @@ func (h *Hub) latest() (*Model, <-chan struct{}) {
 
 func (h *Hub) subscribe(s *stream) {
 	h.mu.Lock()
-	h.subs++
 	h.streams[s] = struct{}{}
 	h.mu.Unlock()
 	select {
@@ -241,9 +237,8 @@ func (h *Hub) subscribe(s *stream) {
 
 func (h *Hub) unsubscribe(s *stream) {
 	h.mu.Lock()
-	h.subs--
 	delete(h.streams, s)
-	if h.subs == 0 {
+	if len(h.streams) == 0 {
 		h.model = nil // the next watcher starts from a fresh picture
 	}
 	h.mu.Unlock()
@@ -269,7 +264,7 @@ func (h *Hub) build(ws memdb.WatchSet) *Model {
 	now := h.cfg.Now()
 	m := &Model{Self: h.src.ID()}
 	if li, ok := h.src.Leader(); ok {
-		m.LeaderID, m.LeaderHTTP = li.ID, leaderHTTP(li)
+		m.LeaderID, m.LeaderHTTP = li.ID, li.HTTPAddr
 	}
 	co := h.src.Current()
 	if co == nil {
@@ -408,7 +403,7 @@ func (h *Hub) rates(cur sample) Rates {
 			break
 		}
 	}
-	if short.at.Equal(cur.at) && len(h.samples) >= 2 {
+	if short.at.Equal(cur.at) {
 		short = h.samples[len(h.samples)-2]
 	}
 	if dt := cur.at.Sub(short.at).Seconds(); dt > 0 {
@@ -419,22 +414,6 @@ func (h *Hub) rates(cur sample) Rates {
 		r.ProxiesPerHour = float64(cur.proxies-oldest.proxies) / dt * 3600
 	}
 	return r
-}
-
-// leaderHTTP is the address of the leader's HTTP server as a browser can
-// reach it: when it listens on every interface (0.0.0.0, ::), the host of
-// its advertised gRPC address with the HTTP port.
-func leaderHTTP(li keyspace.LeaderInfo) string {
-	host, port, err := net.SplitHostPort(li.HTTPAddr)
-	if err != nil {
-		return li.HTTPAddr
-	}
-	if ip, err := netip.ParseAddr(host); host == "" || (err == nil && ip.IsUnspecified()) {
-		if gh, _, err := net.SplitHostPort(li.GRPCAddr); err == nil && gh != "" {
-			return net.JoinHostPort(gh, port)
-		}
-	}
-	return li.HTTPAddr
 }
 
 // countCPUs counts the CPUs of a cpulist such as "0-3,8,10-11".
