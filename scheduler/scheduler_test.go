@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -669,5 +668,4 @@ func TestBadInputOnSubmit(t *testing.T) {
 			break
 		}
 	}
-	_ = os.Getpid
 }

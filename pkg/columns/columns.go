@@ -159,14 +159,6 @@ func (b *VerdictBuilder) Add(v *styxv1.Verdict) {
 	}
 }
 
-// Len is the number of verdicts added since Reset.
-func (b *VerdictBuilder) Len() int {
-	if b.c == nil {
-		return 0
-	}
-	return int(b.c.Count)
-}
-
 // Columns returns the list, leaving out the columns whose every entry is
 // zero; the builder must be Reset before it is used again.
 func (b *VerdictBuilder) Columns() *styxv1.VerdictColumns {

@@ -191,15 +191,25 @@ func fetchStatus(ctx context.Context, addr string) (*styxv1.StatusResponse, erro
 	return a.status(ctx)
 }
 
-func fleetWorkers(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	f := newFleetFlags("workers", "styx-scheduler fleet workers [--addr A] [--json]\n\nLists the workers the leader knows.\n\n"+exitText, stderr)
+// statusCommand parses a read-only fleet command's flags and fetches the
+// leader's status; a code of 0 or more ends the command with it.
+func statusCommand(ctx context.Context, name, usage string, args []string, stderr io.Writer) (fleetFlags, *styxv1.StatusResponse, int) {
+	f := newFleetFlags(name, usage, stderr)
 	if code := f.parse(args, stderr); code >= 0 {
-		return code
+		return f, nil, code
 	}
 	st, err := fetchStatus(ctx, *f.addr)
 	if err != nil {
 		fmt.Fprintln(stderr, "styx-scheduler:", err)
-		return exitFailed
+		return f, nil, exitFailed
+	}
+	return f, st, -1
+}
+
+func fleetWorkers(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	f, st, code := statusCommand(ctx, "workers", "styx-scheduler fleet workers [--addr A] [--json]\n\nLists the workers the leader knows.\n\n"+exitText, args, stderr)
+	if code >= 0 {
+		return code
 	}
 	if *f.asJSON {
 		writeJSONValue(stdout, struct {
@@ -238,14 +248,9 @@ func writeWorkers(w io.Writer, ws []*styxv1.WorkerStatus) {
 }
 
 func fleetPool(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	f := newFleetFlags("pool", "styx-scheduler fleet pool [--addr A] [--json]\n\nPrints the leader's pool of addresses.\n\n"+exitText, stderr)
-	if code := f.parse(args, stderr); code >= 0 {
+	f, st, code := statusCommand(ctx, "pool", "styx-scheduler fleet pool [--addr A] [--json]\n\nPrints the leader's pool of addresses.\n\n"+exitText, args, stderr)
+	if code >= 0 {
 		return code
-	}
-	st, err := fetchStatus(ctx, *f.addr)
-	if err != nil {
-		fmt.Fprintln(stderr, "styx-scheduler:", err)
-		return exitFailed
 	}
 	p := st.GetPool()
 	if p == nil {
@@ -399,12 +404,10 @@ func waitDrained(ctx context.Context, a *admin, out *drainResult, start time.Tim
 		pending[w.WorkerId] = true
 	}
 	deadline := start.Add(timeout)
-	var lastErr error
 	for {
 		st, err := a.status(ctx)
 		now := time.Now()
 		if err == nil {
-			lastErr = nil
 			listed := map[string]*styxv1.WorkerStatus{}
 			for _, w := range st.Workers {
 				listed[w.WorkerId] = w
@@ -434,12 +437,9 @@ func waitDrained(ctx context.Context, a *admin, out *drainResult, start time.Tim
 				writeWorkers(stderr, out.Remaining)
 				return exitTimeout
 			}
-		} else {
-			// The leader may be changing: keep asking until the deadline.
-			lastErr = err
-		}
-		if lastErr != nil && now.After(deadline) {
-			fmt.Fprintf(stderr, "styx-scheduler: drain: gave up waiting after %s: %v\n", timeout, lastErr)
+		} else if now.After(deadline) {
+			// Until then, the leader may be changing: keep asking.
+			fmt.Fprintf(stderr, "styx-scheduler: drain: gave up waiting after %s: %v\n", timeout, err)
 			return exitFailed
 		}
 		t := time.NewTimer(drainPoll)

@@ -3,8 +3,6 @@ package state
 import (
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	memdb "github.com/hashicorp/go-memdb"
@@ -156,7 +154,7 @@ func (t *Txn) Workers() ([]*Worker, error) { return workers(t.txn, nil) }
 // table's watch channel.
 func (s *Snapshot) Workers(ws memdb.WatchSet) ([]*Worker, error) { return workers(s.txn, ws) }
 
-// WorkersOnHost lists the workers registered with host, ordered by id.
+// WorkersOnHost lists the workers registered with host, in index order.
 func (t *Txn) WorkersOnHost(host string) ([]*Worker, error) {
 	it, err := t.txn.Get(TableWorkers, IndexHost, host)
 	if err != nil {
@@ -166,7 +164,6 @@ func (t *Txn) WorkersOnHost(host string) ([]*Worker, error) {
 	for raw := it.Next(); raw != nil; raw = it.Next() {
 		out = append(out, raw.(*Worker))
 	}
-	slices.SortFunc(out, func(a, b *Worker) int { return strings.Compare(a.ID, b.ID) })
 	return out, nil
 }
 
