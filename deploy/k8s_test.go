@@ -1,8 +1,11 @@
 package deploy_test
 
 import (
+	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	k8syaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 )
 
@@ -77,7 +81,7 @@ func loadManifests(t *testing.T) []k8sObject {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i, doc := range splitYAML(b) {
+		for i, doc := range splitYAML(t, f, b) {
 			where := fmt.Sprintf("%s#%d", f, i+1)
 			var tm metav1.TypeMeta
 			if err := yaml.Unmarshal(doc, &tm); err != nil {
@@ -105,29 +109,27 @@ func loadManifests(t *testing.T) []k8sObject {
 	return out
 }
 
-// splitYAML splits a multi-document YAML file at its "---" lines and drops
-// documents that hold only comments.
-func splitYAML(b []byte) [][]byte {
+// splitYAML splits a multi-document YAML file into its documents (the
+// apimachinery reader) and drops those that hold only comments.
+func splitYAML(t *testing.T, name string, b []byte) [][]byte {
+	t.Helper()
 	var docs [][]byte
-	var cur bytes.Buffer
-	flush := func() {
-		for line := range strings.Lines(cur.String()) {
-			if s := strings.TrimSpace(line); s != "" && !strings.HasPrefix(s, "#") {
-				docs = append(docs, slices.Clone(cur.Bytes()))
+	r := k8syaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(b)))
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return docs
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for line := range strings.Lines(string(doc)) {
+			if s := strings.TrimSpace(line); s != "" && s != "---" && !strings.HasPrefix(s, "#") {
+				docs = append(docs, doc)
 				break
 			}
 		}
-		cur.Reset()
 	}
-	for line := range strings.Lines(string(b)) {
-		if strings.TrimRight(line, "\r\n") == "---" {
-			flush()
-			continue
-		}
-		cur.WriteString(line)
-	}
-	flush()
-	return docs
 }
 
 var imageRef = regexp.MustCompile(`^styx-(scheduler|worker|node):([A-Za-z0-9_][A-Za-z0-9_.-]*)$`)

@@ -104,8 +104,10 @@ func TestSystemdUnits(t *testing.T) {
 	}
 
 	// The example environment file holds only settings every role has.
+	envFile := filepath.Join(systemdDir, "styx.env")
+	envVars := envFileVars(t, envFile)
 	for _, r := range []string{"scheduler", "worker", "node"} {
-		checkVars(t, filepath.Join(systemdDir, "styx.env"), r, envFileVars(t, filepath.Join(systemdDir, "styx.env")))
+		checkVars(t, envFile, r, envVars)
 	}
 
 	analyze, err := exec.LookPath("systemd-analyze")
