@@ -14,7 +14,6 @@ import (
 	"net/netip"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -222,11 +221,12 @@ func TestFleetDrainUnderLoad(t *testing.T) {
 			t.Errorf("%s took no work after the drain: %v (before: %d addresses)", id, w, doneBefore[id])
 		}
 	}
-	drained, losses := c.mustEvent(lead, "workers_drained"), c.mustEvent(lead, "lease_losses")
+	ev := c.scrape(t, "http://"+lead.httpAddr+"/metrics")
+	drained, losses := ev.value(t, eventSeries("workers_drained")), ev.value(t, eventSeries("lease_losses"))
 	if drained != 1 || losses != 0 {
 		t.Errorf("scheduler counted %v drained workers and %v lease losses, want 1 and 0", drained, losses)
 	}
-	t.Logf("%d sightings in all; batches reassigned %.0f, refused %.0f", len(addrs), c.mustEvent(lead, "reassigned"), c.mustEvent(lead, "refusals"))
+	t.Logf("%d sightings in all; batches reassigned %.0f, refused %.0f", len(addrs), ev.value(t, eventSeries("reassigned")), ev.value(t, eventSeries("refusals")))
 
 	t.Run("metrics", func(t *testing.T) {
 		// Queries to the node, so that its latency histogram has samples.
@@ -490,15 +490,9 @@ func (c *procCluster) scrape(t *testing.T, url string) metricsText {
 // value returns the sample of the series named exactly by series.
 func (m metricsText) value(t *testing.T, series string) float64 {
 	t.Helper()
-	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`)
-	sm := re.FindStringSubmatch(m.body)
-	if sm == nil {
-		t.Errorf("%s has no series %s", m.url, series)
-		return 0
-	}
-	v, err := strconv.ParseFloat(sm[1], 64)
+	v, err := sample(m.body, series)
 	if err != nil {
-		t.Errorf("%s: %s: %v", m.url, series, err)
+		t.Errorf("%s: %v", m.url, err)
 	}
 	return v
 }

@@ -299,13 +299,26 @@ func (c *procCluster) event(s *procScheduler, kind string) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	prefix := `styx_scheduler_events_total{kind="` + kind + `"} `
-	for line := range strings.SplitSeq(string(b), "\n") {
+	v, err := sample(string(b), eventSeries(kind))
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", s.name, err)
+	}
+	return v, nil
+}
+
+// eventSeries names the scheduler's event counter of kind.
+func eventSeries(kind string) string { return `styx_scheduler_events_total{kind="` + kind + `"}` }
+
+// sample returns the value of the series named exactly by series in a
+// /metrics body.
+func sample(body, series string) (float64, error) {
+	prefix := series + " "
+	for line := range strings.SplitSeq(body, "\n") {
 		if v, ok := strings.CutPrefix(line, prefix); ok {
 			return strconv.ParseFloat(strings.TrimSpace(v), 64)
 		}
 	}
-	return 0, fmt.Errorf("%s has no styx_scheduler_events_total{kind=%q}", s.name, kind)
+	return 0, fmt.Errorf("no series %s", series)
 }
 
 func (c *procCluster) mustEvent(s *procScheduler, kind string) float64 {

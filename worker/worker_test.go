@@ -351,18 +351,39 @@ func TestLeaseLossRegistersAgain(t *testing.T) {
 	}
 }
 
-func TestStopDrainsResultInFlight(t *testing.T) {
+// busyWorker is a registered worker whose gated engine holds batch 1 of
+// a session opened at term.
+type busyWorker struct {
+	cli  *clientv3.Client
+	eng  *gatedEngine
+	r    *running
+	id   string
+	conn *grpc.ClientConn
+	s    *session
+}
+
+func startBusyWorker(t *testing.T, term int64, mod func(*Config)) busyWorker {
+	t.Helper()
 	_, cli := startEtcd(t)
 	eng := newGatedEngine()
 	cfg := testConfig(cli)
 	cfg.Engine = eng
+	if mod != nil {
+		mod(&cfg)
+	}
 	r := startWorker(t, cfg)
 	id := r.w.ID()
 	waitRegistration(t, cli, id, "registration", present)
 	conn := dial(t, r.w.Addr())
-	s, _ := openSession(t, conn, 4)
-	s.batch(1, 4)
+	s, _ := openSession(t, conn, term)
+	s.batch(1, term)
 	<-eng.entered
+	return busyWorker{cli: cli, eng: eng, r: r, id: id, conn: conn, s: s}
+}
+
+func TestStopDrainsResultInFlight(t *testing.T) {
+	b := startBusyWorker(t, 4, nil)
+	cli, eng, r, id, conn, s := b.cli, b.eng, b.r, b.id, b.conn, b.s
 
 	r.cancel() // SIGTERM
 	waitRegistration(t, cli, id, "draining registration",
@@ -395,16 +416,9 @@ func TestStopDrainsResultInFlight(t *testing.T) {
 }
 
 func TestStopGivesUpAfterDrainTimeout(t *testing.T) {
-	_, cli := startEtcd(t)
-	eng := newGatedEngine()
-	cfg := testConfig(cli)
-	cfg.Engine = eng
-	cfg.DrainTimeout = 200 * time.Millisecond
-	r := startWorker(t, cfg)
-	waitRegistration(t, cli, r.w.ID(), "registration", present)
-	s, _ := openSession(t, dial(t, r.w.Addr()), 1)
-	s.batch(1, 1)
-	<-eng.entered
+	const drainTimeout = 200 * time.Millisecond
+	b := startBusyWorker(t, 1, func(c *Config) { c.DrainTimeout = drainTimeout })
+	cli, eng, r, s := b.cli, b.eng, b.r, b.s
 
 	start := time.Now()
 	r.cancel()
@@ -412,8 +426,8 @@ func TestStopGivesUpAfterDrainTimeout(t *testing.T) {
 	if code := s.end(); code != codes.Unavailable {
 		t.Errorf("session ended with %s, want Unavailable", code)
 	}
-	if took := time.Since(start); took < cfg.DrainTimeout {
-		t.Errorf("session ended after %s, before the %s drain timeout", took, cfg.DrainTimeout)
+	if took := time.Since(start); took < drainTimeout {
+		t.Errorf("session ended after %s, before the %s drain timeout", took, drainTimeout)
 	}
 	if _, _, ok := readRegistration(t, cli, r.w.ID()); ok {
 		t.Error("key still present after the drain timeout")
@@ -476,17 +490,8 @@ func TestRunFailures(t *testing.T) {
 // NOT_SERVING, registration draining, the batch in flight answered, the
 // lease revoked; then Run returns nil without its context ending.
 func TestDrainMessageLeaves(t *testing.T) {
-	_, cli := startEtcd(t)
-	eng := newGatedEngine()
-	cfg := testConfig(cli)
-	cfg.Engine = eng
-	r := startWorker(t, cfg)
-	id := r.w.ID()
-	waitRegistration(t, cli, id, "registration", present)
-	conn := dial(t, r.w.Addr())
-	s, _ := openSession(t, conn, 5)
-	s.batch(1, 5)
-	<-eng.entered
+	b := startBusyWorker(t, 5, nil)
+	cli, eng, r, id, conn, s := b.cli, b.eng, b.r, b.id, b.conn, b.s
 
 	if err := s.s.Send(&styxv1.WorkAssign{Msg: &styxv1.WorkAssign_Drain{Drain: &styxv1.Drain{Reason: "test"}}}); err != nil {
 		t.Fatal(err)

@@ -117,23 +117,10 @@ func TestFollowResumeAndGap(t *testing.T) {
 	table := attacks.NewTable(1000)
 	leaders := make(chan keyspace.LeaderInfo, 1)
 	leaders <- keyspace.LeaderInfo{ID: "s1", GRPCAddr: f.addr}
-	fl, err := New(Config{
-		Leaders:    func(context.Context) <-chan keyspace.LeaderInfo { return leaders },
+	fl := startFollower(t, leaders, Config{
 		Table:      table,
 		BackoffMin: time.Millisecond, BackoffMax: 10 * time.Millisecond,
-	}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- fl.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	})
 
 	waitFor(t, "three reports", func() bool { return fl.Stats().Reports == 3 })
 	waitFor(t, "the revision", func() bool { return fl.Stats().Revision == term|11 })
@@ -186,22 +173,7 @@ func TestFollowIntoHistory(t *testing.T) {
 	hist := history.New(history.Config{Attacks: table})
 	leaders := make(chan keyspace.LeaderInfo, 1)
 	leaders <- keyspace.LeaderInfo{ID: "s1", GRPCAddr: f.addr}
-	fl, err := New(Config{
-		Leaders: func(context.Context) <-chan keyspace.LeaderInfo { return leaders },
-		Table:   table, History: hist,
-	}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- fl.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	fl := startFollower(t, leaders, Config{Table: table, History: hist})
 	waitFor(t, "the history", func() bool { return hist.Revision() == term|4 })
 	if st := fl.Stats(); st.Verdicts != 2 || st.Reports != 1 {
 		t.Fatalf("stats %+v", st)
@@ -215,4 +187,25 @@ func TestFollowIntoHistory(t *testing.T) {
 	if r := f.requests(); len(r) != 1 || r[0].GetAttacksOnly() {
 		t.Fatalf("requests %v", r)
 	}
+}
+
+// startFollower runs a Follower of cfg that learns its leaders from
+// leaders, until the test ends.
+func startFollower(t *testing.T, leaders chan keyspace.LeaderInfo, cfg Config) *Follower {
+	t.Helper()
+	cfg.Leaders = func(context.Context) <-chan keyspace.LeaderInfo { return leaders }
+	fl, err := New(cfg, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- fl.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return fl
 }
