@@ -150,6 +150,11 @@ type Store struct {
 
 	flushMu sync.Mutex // one Flush at a time
 
+	// betweenReads, when set (by tests only), runs between a last-seen
+	// reader's two reads (memory and snapshot): the window in which a
+	// Flush may commit and clear.
+	betweenReads func()
+
 	// verdicts may hold every address with a stored verdict (nil in a
 	// read-only store: every lookup reads); verdictReads counts the
 	// lookups that read bbolt.
@@ -282,6 +287,8 @@ func (s *Store) Lookup(addr netip.Addr) (Entry, error) {
 	addr = Normalize(addr)
 	k := key(addr)
 	var e Entry
+	held := s.heldSeen(k) // before the snapshot: see heldSeen
+	s.testBetweenReads()
 	var seen int64
 	err := s.db.View(func(tx *bolt.Tx) error {
 		var err error
@@ -294,7 +301,7 @@ func (s *Store) Lookup(addr netip.Addr) (Entry, error) {
 	if err != nil {
 		return Entry{}, fmt.Errorf("store: lookup: %w", err)
 	}
-	e.LastSeen = s.lastSeen(addr, seen)
+	e.LastSeen = laterSeen(held, seen)
 	return e, nil
 }
 
@@ -326,6 +333,8 @@ func (s *Store) LookupVerdict(addr netip.Addr) (v Verdict, ok bool, err error) {
 func (s *Store) LastSeen(addr netip.Addr) (time.Time, error) {
 	addr = Normalize(addr)
 	k := key(addr)
+	held := s.heldSeen(k) // before the snapshot: see heldSeen
+	s.testBetweenReads()
 	var seen int64
 	err := s.db.View(func(tx *bolt.Tx) error {
 		seen = storedSeenTxn(tx, k)
@@ -334,7 +343,7 @@ func (s *Store) LastSeen(addr netip.Addr) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, fmt.Errorf("store: last seen: %w", err)
 	}
-	return s.lastSeen(addr, seen), nil
+	return laterSeen(held, seen), nil
 }
 
 func verdictTxn(tx *bolt.Tx, k [16]byte) (Verdict, bool, error) {
@@ -356,22 +365,40 @@ func storedSeenTxn(tx *bolt.Tx, k [16]byte) int64 {
 	return 0
 }
 
-// lastSeen is the later of the stored time (ns, 0 when none) and an
-// unflushed touch of addr (normalized).
-func (s *Store) lastSeen(addr netip.Addr, stored int64) time.Time {
-	k := key(addr)
+// heldSeen returns the latest last-seen time of k held in memory (ns, 0
+// when none): a touch not yet flushed, or one a running Flush is writing.
+//
+// A reader must call it BEFORE it opens the read transaction whose stored
+// time it joins with this one. A time leaves memory only after the
+// transaction that wrote it has committed (Flush clears flushing after its
+// last chunk). So a time that is gone from memory when heldSeen looks was
+// committed before the snapshot began, and the snapshot holds it; a time
+// still in memory is returned here. In the other order, a reader could take
+// its snapshot before a chunk commits and look at memory after Flush has
+// cleared it, and miss the time both ways.
+func (s *Store) heldSeen(k [16]byte) int64 {
 	s.mu.Lock()
-	if t, ok := s.touches[k]; ok && t > stored {
-		stored = t
-	}
-	if t, ok := s.flushing[k]; ok && t > stored {
-		stored = t
+	held := s.touches[k]
+	if t, ok := s.flushing[k]; ok && t > held {
+		held = t
 	}
 	s.mu.Unlock()
-	if stored == 0 {
-		return time.Time{}
+	return held
+}
+
+// testBetweenReads runs the test hook betweenReads, if set.
+func (s *Store) testBetweenReads() {
+	if s.betweenReads != nil {
+		s.betweenReads()
 	}
-	return time.Unix(0, stored)
+}
+
+// laterSeen is the later of two last-seen times in ns (0: none).
+func laterSeen(held, stored int64) time.Time {
+	if t := max(held, stored); t != 0 {
+		return time.Unix(0, t)
+	}
+	return time.Time{}
 }
 
 // Put writes verdicts in one transaction and returns how many changed the

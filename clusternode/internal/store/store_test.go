@@ -284,6 +284,48 @@ func TestFlushInChunks(t *testing.T) {
 	}
 }
 
+// A Flush that commits and clears between a reader's two reads (memory and
+// snapshot) must not hide the time from it: LastSeen and Lookup read memory
+// first, so the time is either still held or already in the snapshot. The
+// hook runs a whole Flush in that window; in the other order the reader
+// would see neither.
+func TestLastSeenFlushBetweenReads(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "node.db"))
+	defer s.Close()
+	reads := map[string]func(netip.Addr) (time.Time, error){
+		"LastSeen": s.LastSeen,
+		"Lookup": func(a netip.Addr) (time.Time, error) {
+			e, err := s.Lookup(a)
+			return e.LastSeen, err
+		},
+	}
+	for name, read := range reads {
+		t.Run(name, func(t *testing.T) {
+			a := netip.AddrFrom4([4]byte{192, 0, 2, byte(len(name))})
+			at := t0.Add(time.Duration(len(name)) * time.Minute)
+			s.Touch(a, at)
+			flushed := 0
+			s.betweenReads = func() {
+				flushed++
+				if err := s.Flush(); err != nil {
+					t.Error(err)
+				}
+			}
+			got, err := read(a)
+			s.betweenReads = nil
+			if err != nil {
+				t.Fatal(err)
+			}
+			if flushed != 1 {
+				t.Fatalf("the hook ran %d times, want 1", flushed)
+			}
+			if !got.Equal(at) {
+				t.Fatalf("last seen read across a flush = %v, want %v", got, at)
+			}
+		})
+	}
+}
+
 // OnVerdicts hears of every verdict that changed the store, from Put and
 // ApplyFeed, after the commit, and of nothing else.
 func TestOnVerdicts(t *testing.T) {
