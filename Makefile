@@ -10,6 +10,7 @@ BENCH_MODEL := $(CURDIR)/.bench/raven-model
 DOCKER ?= docker
 IMAGE_TAG ?= dev
 IMAGE_ROLES := etcd scheduler worker node
+MUTATION_PKGS := scheduler/internal/ledger scheduler/internal/pool scheduler/internal/dispatch pkg/recent
 
 .DEFAULT_GOAL := help
 
@@ -70,12 +71,27 @@ proto: deps ## regenerate the protobuf code (committed)
 	PATH=$(BIN):$$PATH protoc -I proto --go_out=paths=source_relative:proto --go-grpc_out=paths=source_relative:proto proto/styx/v1/styx.proto
 
 .PHONY: check
-check: deps ## vet, gofmt, staticcheck, and generated code up to date
+check: deps ## vet, gofmt, staticcheck, generated code up to date, and mutation testing
 	$(GO) vet $(PKGS)
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) run $(STATICCHECK) $(PKGS)
 	@$(MAKE) -s proto
 	@git diff --exit-code -- proto || { echo "generated protobuf code differs from proto/: run make proto and commit"; exit 1; }
+	@$(MAKE) -s mutation
+
+.PHONY: mutation
+mutation: ## mutation-test the pure scheduler packages: test efficacy and mutator coverage over 90% (.gremlins.yaml)
+	@failed=""; for p in $(MUTATION_PKGS); do \
+		echo "mutation $$p"; start=$$SECONDS; \
+		out="$$(cd $$p && GOFLAGS="$$GOFLAGS -count=1" NO_COLOR=1 $(GO) tool gremlins unleash --config $(CURDIR)/.gremlins.yaml --output-statuses lct 2>&1)"; rc=$$?; \
+		case $$rc in \
+		0) echo "$$out" | grep -E '^(Killed|Timed out|Test efficacy|Mutator coverage):' | sed 's/^/  /' ;; \
+		10|11) echo "$$out" | grep -vE '^(Starting|Gathering coverage)' | sed 's/^/  /'; failed="$$failed $$p" ;; \
+		*) echo "$$out" | sed 's/^/  /'; echo "  gremlins failed (exit $$rc)"; failed="$$failed $$p" ;; \
+		esac; \
+		echo "  took $$((SECONDS - start))s"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "mutation testing failed (efficacy and mutator coverage must be over 90%):$$failed"; exit 1; fi
 
 .PHONY: clean
 clean: ## remove build output

@@ -11,16 +11,17 @@ import (
 	"github.com/styx-inference/styx/clusternode/internal/store"
 	"github.com/styx-inference/styx/clusternode/internal/threats"
 	"github.com/styx-inference/styx/pkg/history"
+	"github.com/styx-inference/styx/pkg/verdict"
 )
 
 // memScanner scans verdicts held in memory and counts its verdict scans.
 type memScanner struct {
 	addrs []netip.Addr
-	vs    []store.Verdict
+	vs    []verdict.Verdict
 	scans int
 }
 
-func (m *memScanner) ScanVerdicts(want func(time.Time) bool, fn func(netip.Addr, store.Verdict)) error {
+func (m *memScanner) ScanVerdicts(want func(time.Time) bool, fn func(netip.Addr, verdict.Verdict)) error {
 	m.scans++
 	for i, v := range m.vs {
 		if want(v.Inferred) {
@@ -39,7 +40,7 @@ func TestFillScanOnePassForBoth(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
 	for i := range 3000 {
 		m.addrs = append(m.addrs, netip.AddrFrom4([4]byte{198, 51, byte(i >> 8), byte(i)}))
-		m.vs = append(m.vs, store.Verdict{Proxy: rand.IntN(3) > 0, Type: "VPN", Risk: 90,
+		m.vs = append(m.vs, verdict.Verdict{Proxy: rand.IntN(3) > 0, Type: "VPN", Risk: 90,
 			Inferred: t0.Add(time.Duration(rand.IntN(1_000_000)) * time.Second)})
 	}
 	const win, max = 50, 400

@@ -22,6 +22,7 @@ import (
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/model"
 	"github.com/styx-inference/styx/pkg/raven"
+	"github.com/styx-inference/styx/pkg/testwait"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -325,7 +326,7 @@ func TestNodeHistoryFollowsFeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := startNode(t, cfg).node
-	waitFor(t, "feed follower", func() bool { return f.FeedFollowers() > 0 })
+	testwait.For(t, testwait.Timeout, "feed follower", func() bool { return f.FeedFollowers() > 0 })
 
 	var evs []*styxv1.FeedEvent
 	for i, it := range []store.Item{
@@ -355,5 +356,5 @@ func TestNodeHistoryFollowsFeed(t *testing.T) {
 	if want.Bucket != (history.Counts{Verdicts: 3, Proxies: 1, Attacks: 2}) {
 		t.Fatalf("worker's stats %+v", want)
 	}
-	waitFor(t, "the feed folded", func() bool { return n.history.Lookup(fresh, asn) == want })
+	testwait.For(t, testwait.Timeout, "the feed folded", func() bool { return n.history.Lookup(fresh, asn) == want })
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/styx-inference/styx/pkg/raven"
 	"github.com/styx-inference/styx/pkg/registration"
 	"github.com/styx-inference/styx/pkg/rollout"
+	"github.com/styx-inference/styx/pkg/verdict"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -631,14 +632,14 @@ type fillScan struct {
 	err     error // the verdict scan's
 }
 
-func (s *fillScan) ScanVerdicts(want func(time.Time) bool, fn func(netip.Addr, store.Verdict)) error {
+func (s *fillScan) ScanVerdicts(want func(time.Time) bool, fn func(netip.Addr, verdict.Verdict)) error {
 	if s.threats == nil {
 		return s.Scanner.ScanVerdicts(want, fn)
 	}
 	s.err = s.Scanner.ScanVerdicts(func(t time.Time) bool {
 		w := want(t) // once per verdict, whatever the window wants
 		return s.threats.Wants(t) || w
-	}, func(a netip.Addr, v store.Verdict) {
+	}, func(a netip.Addr, v verdict.Verdict) {
 		// Each side keeps only what it would have wanted.
 		s.threats.Take(a, v)
 		fn(a, v)

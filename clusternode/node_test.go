@@ -23,6 +23,7 @@ import (
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/locdb/locdbtest"
+	"github.com/styx-inference/styx/pkg/testwait"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -147,17 +148,6 @@ func get(t *testing.T, n *Node, path string) (int, map[string]any, http.Header) 
 	return resp.StatusCode, m, resp.Header
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // A query is answered at once by the engine, streamed to the leader, and
 // answered from the store once the verdict is back; registration comes and
 // goes with the node; verdicts survive a restart.
@@ -185,7 +175,7 @@ func TestNodeEndToEnd(t *testing.T) {
 	n := r.node
 
 	// Registered under /styx/nodes/<id> with the real HTTP address.
-	waitFor(t, "registration", func() bool {
+	testwait.For(t, testwait.Timeout, "registration", func() bool {
 		resp, err := cli.Get(context.Background(), keyspace.NodeKey("node-1"))
 		if err != nil || len(resp.Kvs) != 1 {
 			return false
@@ -204,7 +194,7 @@ func TestNodeEndToEnd(t *testing.T) {
 		t.Fatalf("engine answer %v", ans)
 	}
 	// The sighting reaches the leader; its verdict comes back and is stored.
-	waitFor(t, "verdict", func() bool { return n.Stats().Verdicts == 1 })
+	testwait.For(t, testwait.Timeout, "verdict", func() bool { return n.Stats().Verdicts == 1 })
 	_, m, _ = get(t, n, "/v2/88.198.1.1?risk=1&seen=1")
 	ans = m["88.198.1.1"].(map[string]any)
 	if ans["proxy"] != "yes" || ans["type"] != "VPN" || ans["risk"] != 80.0 || ans["last seen unix"] == nil {
@@ -218,7 +208,7 @@ func TestNodeEndToEnd(t *testing.T) {
 	if got := n.Submit(netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("198.51.100.2"), netip.MustParseAddr("198.51.100.1")); got != 2 {
 		t.Fatalf("Submit took %d, want 2", got)
 	}
-	waitFor(t, "three verdicts", func() bool { return n.Stats().Verdicts == 3 })
+	testwait.For(t, testwait.Timeout, "three verdicts", func() bool { return n.Stats().Verdicts == 3 })
 	mu.Lock()
 	if len(outcomes) != 3 {
 		t.Fatalf("OnOutcome for %d sightings, want 3", len(outcomes))

@@ -18,6 +18,7 @@ import (
 	"github.com/styx-inference/styx/pkg/columns"
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/locdb/locdbtest"
+	"github.com/styx-inference/styx/pkg/testwait"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -86,7 +87,7 @@ func TestThreatsPageInBrowser(t *testing.T) {
 	}
 	r := startNode(t, testConfig(t, t.TempDir(), threatsDBPath(t)))
 	n := r.node
-	waitFor(t, "feed follower", func() bool { return f.FeedFollowers() > 0 && f.Connected() })
+	testwait.For(t, testwait.Timeout, "feed follower", func() bool { return f.FeedFollowers() > 0 && f.Connected() })
 
 	now := time.Now()
 	var rev atomic.Uint64
@@ -119,12 +120,12 @@ func TestThreatsPageInBrowser(t *testing.T) {
 		{"5.39.0.9", false, "", 0, 30 * time.Second}, // cleared by a newer verdict
 	}
 	publish(feed...)
-	waitFor(t, "feed applied", func() bool { return n.Stats().FeedEvents == uint64(len(feed)) })
+	testwait.For(t, testwait.Timeout, "feed applied", func() bool { return n.Stats().FeedEvents == uint64(len(feed)) })
 	// Own sightings: their outcomes land through store.Put.
 	if got := n.Submit(netip.MustParseAddr("88.198.1.1"), netip.MustParseAddr("159.89.20.7")); got != 2 {
 		t.Fatalf("Submit took %d", got)
 	}
-	waitFor(t, "own verdicts", func() bool { return n.Stats().Verdicts == 2 })
+	testwait.For(t, testwait.Timeout, "own verdicts", func() bool { return n.Stats().Verdicts == 2 })
 	// A local real-time answer naming a proxy is not a post-processing
 	// verdict: it must not be listed.
 	if code, m, _ := get(t, n, "/v2/2.57.171.99"); code != 200 || m["2.57.171.99"].(map[string]any)["proxy"] != "yes" {
@@ -224,7 +225,7 @@ func TestThreatsSurviveRestart(t *testing.T) {
 	}
 	dataDir, dbPath := t.TempDir(), threatsDBPath(t)
 	r := startNode(t, testConfig(t, dataDir, dbPath))
-	waitFor(t, "feed follower", func() bool { return f.FeedFollowers() > 0 })
+	testwait.For(t, testwait.Timeout, "feed follower", func() bool { return f.FeedFollowers() > 0 })
 	inferred := time.Now().Add(-time.Hour)
 	for i, a := range []string{"2.57.171.5", "45.66.1.2", "88.198.3.3"} {
 		f.Publish(&styxv1.FeedEvent{Revision: uint64(10 + i), Verdict: &styxv1.Verdict{
@@ -232,7 +233,7 @@ func TestThreatsSurviveRestart(t *testing.T) {
 			InferredUnixNano: inferred.UnixNano(),
 		}})
 	}
-	waitFor(t, "feed applied", func() bool { return r.node.Stats().FeedEvents == 3 })
+	testwait.For(t, testwait.Timeout, "feed applied", func() bool { return r.node.Stats().FeedEvents == 3 })
 	listed := func(n *Node) []string {
 		code, m, _ := get(t, n, "/threats.json?n=10")
 		if code != 200 {

@@ -16,6 +16,7 @@ import (
 	"github.com/styx-inference/styx/pkg/attacks"
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/raven"
+	"github.com/styx-inference/styx/pkg/testwait"
 )
 
 const attackToken = "integration-attack-token"
@@ -159,7 +160,7 @@ func TestAttackReportsReachEveryNodeAndWorker(t *testing.T) {
 	warm := "198.51.100.200"
 	base := time.Now().Add(-time.Hour).Truncate(time.Second)
 	tries := 0
-	waitUntil(t, 20*time.Second, "node B and the worker following the feed", func() bool {
+	testwait.For(t, 20*time.Second, "node B and the worker following the feed", func() bool {
 		if n, _ := table.Attacks(netip.MustParseAddr(warm)); n > 0 && attackHistory(t, b, warm) != nil {
 			return true
 		}
@@ -181,11 +182,11 @@ func TestAttackReportsReachEveryNodeAndWorker(t *testing.T) {
 		t.Fatalf("answer %v", ans)
 	}
 	want50 := map[string]float64{"Total": 3, "Vulnerability Probing": 1, "Login Attempt": 2}
-	waitUntil(t, 15*time.Second, "node B's attack history", func() bool {
+	testwait.For(t, 15*time.Second, "node B's attack history", func() bool {
 		return sameHistory(attackHistory(t, b, "203.0.113.50"), want50) &&
 			sameHistory(attackHistory(t, b, "2001:db8:50::1"), map[string]float64{"Total": 1, "Comment Spam": 1})
 	})
-	waitUntil(t, 15*time.Second, "the worker's attack table", func() bool {
+	testwait.For(t, 15*time.Second, "the worker's attack table", func() bool {
 		n, last := eng.history().Attacks(netip.MustParseAddr("203.0.113.50"))
 		return n == 3 && last.Equal(base.Add(102*time.Second))
 	})
@@ -200,20 +201,20 @@ func TestAttackReportsReachEveryNodeAndWorker(t *testing.T) {
 	// Node B goes away; node A takes more reports meanwhile.
 	b.stop(t)
 	postAttacks(t, a, "192.0.2.77,"+at(200)+",ddos\n192.0.2.77,"+at(201)+",ddos\n203.0.113.50,"+at(202)+",login\n")
-	waitUntil(t, 15*time.Second, "the reports on the feed (the worker has them)", func() bool {
+	testwait.For(t, 15*time.Second, "the reports on the feed (the worker has them)", func() bool {
 		n, _ := table.Attacks(netip.MustParseAddr("192.0.2.77"))
 		m, _ := table.Attacks(netip.MustParseAddr("203.0.113.50"))
 		return n == 2 && m == 4
 	})
 	// The worker can see the reports on the feed before node A has the
 	// leader's answer, which empties its outbox: wait for that too.
-	waitUntil(t, 15*time.Second, "node A's attack outbox empty", func() bool {
+	testwait.For(t, 15*time.Second, "node A's attack outbox empty", func() bool {
 		return a.Stats().AttackOutbox == 0
 	})
 
 	// Back on the same data directory: it resumes from its stored revision.
 	b = startAttackNode(t, c, db, "node-b", bDir)
-	waitUntil(t, 15*time.Second, "node B catching up", func() bool {
+	testwait.For(t, 15*time.Second, "node B catching up", func() bool {
 		return sameHistory(attackHistory(t, b, "192.0.2.77"), map[string]float64{"Total": 2, "Denial of Service": 2}) &&
 			sameHistory(attackHistory(t, b, "203.0.113.50"), map[string]float64{"Total": 4, "Vulnerability Probing": 1, "Login Attempt": 3})
 	})

@@ -17,6 +17,7 @@ import (
 	"github.com/styx-inference/styx/pkg/columns"
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/raven"
+	"github.com/styx-inference/styx/pkg/testwait"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 	"github.com/styx-inference/styx/scheduler"
 )
@@ -111,7 +112,7 @@ func startE2ENode(b *testing.B, c *cluster, db *locdb.DB, id string, base int, m
 			mod(cfg)
 		}
 	})
-	waitUntil(b, 30*time.Second, id+" connected", func() bool { return node.Stats().Connected })
+	testwait.For(b, 30*time.Second, id+" connected", func() bool { return node.Stats().Connected })
 	addrs := make([]netip.Addr, benchSightings)
 	for i := range addrs {
 		addrs[i] = addrAt(base + i)
@@ -122,7 +123,7 @@ func startE2ENode(b *testing.B, c *cluster, db *locdb.DB, id string, base int, m
 			node.Submit(addrs[:k]...)
 			addrs = addrs[k:]
 		}
-		waitUntil(b, 5*time.Minute, "every node outcome", func() bool { return o.total.Load() >= benchSightings })
+		testwait.For(b, 5*time.Minute, "every node outcome", func() bool { return o.total.Load() >= benchSightings })
 		o.mu.Lock()
 		defer o.mu.Unlock()
 		if k := o.byKind[styxv1.OutcomeKind_OUTCOME_KIND_VERDICT]; k != benchSightings || o.twice != 0 {

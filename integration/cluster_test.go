@@ -16,6 +16,8 @@ import (
 	"github.com/styx-inference/styx/pkg/embedetcd"
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/raven"
+	"github.com/styx-inference/styx/pkg/testwait"
+	"github.com/styx-inference/styx/pkg/verdict"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 	"github.com/styx-inference/styx/scheduler"
 	"github.com/styx-inference/styx/worker"
@@ -75,7 +77,7 @@ func (c *cluster) startScheduler(mod func(*scheduler.Config)) {
 	c.sched = s
 	c.run("scheduler", s.Run)
 	<-s.Ready()
-	waitUntil(tb, 15*time.Second, "the scheduler leads", s.IsLeader)
+	testwait.For(tb, 15*time.Second, "the scheduler leads", s.IsLeader)
 }
 
 // run starts fn in a goroutine and registers its stop.
@@ -179,17 +181,6 @@ func quiet(tb testing.TB) zerolog.Logger {
 	return zerolog.New(zerolog.NewTestWriter(tb)).Level(zerolog.WarnLevel)
 }
 
-func waitUntil(tb testing.TB, d time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // countingEngine is the rule engine over the real database, counting how
 // often each address is examined across every worker that shares it.
 type countingEngine struct {
@@ -198,7 +189,7 @@ type countingEngine struct {
 	seen map[netip.Addr]int
 }
 
-func (e *countingEngine) Examine(a netip.Addr) raven.Verdict {
+func (e *countingEngine) Examine(a netip.Addr) verdict.Verdict {
 	e.mu.Lock()
 	e.seen[a]++
 	e.mu.Unlock()
@@ -265,7 +256,7 @@ func TestHundredThousandSightingsTwoNodesThreeWorkers(t *testing.T) {
 	go func() { defer wg.Done(); submitAll(t, n2, addrs(perNode-overlap, 2*perNode-overlap)) }()
 	wg.Wait()
 
-	waitUntil(t, 3*time.Minute, "an outcome for every sighting", func() bool {
+	testwait.For(t, 3*time.Minute, "an outcome for every sighting", func() bool {
 		return o1.total.Load() >= perNode && o2.total.Load() >= perNode
 	})
 	time.Sleep(200 * time.Millisecond) // a late duplicate would show now

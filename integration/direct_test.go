@@ -9,7 +9,8 @@ import (
 	"time"
 
 	"github.com/styx-inference/styx/clusternode"
-	"github.com/styx-inference/styx/pkg/raven"
+	"github.com/styx-inference/styx/pkg/testwait"
+	"github.com/styx-inference/styx/pkg/verdict"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -17,8 +18,8 @@ import (
 // from the node's store is told apart from its own rule engine.
 type markEngine struct{}
 
-func (markEngine) Examine(netip.Addr) raven.Verdict {
-	return raven.Verdict{Proxy: true, Type: "VPN", Risk: 77, Evidence: []string{"test:mark"}}
+func (markEngine) Examine(netip.Addr) verdict.Verdict {
+	return verdict.Verdict{Proxy: true, Type: "VPN", Risk: 77, Evidence: []string{"test:mark"}}
 }
 func (markEngine) ModelVersion() string { return "mark-1" }
 
@@ -42,7 +43,7 @@ func TestNodeDirectWorker(t *testing.T) {
 	}
 	addrs[0] = netip.MustParseAddr("8.8.8.8")
 	submitAll(t, n, addrs)
-	waitUntil(t, time.Minute, "an outcome per sighting", func() bool { return o.total.Load() >= count })
+	testwait.For(t, time.Minute, "an outcome per sighting", func() bool { return o.total.Load() >= count })
 	time.Sleep(100 * time.Millisecond) // a late duplicate would show now
 	o.mu.Lock()
 	if len(o.byID) != count || o.twice != 0 || o.byKind[styxv1.OutcomeKind_OUTCOME_KIND_VERDICT] != count {

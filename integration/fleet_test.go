@@ -25,6 +25,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/styx-inference/styx/pkg/keyspace"
+	"github.com/styx-inference/styx/pkg/testwait"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -97,7 +98,7 @@ func TestFleetDrainUnderLoad(t *testing.T) {
 	feed := startFeeder(t, n)
 
 	victim := ids[0]
-	procWait(t, 30*time.Second, victim+" holding batches", func() bool {
+	testwait.For(t, 30*time.Second, victim+" holding batches", func() bool {
 		w := c.workerStatus(lead, victim)
 		return w != nil && w.InFlight > 0 && n.tally.count() > 1000
 	})
@@ -204,7 +205,7 @@ func TestFleetDrainUnderLoad(t *testing.T) {
 
 	// Sightings keep flowing on the two remaining workers until the leader
 	// has measured their throughput (sampled every second).
-	procWait(t, 30*time.Second, "the remaining workers' throughput measured", func() bool {
+	testwait.For(t, 30*time.Second, "the remaining workers' throughput measured", func() bool {
 		for _, id := range ids[1:] {
 			if w := c.workerStatus(lead, id); w == nil || w.AddressesPerSecond <= 0 {
 				return false

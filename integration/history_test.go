@@ -11,6 +11,7 @@ import (
 	"github.com/styx-inference/styx/pkg/features"
 	"github.com/styx-inference/styx/pkg/history"
 	"github.com/styx-inference/styx/pkg/locdb"
+	"github.com/styx-inference/styx/pkg/testwait"
 	"github.com/styx-inference/styx/worker"
 )
 
@@ -57,7 +58,7 @@ func TestWorkersFoldTheSameHistory(t *testing.T) {
 	// Barrier: both workers follow the feed from "now" once connected; a
 	// fresh warm-up address a round until both have folded one.
 	wa := warm.Prefix.Addr()
-	waitUntil(t, time.Minute, "both workers following the feed", func() bool {
+	testwait.For(t, time.Minute, "both workers following the feed", func() bool {
 		wa = wa.Next()
 		node.Submit(wa)
 		time.Sleep(100 * time.Millisecond)
@@ -92,7 +93,7 @@ func TestWorkersFoldTheSameHistory(t *testing.T) {
 
 	want := history.Counts{Verdicts: 10, Proxies: 10, Attacks: 4}
 	for i, tb := range tables {
-		waitUntil(t, time.Minute, fmt.Sprintf("worker %d's history of %s", i+1, target.Prefix), func() bool {
+		testwait.For(t, time.Minute, fmt.Sprintf("worker %d's history of %s", i+1, target.Prefix), func() bool {
 			return tb.Bucket(history.BucketKey(fresh)) == want
 		})
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/model"
 	"github.com/styx-inference/styx/pkg/modelstore"
+	"github.com/styx-inference/styx/pkg/testwait"
 	"github.com/styx-inference/styx/trainer"
 )
 
@@ -173,7 +174,7 @@ func BenchmarkNodeQuery(b *testing.B) {
 			b.Fatalf("publish the model: %v", err)
 		}
 		node := startBenchNode(b, c)
-		waitUntil(b, 2*time.Minute, "the node answers with "+version, func() bool { return node.ModelVersion() == version })
+		testwait.For(b, 2*time.Minute, "the node answers with "+version, func() bool { return node.ModelVersion() == version })
 		nodeURL := "http://" + node.HTTPAddr()
 		if err := checkAnswer(nodeURL, firstAddr); err != nil {
 			b.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/styx-inference/styx/pkg/keyspace"
+	"github.com/styx-inference/styx/pkg/testwait"
 )
 
 // TestKillWorkerMidRun kills one of three workers with SIGKILL while it holds
@@ -41,7 +42,7 @@ func TestKillWorkerMidRun(t *testing.T) {
 	n.submit(t, addrs)
 
 	victim, victimID := workers[0], ids[0]
-	procWait(t, 60*time.Second, "outcomes arriving while "+victimID+" holds batches", func() bool {
+	testwait.For(t, 60*time.Second, "outcomes arriving while "+victimID+" holds batches", func() bool {
 		if n.tally.count() < 1000 {
 			return false
 		}
@@ -65,6 +66,8 @@ func TestKillWorkerMidRun(t *testing.T) {
 	reassigned := c.mustEvent(s, "reassigned")
 	losses := c.mustEvent(s, "lease_losses")
 	stale := c.mustEvent(s, "stale_results")
+	// A worker killed with SIGKILL sends nothing late: stale results here
+	// come only from a batch answered while its reassignment was under way.
 	t.Logf("scheduler: %.0f batches reassigned, %.0f lease losses, %.0f stale results ignored", reassigned, losses, stale)
 	if reassigned < 1 {
 		t.Errorf("no batch was reassigned although %s was killed holding batches", victimID)
@@ -92,7 +95,7 @@ func TestKillLeaderSchedulerMidRun(t *testing.T) {
 
 	addrs := procAddrs(0, 20_000)
 	n.submit(t, addrs)
-	procWait(t, 60*time.Second, "some outcomes", func() bool { return n.tally.count() >= 2000 })
+	testwait.For(t, 60*time.Second, "some outcomes", func() bool { return n.tally.count() >= 2000 })
 
 	li, err := c.leader()
 	if err != nil {
@@ -154,7 +157,11 @@ func TestKillLeaderSchedulerMidRun(t *testing.T) {
 // sighting. Then the worker is continued (SIGCONT): the batches it held are
 // stale, and no result of theirs may be accepted — no sighting gets a second
 // outcome. The worker must notice the lost lease, drop those batches and
-// register again.
+// register again. What is under test here is the real worker's own guard:
+// it drops what it held, so the leader usually sees no late result at all.
+// The leader's refusal of late results that do arrive is proven with a
+// worker that sends them (scheduler's TestWorkerLeaseExpiryRequeues) and
+// rule by rule in the ledger's tests.
 func TestStoppedWorkerStaleResultsIgnored(t *testing.T) {
 	c := newProcCluster(t)
 	s := c.startScheduler("sched-1")
@@ -170,7 +177,7 @@ func TestStoppedWorkerStaleResultsIgnored(t *testing.T) {
 	addrs := procAddrs(0, 5000)
 	n.submit(t, addrs)
 	var held uint32
-	procWait(t, 30*time.Second, victimID+" holding batches", func() bool {
+	testwait.For(t, 30*time.Second, victimID+" holding batches", func() bool {
 		if w := c.workerStatus(s, victimID); w != nil && w.InFlight > 0 {
 			held = w.InFlight
 			return true
@@ -214,7 +221,7 @@ func TestStoppedWorkerStaleResultsIgnored(t *testing.T) {
 	// had not sent yet), registers again, and the leader opens a new
 	// session with it.
 	victim.waitLog(t, 30*time.Second, "registration lost, ending sessions")
-	procWait(t, 30*time.Second, victimID+" registered again", func() bool { return c.keyExists(keyspace.WorkerKey(victimID)) })
+	testwait.For(t, 30*time.Second, victimID+" registered again", func() bool { return c.keyExists(keyspace.WorkerKey(victimID)) })
 	c.waitWorkersReady(s, victimID)
 	time.Sleep(time.Second) // room for a stale result to reach the leader, were one sent
 

@@ -38,6 +38,7 @@ import (
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/leader"
 	"github.com/styx-inference/styx/pkg/locdb"
+	"github.com/styx-inference/styx/pkg/testwait"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -232,7 +233,7 @@ func (p *procChild) logEntries(msg string) []map[string]any {
 func (p *procChild) waitLog(t *testing.T, d time.Duration, msg string) map[string]any {
 	t.Helper()
 	var line map[string]any
-	procWait(t, d, fmt.Sprintf("%s to log %q", p.name, msg), func() bool {
+	testwait.For(t, d, fmt.Sprintf("%s to log %q", p.name, msg), func() bool {
 		if es := p.logEntries(msg); len(es) > 0 {
 			line = es[0]
 			return true
@@ -349,7 +350,7 @@ func (c *procCluster) get(url string) ([]byte, error) {
 // waitLeading waits until s leads, as etcd and s itself see it.
 func (c *procCluster) waitLeading(s *procScheduler) {
 	c.t.Helper()
-	procWait(c.t, 30*time.Second, s.id+" to lead", func() bool {
+	testwait.For(c.t, 30*time.Second, s.id+" to lead", func() bool {
 		li, err := c.leader()
 		if err != nil || li.ID != s.id {
 			return false
@@ -384,7 +385,7 @@ func (c *procCluster) workerStatus(s *procScheduler, id string) *styxv1.WorkerSt
 // worker in ids.
 func (c *procCluster) waitWorkersReady(s *procScheduler, ids ...string) {
 	c.t.Helper()
-	procWait(c.t, 30*time.Second, fmt.Sprintf("workers %v ready at %s", ids, s.id), func() bool {
+	testwait.For(c.t, 30*time.Second, fmt.Sprintf("workers %v ready at %s", ids, s.id), func() bool {
 		for _, id := range ids {
 			if w := c.workerStatus(s, id); w == nil || w.State != "ready" {
 				return false
@@ -410,7 +411,7 @@ func (c *procCluster) startWorker(id string, batchDelay time.Duration, extra ...
 		"--log-level=info",
 	}, extra...)
 	ch := c.start("worker-"+id, "styx-worker", args...)
-	procWait(c.t, 30*time.Second, "worker "+id+" registered", func() bool {
+	testwait.For(c.t, 30*time.Second, "worker "+id+" registered", func() bool {
 		if ch.exited() {
 			c.t.Fatalf("worker %s exited (%s):\n%s", id, ch.exitStatus(), procTail(ch.logPath, procTailLines))
 		}
@@ -490,7 +491,7 @@ func (c *procCluster) startNode(id string) *procNode {
 	pn := &procNode{node: n, tally: tally, logPath: logPath, logFile: f, cancel: cancel, done: make(chan error, 1)}
 	go func() { pn.done <- n.Run(ctx) }()
 	c.nodes = append(c.nodes, pn)
-	procWait(c.t, 30*time.Second, "node "+id+" connected to the leader", func() bool { return n.Stats().Connected })
+	testwait.For(c.t, 30*time.Second, "node "+id+" connected to the leader", func() bool { return n.Stats().Connected })
 	return pn
 }
 
@@ -523,7 +524,7 @@ func (n *procNode) submit(t *testing.T, addrs []netip.Addr) {
 // pending.
 func (n *procNode) waitResolved(t *testing.T, d time.Duration, want int) {
 	t.Helper()
-	procWait(t, d, fmt.Sprintf("%d outcomes", want), func() bool {
+	testwait.For(t, d, fmt.Sprintf("%d outcomes", want), func() bool {
 		return n.tally.count() >= want && n.node.Stats().Pending == 0
 	})
 }
@@ -616,18 +617,6 @@ func procAddrs(offset, n int) []netip.Addr {
 		out[i] = netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 	}
 	return out
-}
-
-// procWait polls cond until it holds, failing the test after d.
-func procWait(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // procTail returns the last n lines of the file at path.

@@ -19,6 +19,7 @@ import (
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/model"
 	"github.com/styx-inference/styx/pkg/modelstore"
+	"github.com/styx-inference/styx/pkg/testwait"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 	"github.com/styx-inference/styx/trainer"
 	"github.com/styx-inference/styx/worker"
@@ -170,7 +171,7 @@ func TestModelRolloutWhileSightingsFlow(t *testing.T) {
 	since := func(ver string, base map[string]int) func() bool {
 		return func() bool { return v.snapshot()[ver] > base[ver]+100 }
 	}
-	waitUntil(t, 30*time.Second, "rule verdicts", since("rule-v1", nil))
+	testwait.For(t, 30*time.Second, "rule verdicts", since("rule-v1", nil))
 
 	r1, err := modelstore.Store(ctx, c.cli, "raven-it-1", art1)
 	if err != nil {
@@ -186,20 +187,20 @@ func TestModelRolloutWhileSightingsFlow(t *testing.T) {
 			t.Fatalf("%s: %v", what, err)
 		}
 		// Once every worker runs it, the new version keeps coming.
-		waitUntil(t, 60*time.Second, what, since(ver, v.snapshot()))
+		testwait.For(t, 60*time.Second, what, since(ver, v.snapshot()))
 		base := v.snapshot()
-		waitUntil(t, 30*time.Second, what+" on every worker", since(ver, base))
+		testwait.For(t, 30*time.Second, what+" on every worker", since(ver, base))
 	}
 	step("activate raven-it-1", "raven-it-1", func() error { _, err := modelstore.Activate(ctx, c.cli, r1); return err })
 	step("canary raven-it-2", "raven-it-2", func() error { _, err := modelstore.StartCanary(ctx, c.cli, r2, 0.5); return err })
 	// Both versions answer while the canary runs, and the workers report
 	// how the canary's answers differ.
 	base := v.snapshot()
-	waitUntil(t, 30*time.Second, "both versions during the canary", func() bool {
+	testwait.For(t, 30*time.Second, "both versions during the canary", func() bool {
 		s := v.snapshot()
 		return s["raven-it-1"] > base["raven-it-1"]+100 && s["raven-it-2"] > base["raven-it-2"]+100
 	})
-	waitUntil(t, 30*time.Second, "a canary report", func() bool {
+	testwait.For(t, 30*time.Second, "a canary report", func() bool {
 		resp, err := c.cli.Get(ctx, keyspace.CanaryPrefix, clientv3.WithPrefix())
 		if err != nil {
 			return false
@@ -220,7 +221,7 @@ func TestModelRolloutWhileSightingsFlow(t *testing.T) {
 	}
 	step("roll back to raven-it-1", "raven-it-1", func() error { _, err := modelstore.Rollback(ctx, c.cli); return err })
 	// Registrations name the model each worker runs.
-	waitUntil(t, 10*time.Second, "registrations name raven-it-1", func() bool {
+	testwait.For(t, 10*time.Second, "registrations name raven-it-1", func() bool {
 		resp, err := c.cli.Get(ctx, keyspace.WorkersPrefix, clientv3.WithPrefix())
 		if err != nil || len(resp.Kvs) != 2 {
 			return false
@@ -235,11 +236,11 @@ func TestModelRolloutWhileSightingsFlow(t *testing.T) {
 	})
 
 	// The node's real-time client follows the same pointer.
-	waitUntil(t, 30*time.Second, "the node answers with raven-it-1", func() bool { return node.ModelVersion() == "raven-it-1" })
+	testwait.For(t, 30*time.Second, "the node answers with raven-it-1", func() bool { return node.ModelVersion() == "raven-it-1" })
 
 	close(stop)
 	wg.Wait()
-	waitUntil(t, 60*time.Second, "an outcome for every sighting", func() bool { return int(o.total.Load()) >= submitted })
+	testwait.For(t, 60*time.Second, "an outcome for every sighting", func() bool { return int(o.total.Load()) >= submitted })
 	o.mu.Lock()
 	if len(o.byID) != submitted || o.twice != 0 || o.byKind[styxv1.OutcomeKind_OUTCOME_KIND_VERDICT] != submitted {
 		t.Errorf("%d sightings, %d resolved, %d twice, by kind %v", submitted, len(o.byID), o.twice, o.byKind)

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/styx-inference/styx/pkg/attacks"
+	"github.com/styx-inference/styx/pkg/testwait"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -31,7 +32,7 @@ func schedClient(t *testing.T, addr string) styxv1.SchedulerServiceClient {
 func TestReportAttacksOnTheFeed(t *testing.T) {
 	srv, _ := startEtcd(t)
 	s1 := startScheduler(t, srv.Endpoint(), "s1", nil)
-	waitFor(t, 10*time.Second, "leadership", s1.IsLeader)
+	testwait.For(t, 10*time.Second, "leadership", s1.IsLeader)
 	s2 := startScheduler(t, srv.Endpoint(), "s2", nil)
 	leaderC, standbyC := schedClient(t, s1.GRPCAddr()), schedClient(t, s2.GRPCAddr())
 
@@ -96,7 +97,7 @@ func TestReportAttacksOnTheFeed(t *testing.T) {
 		}
 	}
 
-	waitFor(t, 10*time.Second, "the standby knows the leader", func() bool { li, ok := s2.Leader(); return ok && li.ID == "s1" })
+	testwait.For(t, 10*time.Second, "the standby knows the leader", func() bool { li, ok := s2.Leader(); return ok && li.ID == "s1" })
 	if _, err := standbyC.ReportAttacks(ctx, req); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("standby: %v, want FAILED_PRECONDITION", err)
 	}

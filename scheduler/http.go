@@ -113,7 +113,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for k, v := range map[string]uint64{
 		"sightings": ps.Received, "unique": ps.Unique, "deduplicated": ps.Deduplicated, "examined": ps.Examined,
 		"shed": ps.Shed, "expired": ps.Expired, "batches": ctr.Batches, "results": ctr.Results,
-		"stale_results": ctr.StaleResults, "refusals": ctr.Refusals, "reassigned": ctr.Reassigned,
+		"stale_results": ctr.StaleResults, "malformed_results": ctr.Malformed, "refusals": ctr.Refusals, "reassigned": ctr.Reassigned,
 		"splits": ctr.Splits, "poisoned": ctr.Poisoned, "rejected": ctr.Rejected, "verdicts": ctr.Verdicts,
 		"node_overflows": ctr.NodeOverflows, "lease_losses": ctr.LeaseLosses, "stream_failures": ctr.StreamFailures,
 		"drain_requests": ctr.DrainRequests, "workers_drained": ctr.WorkersDrained,

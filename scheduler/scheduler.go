@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
@@ -23,10 +24,13 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/styx-inference/styx/pkg/etcdwatch"
+	"github.com/styx-inference/styx/pkg/grpcstop"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/leader"
 	"github.com/styx-inference/styx/pkg/logging"
 	"github.com/styx-inference/styx/pkg/registration"
+	"github.com/styx-inference/styx/pkg/retry"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 	"github.com/styx-inference/styx/scheduler/internal/api"
 	"github.com/styx-inference/styx/scheduler/internal/coordinator"
@@ -210,6 +214,10 @@ func (s *Scheduler) VisualStreams() []visual.StreamStats { return s.visual.Strea
 // IsLeader reports whether this scheduler leads now.
 func (s *Scheduler) IsLeader() bool { return s.current.Load() != nil }
 
+// grpcStopTimeout bounds GracefulStop at shutdown; Stop then cuts the
+// streams still open.
+const grpcStopTimeout = 5 * time.Second
+
 // Run serves until ctx ends. Shutdown order: stop the coordinator (node
 // streams end; nodes re-send to the new leader), report NOT_SERVING, resign
 // leadership (a standby takes over at once instead of after the TTL), stop
@@ -286,12 +294,8 @@ func (s *Scheduler) Run(ctx context.Context) error {
 
 	hs.Shutdown()
 	ocancel()
-	stopped := make(chan struct{})
-	go func() { gs.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(5 * time.Second):
-		gs.Stop()
+	if !grpcstop.Graceful(gs, grpcStopTimeout) {
+		s.log.Warn().Dur("timeout", grpcStopTimeout).Msg("grpc calls still running at the deadline, stopped")
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	if httpSrv.Shutdown(sctx) != nil {
@@ -316,7 +320,7 @@ func (s *Scheduler) campaignLoop(ctx context.Context, cli *clientv3.Client, info
 				return nil
 			}
 			s.log.Warn().Err(err).Msg("election session")
-			sleepCtx(ctx, 500*time.Millisecond)
+			retry.Sleep(ctx, 500*time.Millisecond)
 			continue
 		}
 		el := concurrency.NewElection(sess, strings.TrimSuffix(keyspace.LeaderPrefix, "/")) // keys are /styx/leader/<lease>
@@ -375,8 +379,16 @@ func (s *Scheduler) lead(ctx context.Context, cli *clientv3.Client, sess *concur
 	log.Info().Msg("no longer leading")
 }
 
-// watchPolicy follows /styx/config/shedding and applies it live.
+// watchPolicy follows /styx/config/shedding and applies it live; while the
+// key is absent (deleted, or gone when a compaction made it list again) the
+// configured policy applies.
 func (s *Scheduler) watchPolicy(ctx context.Context, cli *clientv3.Client) {
+	set := func(p pool.Policy) {
+		s.policy.Store(&p)
+		if co := s.current.Load(); co != nil {
+			_ = co.SetPolicy(p)
+		}
+	}
 	apply := func(v []byte) {
 		var sp keyspace.ShedPolicy
 		if err := keyspace.Decode(v, &sp); err != nil {
@@ -388,49 +400,27 @@ func (s *Scheduler) watchPolicy(ctx context.Context, cli *clientv3.Client) {
 			s.log.Warn().Err(err).Msg("bad shedding policy ignored")
 			return
 		}
-		s.policy.Store(&p)
-		if co := s.current.Load(); co != nil {
-			_ = co.SetPolicy(p)
-		}
+		set(p)
 		s.log.Info().Str("policy", p.String()).Msg("shedding policy set")
 	}
-	for ctx.Err() == nil {
-		resp, err := cli.Get(ctx, keyspace.ShedPolicyKey)
-		if err != nil {
-			sleepCtx(ctx, time.Second)
-			continue
+	configured := func() {
+		if *s.policy.Load() == s.cfg.Shed {
+			return
 		}
-		if len(resp.Kvs) > 0 {
-			apply(resp.Kvs[0].Value)
-		}
-		wctx, cancel := context.WithCancel(ctx)
-		for wr := range cli.Watch(clientv3.WithRequireLeader(wctx), keyspace.ShedPolicyKey, clientv3.WithRev(resp.Header.Revision+1)) {
-			if wr.Err() != nil {
-				break
-			}
-			for _, ev := range wr.Events {
-				if ev.Type == clientv3.EventTypePut {
-					apply(ev.Kv.Value)
-				} else {
-					def := s.cfg.Shed
-					s.policy.Store(&def)
-					if co := s.current.Load(); co != nil {
-						_ = co.SetPolicy(def)
-					}
-				}
-			}
-		}
-		cancel()
+		set(s.cfg.Shed)
+		s.log.Info().Str("policy", s.cfg.Shed.String()).Msg("shedding policy removed; the configured one applies")
 	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
+	_ = etcdwatch.Key(ctx, cli, keyspace.ShedPolicyKey, etcdwatch.Handler{
+		Reset: func(kvs []*mvccpb.KeyValue, _ int64) {
+			if len(kvs) == 0 {
+				configured()
+				return
+			}
+			apply(kvs[0].Value)
+		},
+		Put:    func(kv *mvccpb.KeyValue) { apply(kv.Value) },
+		Delete: func(*mvccpb.KeyValue) { configured() },
+	}, s.log)
 }
 
 // DefaultID is <hostname>-<pid>-style id safe for the keyspace.

@@ -23,6 +23,7 @@ import (
 	"github.com/styx-inference/styx/pkg/embedetcd/etcdtest"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/leader"
+	"github.com/styx-inference/styx/pkg/testwait"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 	"github.com/styx-inference/styx/scheduler"
 	"github.com/styx-inference/styx/scheduler/internal/pool"
@@ -77,17 +78,6 @@ func startScheduler(t *testing.T, etcdEndpoint, id string, mod func(*scheduler.C
 	return r
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // ---- fake worker: real gRPC on loopback, registered on a real lease ----
 
 type fakeWorker struct {
@@ -95,27 +85,35 @@ type fakeWorker struct {
 	id       string
 	capacity int
 	delay    time.Duration
+	model    string // the model version its verdicts name
 	// poison: a batch containing this address breaks the stream.
 	poison netip.Addr
 
-	srv      *grpc.Server
-	addr     string
-	lease    clientv3.LeaseID
-	cli      *clientv3.Client
-	mu       sync.Mutex
-	maxOut   int
-	out      int
-	addrs    atomic.Int64
-	batches  atomic.Int64
-	frozen   atomic.Bool // holds batches without answering
-	wg       sync.WaitGroup
-	streamMu sync.Mutex
-	streams  []context.CancelFunc
+	srv     *grpc.Server
+	addr    string
+	lease   clientv3.LeaseID
+	cli     *clientv3.Client
+	mu      sync.Mutex
+	maxOut  int
+	out     int
+	addrs   atomic.Int64
+	batches atomic.Int64
+	frozen  atomic.Bool // holds batches without answering
+	// keepStale: results held while frozen survive the stream's end, and
+	// the worker's next stream sends them first (a worker that paused past
+	// its lease and came back).
+	keepStale atomic.Bool
+	stale     []*styxv1.Result
+	replayed  atomic.Int64 // stale results sent on a later stream
+	keepAlive context.Context
+	wg        sync.WaitGroup
+	streamMu  sync.Mutex
+	streams   []context.CancelFunc
 }
 
 func startFakeWorker(t *testing.T, cli *clientv3.Client, id string, capacity int, delay time.Duration, regMods ...func(*keyspace.WorkerRegistration)) *fakeWorker {
 	t.Helper()
-	w := &fakeWorker{id: id, capacity: capacity, delay: delay, cli: cli}
+	w := &fakeWorker{id: id, capacity: capacity, delay: delay, cli: cli, model: "fake"}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -124,21 +122,35 @@ func startFakeWorker(t *testing.T, cli *clientv3.Client, id string, capacity int
 	w.srv = grpc.NewServer()
 	styxv1.RegisterWorkerServiceServer(w.srv, w)
 	go func() { _ = w.srv.Serve(l) }()
-	g, err := cli.Grant(context.Background(), 2)
+	kctx, kcancel := context.WithCancel(context.Background())
+	w.keepAlive = kctx
+	t.Cleanup(func() {
+		kcancel()
+		w.wg.Wait()
+		w.srv.Stop()
+	})
+	w.register(t, regMods...)
+	return w
+}
+
+// register puts the worker's registration under a new 2 s lease and keeps
+// the lease alive until the test ends.
+func (w *fakeWorker) register(t *testing.T, regMods ...func(*keyspace.WorkerRegistration)) {
+	t.Helper()
+	g, err := w.cli.Grant(context.Background(), 2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	w.lease = g.ID
-	reg := keyspace.WorkerRegistration{ID: id, Addr: w.addr, Host: "test", NUMANode: -1, Capacity: capacity, ModelVersion: "fake"}
+	reg := keyspace.WorkerRegistration{ID: w.id, Addr: w.addr, Host: "test", NUMANode: -1, Capacity: w.capacity, ModelVersion: "fake"}
 	for _, mod := range regMods {
 		mod(&reg)
 	}
 	val, _ := keyspace.Encode(reg)
-	if _, err := cli.Put(context.Background(), keyspace.WorkerKey(id), val, clientv3.WithLease(g.ID)); err != nil {
+	if _, err := w.cli.Put(context.Background(), keyspace.WorkerKey(w.id), val, clientv3.WithLease(g.ID)); err != nil {
 		t.Fatal(err)
 	}
-	kctx, kcancel := context.WithCancel(context.Background())
-	ka, err := cli.KeepAlive(kctx, g.ID)
+	ka, err := w.cli.KeepAlive(w.keepAlive, g.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,12 +160,6 @@ func startFakeWorker(t *testing.T, cli *clientv3.Client, id string, capacity int
 		for range ka {
 		}
 	}()
-	t.Cleanup(func() {
-		kcancel()
-		w.wg.Wait()
-		w.srv.Stop()
-	})
-	return w
 }
 
 // expireLease revokes the worker's lease, as if it stopped renewing.
@@ -183,8 +189,22 @@ func (w *fakeWorker) Work(stream styxv1.WorkerService_WorkServer) error {
 		defer sendMu.Unlock()
 		return stream.Send(r)
 	}
-	if err := send(&styxv1.WorkReport{Credit: uint32(w.capacity), Msg: &styxv1.WorkReport_Ready{Ready: &styxv1.Ready{WorkerId: w.id, ModelVersion: "fake"}}}); err != nil {
+	w.mu.Lock()
+	stale := w.stale
+	w.stale = nil
+	w.mu.Unlock()
+	credit := uint32(w.capacity)
+	if len(stale) > 0 {
+		credit = 0 // back only to send what it held: it takes no new work
+	}
+	if err := send(&styxv1.WorkReport{Credit: credit, Msg: &styxv1.WorkReport_Ready{Ready: &styxv1.Ready{WorkerId: w.id, ModelVersion: "fake"}}}); err != nil {
 		return err
+	}
+	for _, res := range stale {
+		if err := send(&styxv1.WorkReport{Msg: &styxv1.WorkReport_Result{Result: res}}); err != nil {
+			return err
+		}
+		w.replayed.Add(1)
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -215,20 +235,25 @@ func (w *fakeWorker) Work(stream styxv1.WorkerService_WorkServer) error {
 			case <-ctx.Done():
 				return
 			}
-			for w.frozen.Load() {
-				select {
-				case <-time.After(5 * time.Millisecond):
-				case <-ctx.Done():
-					return
-				}
-			}
 			res := &styxv1.Result{BatchId: b.BatchId, Term: b.Term, Attempt: b.Attempt}
 			vs := make([]*styxv1.Verdict, len(addrs))
 			for i, a := range addrs {
 				raw := a.AsSlice()
-				vs[i] = &styxv1.Verdict{ModelVersion: "fake", Risk: uint32(raw[len(raw)-1]) % 101}
+				vs[i] = &styxv1.Verdict{ModelVersion: w.model, Risk: uint32(raw[len(raw)-1]) % 101}
 			}
 			res.Verdicts = columns.EncodeVerdicts(vs)
+			for w.frozen.Load() {
+				select {
+				case <-time.After(5 * time.Millisecond):
+				case <-ctx.Done():
+					if w.keepStale.Load() {
+						w.mu.Lock()
+						w.stale = append(w.stale, res)
+						w.mu.Unlock()
+					}
+					return
+				}
+			}
 			w.mu.Lock()
 			w.out--
 			w.mu.Unlock()
@@ -250,12 +275,13 @@ type fakeNode struct {
 	outcomes map[uint64][]styxv1.OutcomeKind
 	dups     int
 	verdicts map[netip.Addr]int
+	models   map[string]int // verdicts by the model version they name
 	nextID   uint64
 	kick     chan struct{}
 }
 
 func newFakeNode(id string, cli *clientv3.Client) *fakeNode {
-	return &fakeNode{id: id, cli: cli, pending: map[uint64]netip.Addr{}, outcomes: map[uint64][]styxv1.OutcomeKind{}, verdicts: map[netip.Addr]int{}, kick: make(chan struct{}, 1)}
+	return &fakeNode{id: id, cli: cli, pending: map[uint64]netip.Addr{}, outcomes: map[uint64][]styxv1.OutcomeKind{}, verdicts: map[netip.Addr]int{}, models: map[string]int{}, kick: make(chan struct{}, 1)}
 }
 
 func (n *fakeNode) add(addrs ...netip.Addr) {
@@ -336,6 +362,7 @@ func (n *fakeNode) session(ctx context.Context, addr string) error {
 					n.outcomes[o.SightingID] = append(n.outcomes[o.SightingID], o.Kind)
 					if o.Kind == styxv1.OutcomeKind_OUTCOME_KIND_VERDICT {
 						n.verdicts[a]++
+						n.models[o.Verdict.GetModelVersion()]++
 					}
 				}
 				n.mu.Unlock()
@@ -392,6 +419,16 @@ func ipv4(i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{100, byte(i >> 16), byte(i >> 8), byte(i)})
 }
 
+// staleResults is the leader's count of results it refused as stale.
+func staleResults(s *scheduler.Scheduler) uint64 {
+	co := s.Current()
+	if co == nil {
+		return 0
+	}
+	_, ctr, _, _ := co.Stats()
+	return ctr.StaleResults
+}
+
 func checkExactlyOnce(t *testing.T, n *fakeNode, want int) {
 	t.Helper()
 	n.mu.Lock()
@@ -411,7 +448,7 @@ func checkExactlyOnce(t *testing.T, n *fakeNode, want int) {
 func TestEverySightingOneOutcomeDedupAcrossNodes(t *testing.T) {
 	srv, cli := startEtcd(t)
 	s := startScheduler(t, srv.Endpoint(), "s1", nil)
-	waitFor(t, 10*time.Second, "leadership", s.IsLeader)
+	testwait.For(t, 10*time.Second, "leadership", s.IsLeader)
 	ws := []*fakeWorker{
 		startFakeWorker(t, cli, "w1", 2, time.Millisecond),
 		startFakeWorker(t, cli, "w2", 2, time.Millisecond),
@@ -428,7 +465,7 @@ func TestEverySightingOneOutcomeDedupAcrossNodes(t *testing.T) {
 	n1.add(a1...)
 	n2.add(a2...)
 	runNodes(t, n1, n2)
-	waitFor(t, 60*time.Second, "every outcome", func() bool {
+	testwait.For(t, 60*time.Second, "every outcome", func() bool {
 		r1, _ := n1.resolved()
 		r2, _ := n2.resolved()
 		return r1+r2 == total
@@ -449,44 +486,71 @@ func TestEverySightingOneOutcomeDedupAcrossNodes(t *testing.T) {
 	}
 }
 
+// A worker that stops renewing its lease loses its batches to another
+// worker. When it comes back and sends the results it held for its lost
+// session, they are refused as stale, even though the batches they name
+// are still outstanding (on the other worker): no sighting is answered by
+// them, and none gets a second outcome.
 func TestWorkerLeaseExpiryRequeues(t *testing.T) {
 	srv, cli := startEtcd(t)
 	s := startScheduler(t, srv.Endpoint(), "s1", nil)
-	waitFor(t, 10*time.Second, "leadership", s.IsLeader)
+	testwait.For(t, 10*time.Second, "leadership", s.IsLeader)
 	bad := startFakeWorker(t, cli, "frozen", 4, 0)
+	bad.model = "late"
 	bad.frozen.Store(true)
+	bad.keepStale.Store(true)
 	n := newFakeNode("node-1", cli)
 	for i := 0; i < 2000; i++ {
 		n.add(ipv4(i))
 	}
 	runNodes(t, n)
-	waitFor(t, 10*time.Second, "batches held by the frozen worker", func() bool {
+	testwait.For(t, 10*time.Second, "batches held by the frozen worker", func() bool {
 		bad.mu.Lock()
 		defer bad.mu.Unlock()
 		return bad.out > 0
 	})
 	good := startFakeWorker(t, cli, "good", 4, 0)
+	good.frozen.Store(true) // holds the reassigned batches for now
 	bad.expireLease(t)
-	waitFor(t, 20*time.Second, "every outcome", func() bool { r, _ := n.resolved(); return r == 2000 })
-	checkExactlyOnce(t, n, 2000)
-	// The frozen worker wakes up: its stale results must not count.
+	testwait.For(t, 10*time.Second, "the frozen worker's results kept", func() bool {
+		bad.mu.Lock()
+		defer bad.mu.Unlock()
+		return len(bad.stale) > 0 && bad.out == len(bad.stale)
+	})
+	testwait.For(t, 10*time.Second, "the batches reassigned", func() bool {
+		good.mu.Lock()
+		defer good.mu.Unlock()
+		return good.out == good.capacity
+	})
+	// The frozen worker wakes up, registers again and sends the results it
+	// held: each names a batch now assigned to the good worker.
+	bad.mu.Lock()
+	held := len(bad.stale)
+	bad.mu.Unlock()
+	staleBefore := staleResults(s.Scheduler)
 	bad.frozen.Store(false)
-	time.Sleep(200 * time.Millisecond)
+	bad.register(t)
+	testwait.For(t, 20*time.Second, "the late results sent", func() bool { return bad.replayed.Load() == int64(held) })
+	testwait.For(t, 10*time.Second, "the late results refused", func() bool { return staleResults(s.Scheduler)-staleBefore >= uint64(held) })
+	good.frozen.Store(false)
+	testwait.For(t, 20*time.Second, "every outcome", func() bool { r, _ := n.resolved(); return r == 2000 })
+	checkExactlyOnce(t, n, 2000)
 	n.mu.Lock()
-	dups := n.dups
+	dups, late := n.dups, n.models["late"]
 	n.mu.Unlock()
-	if dups != 0 {
-		t.Fatalf("%d duplicate outcomes after the stale worker woke up", dups)
+	if dups != 0 || late != 0 {
+		t.Fatalf("%d duplicate outcomes, %d verdicts from the lapsed worker's late results", dups, late)
 	}
 	if good.addrs.Load() == 0 {
 		t.Fatal("the good worker got nothing")
 	}
+	t.Logf("%d late results from the lapsed worker, all refused as stale", held)
 }
 
 func TestPoisonAddressIsolated(t *testing.T) {
 	srv, cli := startEtcd(t)
 	s := startScheduler(t, srv.Endpoint(), "s1", func(c *scheduler.Config) { c.BatchSize = 64; c.MaxFailures = 2 })
-	waitFor(t, 10*time.Second, "leadership", s.IsLeader)
+	testwait.For(t, 10*time.Second, "leadership", s.IsLeader)
 	poison := ipv4(77)
 	for i := 0; i < 3; i++ {
 		w := startFakeWorker(t, cli, fmt.Sprintf("w%d", i), 2, 0)
@@ -497,7 +561,7 @@ func TestPoisonAddressIsolated(t *testing.T) {
 		n.add(ipv4(i))
 	}
 	runNodes(t, n)
-	waitFor(t, 60*time.Second, "every outcome", func() bool { r, _ := n.resolved(); return r == 500 })
+	testwait.For(t, 60*time.Second, "every outcome", func() bool { r, _ := n.resolved(); return r == 500 })
 	checkExactlyOnce(t, n, 500)
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -509,7 +573,7 @@ func TestPoisonAddressIsolated(t *testing.T) {
 func TestFlowControlProportionalToCapacity(t *testing.T) {
 	srv, cli := startEtcd(t)
 	s := startScheduler(t, srv.Endpoint(), "s1", func(c *scheduler.Config) { c.BatchSize = 16 })
-	waitFor(t, 10*time.Second, "leadership", s.IsLeader)
+	testwait.For(t, 10*time.Second, "leadership", s.IsLeader)
 	// Delays long enough to dominate CPU contention on a loaded machine.
 	small := startFakeWorker(t, cli, "small", 1, 20*time.Millisecond)
 	big := startFakeWorker(t, cli, "big", 4, 20*time.Millisecond)
@@ -519,7 +583,7 @@ func TestFlowControlProportionalToCapacity(t *testing.T) {
 		n.add(ipv4(i))
 	}
 	runNodes(t, n)
-	waitFor(t, 60*time.Second, "every outcome", func() bool { r, _ := n.resolved(); return r == 20000 })
+	testwait.For(t, 60*time.Second, "every outcome", func() bool { r, _ := n.resolved(); return r == 20000 })
 	r := float64(big.batches.Load()) / float64(small.batches.Load())
 	rs := float64(slow.batches.Load()) / float64(big.batches.Load())
 	t.Logf("batches: small=%d big=%d slow=%d big/small=%.2f slow/big=%.2f", small.batches.Load(), big.batches.Load(), slow.batches.Load(), r, rs)
@@ -537,7 +601,7 @@ func TestOverloadShedsWithNotices(t *testing.T) {
 		c.MaxPending = 2000
 		c.Shed = pool.Policy{Mode: pool.ShedSample, SampleN: 5}
 	})
-	waitFor(t, 10*time.Second, "leadership", s.IsLeader)
+	testwait.For(t, 10*time.Second, "leadership", s.IsLeader)
 	startFakeWorker(t, cli, "w1", 1, 20*time.Millisecond)
 	n := newFakeNode("node-1", cli)
 	const total = 30000
@@ -545,7 +609,7 @@ func TestOverloadShedsWithNotices(t *testing.T) {
 		n.add(ipv4(i))
 	}
 	runNodes(t, n)
-	waitFor(t, 120*time.Second, "every outcome", func() bool { r, _ := n.resolved(); return r == total })
+	testwait.For(t, 120*time.Second, "every outcome", func() bool { r, _ := n.resolved(); return r == total })
 	checkExactlyOnce(t, n, total)
 	n.mu.Lock()
 	kinds := map[styxv1.OutcomeKind]int{}
@@ -580,7 +644,7 @@ func statusOf(s *runningScheduler) (*styxv1.StatusResponse, error) {
 func TestFailoverLosesNothing(t *testing.T) {
 	srv, cli := startEtcd(t)
 	s1 := startScheduler(t, srv.Endpoint(), "s1", nil)
-	waitFor(t, 10*time.Second, "s1 leads", s1.IsLeader)
+	testwait.For(t, 10*time.Second, "s1 leads", s1.IsLeader)
 	s2 := startScheduler(t, srv.Endpoint(), "s2", nil)
 	startFakeWorker(t, cli, "w1", 2, 5*time.Millisecond)
 	startFakeWorker(t, cli, "w2", 2, 5*time.Millisecond)
@@ -590,10 +654,10 @@ func TestFailoverLosesNothing(t *testing.T) {
 		n.add(ipv4(i))
 	}
 	runNodes(t, n)
-	waitFor(t, 30*time.Second, "some outcomes", func() bool { r, _ := n.resolved(); return r > 1000 })
+	testwait.For(t, 30*time.Second, "some outcomes", func() bool { r, _ := n.resolved(); return r > 1000 })
 	s1.stop()
-	waitFor(t, 10*time.Second, "s2 leads", s2.IsLeader)
-	waitFor(t, 60*time.Second, "every outcome", func() bool { r, _ := n.resolved(); return r == total })
+	testwait.For(t, 10*time.Second, "s2 leads", s2.IsLeader)
+	testwait.For(t, 60*time.Second, "every outcome", func() bool { r, _ := n.resolved(); return r == total })
 	checkExactlyOnce(t, n, total)
 	// A follower points nodes to the leader.
 	st, err := statusOf(s2)
@@ -605,7 +669,7 @@ func TestFailoverLosesNothing(t *testing.T) {
 func TestBadInputOnSubmit(t *testing.T) {
 	srv, _ := startEtcd(t)
 	s := startScheduler(t, srv.Endpoint(), "s1", func(c *scheduler.Config) { c.MaxSubmitBatch = 10 })
-	waitFor(t, 10*time.Second, "leadership", s.IsLeader)
+	testwait.For(t, 10*time.Second, "leadership", s.IsLeader)
 	conn, err := grpc.NewClient(s.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

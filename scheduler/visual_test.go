@@ -25,6 +25,7 @@ import (
 	"github.com/styx-inference/styx/pkg/browsertest"
 	"github.com/styx-inference/styx/pkg/columns"
 	"github.com/styx-inference/styx/pkg/keyspace"
+	"github.com/styx-inference/styx/pkg/testwait"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 	"github.com/styx-inference/styx/scheduler"
 	"github.com/styx-inference/styx/scheduler/internal/state"
@@ -132,7 +133,7 @@ func TestVisualiserNeedsTheToken(t *testing.T) {
 	srv, _ := startEtcd(t)
 	const token = "a-long-enough-test-token"
 	s := startScheduler(t, srv.Endpoint(), "s1", func(c *scheduler.Config) { c.HTTPToken = token })
-	waitFor(t, 10*time.Second, "leadership", s.IsLeader)
+	testwait.For(t, 10*time.Second, "leadership", s.IsLeader)
 	base := "http://" + s.HTTPAddr()
 
 	for _, path := range []string{"/", "/events", "/status", "/api/status", "/assets/app.js", "/metrics", "/?token=wrong"} {
@@ -192,7 +193,7 @@ func TestVisualiserNeedsTheToken(t *testing.T) {
 func TestVisualiserInBrowser(t *testing.T) {
 	srv, cli := startEtcd(t)
 	s1 := startScheduler(t, srv.Endpoint(), "s1", nil)
-	waitFor(t, 10*time.Second, "s1 leads", s1.IsLeader)
+	testwait.For(t, 10*time.Second, "s1 leads", s1.IsLeader)
 	s2 := startScheduler(t, srv.Endpoint(), "s2", nil)
 	startFakeWorker(t, cli, "host-a-numa0", 8, 10*time.Millisecond, onHost("host-a", 0, "0-7"))
 	w2 := startFakeWorker(t, cli, "host-a-numa1", 8, 10*time.Millisecond, onHost("host-a", 1, "8-15"))
@@ -374,9 +375,9 @@ func TestVisualiser500Workers(t *testing.T) {
 	const workers = 500
 	srv, cli := startEtcd(t)
 	s := startScheduler(t, srv.Endpoint(), "s1", func(c *scheduler.Config) { c.BatchSize = 8 })
-	waitFor(t, 10*time.Second, "leadership", s.IsLeader)
+	testwait.For(t, 10*time.Second, "leadership", s.IsLeader)
 	registerMany(t, cli, workers, 4)
-	waitFor(t, 60*time.Second, "500 ready workers", func() bool { return readyWorkers(s.Scheduler) == workers })
+	testwait.For(t, 60*time.Second, "500 ready workers", func() bool { return readyWorkers(s.Scheduler) == workers })
 
 	ctx := browsertest.New(t)
 	browsertest.Run(t, ctx, 30*time.Second, chromedp.Navigate("http://"+s.HTTPAddr()+"/"))

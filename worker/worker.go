@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/styx-inference/styx/pkg/attacks"
+	"github.com/styx-inference/styx/pkg/grpcstop"
 	"github.com/styx-inference/styx/pkg/history"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/leader"
@@ -517,7 +518,9 @@ wait:
 	<-regDone
 	// 4. End sessions (and refuse new ones), stop gRPC.
 	svc.Stop(status.Error(codes.Unavailable, "worker stopping"))
-	gracefulStop(srv, gracefulStopTimeout)
+	if !grpcstop.Graceful(srv, gracefulStopTimeout) {
+		log.Warn().Dur("timeout", gracefulStopTimeout).Msg("grpc calls still running at the deadline, stopped")
+	}
 	// 5. Stop the pool, the probe's steering, the attack feed and /metrics.
 	stopSvc()
 	stopProbeRunner()
@@ -533,23 +536,6 @@ wait:
 	// 6. Close state (deferred: the engine's database, the etcd client).
 	log.Info().Msg("worker stopped")
 	return runErr
-}
-
-// gracefulStop stops srv gracefully, or forcibly after timeout.
-func gracefulStop(srv *grpc.Server, timeout time.Duration) {
-	done := make(chan struct{})
-	go func() {
-		srv.GracefulStop()
-		close(done)
-	}()
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
-		srv.Stop()
-		<-done
-	}
 }
 
 // pin pins the process when NUMANode names a node. It returns the node

@@ -24,7 +24,7 @@ import (
 	"github.com/styx-inference/styx/pkg/embedetcd"
 	"github.com/styx-inference/styx/pkg/embedetcd/etcdtest"
 	"github.com/styx-inference/styx/pkg/keyspace"
-	"github.com/styx-inference/styx/pkg/raven"
+	"github.com/styx-inference/styx/pkg/verdict"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -46,13 +46,13 @@ func newGatedEngine() *gatedEngine {
 
 func (e *gatedEngine) release() { e.once.Do(func() { close(e.gate) }) }
 
-func (e *gatedEngine) Examine(netip.Addr) raven.Verdict {
+func (e *gatedEngine) Examine(netip.Addr) verdict.Verdict {
 	select {
 	case e.entered <- struct{}{}:
 	default:
 	}
 	<-e.gate
-	return raven.Verdict{Proxy: true, Type: "Gated", Risk: 50}
+	return verdict.Verdict{Proxy: true, Type: "Gated", Risk: 50}
 }
 
 func (e *gatedEngine) ModelVersion() string { return "gated-v1" }

@@ -42,6 +42,7 @@ import (
 
 	"github.com/styx-inference/styx/pkg/addrsample"
 	"github.com/styx-inference/styx/pkg/locdb"
+	"github.com/styx-inference/styx/pkg/testwait"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -52,6 +53,10 @@ const override = `services:
     environment:
       STYX_BATCH_DELAY: 500ms
 `
+
+// e2ePoll is how often a wait scrapes the stack's metrics again: each
+// look goes through published ports to several containers.
+const e2ePoll = 250 * time.Millisecond
 
 var (
 	schedulers = []string{"scheduler-a", "scheduler-b"}
@@ -131,7 +136,7 @@ func TestCompose(t *testing.T) {
 	// 1. The cluster forms: a leader with three ready workers, both nodes
 	// connected to it.
 	var first *styxv1.StatusResponse
-	wait(t, 90*time.Second, "a leader with 3 ready workers and both nodes connected", func() bool {
+	testwait.Every(t, 90*time.Second, e2ePoll, "a leader with 3 ready workers and both nodes connected", func() bool {
 		st, _ := leaderStatus(schedulers)
 		if st == nil || len(readyWorkers(st)) != 3 {
 			return false
@@ -168,7 +173,7 @@ func TestCompose(t *testing.T) {
 	// 3. Two more worker containers: STYX uses them without other change.
 	s.compose("up", "-d", "--no-recreate", "--scale", "worker=5")
 	var grown map[string]*styxv1.WorkerStatus
-	wait(t, 60*time.Second, "5 ready workers", func() bool {
+	testwait.Every(t, 60*time.Second, e2ePoll, "5 ready workers", func() bool {
 		st, _ := leaderStatus(schedulers)
 		if st == nil {
 			return false
@@ -184,7 +189,7 @@ func TestCompose(t *testing.T) {
 	}
 	slices.Sort(added)
 	progress("scaled to 5 workers; new: %s", strings.Join(added, " "))
-	wait(t, 90*time.Second, "work on the new workers", func() bool {
+	testwait.Every(t, 90*time.Second, e2ePoll, "work on the new workers", func() bool {
 		for _, n := range nodes {
 			batch := addrs.next(200)
 			api[n].mustQuery(t, batch)
@@ -253,7 +258,7 @@ func TestCompose(t *testing.T) {
 	workerContainers := s.containers("worker")
 	var victim string
 	var before uint64
-	wait(t, 30*time.Second, "a worker holding batches", func() bool {
+	testwait.Every(t, 30*time.Second, e2ePoll, "a worker holding batches", func() bool {
 		st, _ := leaderStatus(schedulers)
 		for _, w := range readyWorkers(st) {
 			if w.InFlight > 0 {
@@ -265,13 +270,13 @@ func TestCompose(t *testing.T) {
 		return false
 	})
 	progress("killed worker %s (SIGKILL) while it held batches", victim)
-	wait(t, 30*time.Second, "the killed worker out of the ready set", func() bool {
+	testwait.Every(t, 30*time.Second, e2ePoll, "the killed worker out of the ready set", func() bool {
 		st, _ := leaderStatus(schedulers)
 		return st != nil && readyWorkers(st)[victim] == nil
 	})
 	progress("the leader no longer counts %s as ready", victim)
 	var requeued uint64
-	wait(t, 15*time.Second, "the killed worker's batches requeued", func() bool {
+	testwait.Every(t, 15*time.Second, e2ePoll, "the killed worker's batches requeued", func() bool {
 		st, _ := leaderStatus(schedulers)
 		if st == nil {
 			return false
@@ -292,7 +297,7 @@ func TestCompose(t *testing.T) {
 		oldName, old.Term, old.Pool.GetReceived(), old.Pool.GetExamined(), old.Pool.GetReassigned())
 	survivors := slices.DeleteFunc(slices.Clone(schedulers), func(sc string) bool { return sc == oldName })
 	var now *styxv1.StatusResponse
-	wait(t, 60*time.Second, "a new leader", func() bool {
+	testwait.Every(t, 60*time.Second, e2ePoll, "a new leader", func() bool {
 		now, _ = leaderStatus(survivors)
 		return now != nil
 	})
@@ -551,7 +556,7 @@ func (n *nodeAPI) checkFromStore(t *testing.T, addrs []netip.Addr) {
 func waitResolved(t *testing.T, api map[string]*nodeAPI, sent map[string][]netip.Addr, progress func(string, ...any)) {
 	t.Helper()
 	var last map[string]map[string]float64
-	wait(t, 120*time.Second, "an outcome for every sighting", func() bool {
+	testwait.Every(t, 120*time.Second, e2ePoll, "an outcome for every sighting", func() bool {
 		last = map[string]map[string]float64{}
 		for _, n := range nodes {
 			m, err := api[n].metrics()
@@ -623,18 +628,6 @@ func composeCommand() ([]string, error) {
 		return []string{"docker", "compose"}, nil
 	}
 	return nil, errors.New("neither docker-compose nor the docker compose plugin is installed")
-}
-
-// wait polls cond every 250 ms until it holds, failing the test after d.
-func wait(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
 }
 
 func firstLine(b []byte) string {

@@ -27,6 +27,7 @@ import (
 	"github.com/styx-inference/styx/pkg/childproc"
 	"github.com/styx-inference/styx/pkg/embedetcd"
 	"github.com/styx-inference/styx/pkg/locdb"
+	"github.com/styx-inference/styx/pkg/retry"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -235,10 +236,8 @@ func waitHTTP(ctx context.Context, url string, c *child) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s not ready at %s after 30s (log %s)", c.name, url, c.log)
 		}
-		select {
-		case <-ctx.Done():
+		if !retry.Sleep(ctx, 100*time.Millisecond) {
 			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }

@@ -1,11 +1,15 @@
 package columns
 
 import (
+	"bytes"
 	"net/netip"
+	"slices"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/styx-inference/styx/pkg/verdict"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -99,6 +103,22 @@ func TestOutcomesRoundTrip(t *testing.T) {
 	}
 }
 
+// AddVerdict writes what Add writes for the same outcomes.
+func TestOutcomeAddVerdict(t *testing.T) {
+	dv := verdict.Verdict{Proxy: true, Type: "VPN", Risk: 70, ModelVersion: "m", Evidence: []string{"e"}, Inferred: time.Unix(0, 5)}
+	pv := VerdictProto(netip.Addr{}, dv)
+	var a, b OutcomeBuilder
+	a.Add(1, styxv1.OutcomeKind_OUTCOME_KIND_VERDICT, pv, "")
+	b.AddVerdict(1, styxv1.OutcomeKind_OUTCOME_KIND_VERDICT, &dv, "")
+	a.Add(2, styxv1.OutcomeKind_OUTCOME_KIND_VERDICT, nil, "")
+	b.AddVerdict(2, styxv1.OutcomeKind_OUTCOME_KIND_VERDICT, nil, "")
+	a.Add(3, styxv1.OutcomeKind_OUTCOME_KIND_EXPIRED, pv, "too old")
+	b.AddVerdict(3, styxv1.OutcomeKind_OUTCOME_KIND_EXPIRED, &dv, "too old")
+	if ab, bb := a.Batch(), b.Batch(); !proto.Equal(ab, bb) {
+		t.Fatalf("Add wrote %v\nAddVerdict wrote %v", ab, bb)
+	}
+}
+
 func TestSightings(t *testing.T) {
 	var b styxv1.SightingBatch
 	in := []Sighting{
@@ -140,4 +160,106 @@ func FuzzDecode(f *testing.F) {
 			_, _ = Sightings(&s)
 		}
 	})
+}
+
+// equalVerdict compares verdicts as the wire carries them: nil and empty
+// evidence alike, times by instant.
+func equalVerdict(a, b verdict.Verdict) bool {
+	return a.Proxy == b.Proxy && a.Type == b.Type && a.Risk == b.Risk && a.Port == b.Port &&
+		a.ModelVersion == b.ModelVersion && slices.Equal(a.Evidence, b.Evidence) && a.Error == b.Error &&
+		a.Inferred.Equal(b.Inferred) && a.Inferred.IsZero() == b.Inferred.IsZero()
+}
+
+var domainVerdicts = []verdict.Verdict{
+	{},
+	{Evidence: []string{}},
+	{Proxy: true, Type: "SOCKS5", Risk: 100, Port: 1080, ModelVersion: "m1",
+		Evidence: []string{"locdb:hosting-as", "proxyprobe:SOCKS5:1080"}, Inferred: time.Unix(1_700_000_000, 5)},
+	{ModelVersion: "m2", Error: "engine panic on 192.0.2.1: boom", Inferred: time.Unix(1_700_000_001, 0)},
+	{Type: "Hosting", Risk: 33, ModelVersion: "m1", Evidence: []string{"locdb:hosting-as"}}, // zero Inferred
+	{Risk: 1, Inferred: time.Unix(-5, 0)}, // before 1970
+	{Risk: 2, Inferred: time.Now()},       // with a monotonic reading
+}
+
+func TestVerdictProtoRoundTrip(t *testing.T) {
+	addrs := []struct {
+		addr netip.Addr
+		want []byte
+	}{
+		{netip.Addr{}, nil},
+		{netip.MustParseAddr("192.0.2.1"), []byte{192, 0, 2, 1}},
+		{netip.MustParseAddr("::ffff:192.0.2.1"), []byte{192, 0, 2, 1}},
+		{netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::1").AsSlice()},
+	}
+	for i, v := range domainVerdicts {
+		for _, a := range addrs {
+			pv := VerdictProto(a.addr, v)
+			if !bytes.Equal(pv.GetAddress(), a.want) {
+				t.Errorf("verdict %d, %v: address %v, want %v", i, a.addr, pv.GetAddress(), a.want)
+			}
+			if got, want := pv.GetInferredUnixNano(), v.InferredUnixNano(); got != want {
+				t.Errorf("verdict %d: inferred %d ns, want %d", i, got, want)
+			}
+			// Through the wire, as a peer sees it.
+			raw, err := proto.Marshal(pv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var back styxv1.Verdict
+			if err := proto.Unmarshal(raw, &back); err != nil {
+				t.Fatal(err)
+			}
+			if got := VerdictOf(&back); !equalVerdict(got, v) {
+				t.Errorf("verdict %d, %v: got %+v, want %+v", i, a.addr, got, v)
+			}
+		}
+	}
+	if got := VerdictOf(nil); !equalVerdict(got, verdict.Verdict{}) || !got.Inferred.IsZero() {
+		t.Errorf("VerdictOf(nil) = %+v", got)
+	}
+	// From the wire and back: every field survives, the address too.
+	pv := &styxv1.Verdict{Address: []byte{192, 0, 2, 9}, Proxy: true, Type: "VPN", Risk: 80, ModelVersion: "m1",
+		Evidence: []string{"a"}, Error: "e", Port: 8080, InferredUnixNano: 7}
+	if back := VerdictProto(netip.AddrFrom4([4]byte{192, 0, 2, 9}), VerdictOf(pv)); !proto.Equal(back, pv) {
+		t.Errorf("got %v, want %v", back, pv)
+	}
+}
+
+// TestAddVerdict checks that the domain verdicts a worker adds read back
+// the same, and write the same columns as their wire form.
+func TestAddVerdict(t *testing.T) {
+	var b VerdictBuilder
+	b.Reset(len(domainVerdicts))
+	pvs := make([]*styxv1.Verdict, len(domainVerdicts))
+	for i := range domainVerdicts {
+		b.AddVerdict(&domainVerdicts[i])
+		pvs[i] = VerdictProto(netip.Addr{}, domainVerdicts[i])
+	}
+	c := b.Columns()
+	if want := EncodeVerdicts(pvs); !proto.Equal(c, want) {
+		t.Errorf("columns %v, want %v", c, want)
+	}
+	rows, err := DecodeVerdicts(c, len(domainVerdicts))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range rows {
+		if got := VerdictOf(&rows[i]); !equalVerdict(got, domainVerdicts[i]) {
+			t.Errorf("verdict %d: got %+v, want %+v", i, got, domainVerdicts[i])
+		}
+	}
+}
+
+// TestFillVerdictProto checks that a filled row keeps its address and takes
+// every other field, overwriting what it held.
+func TestFillVerdictProto(t *testing.T) {
+	for i := range domainVerdicts {
+		row := styxv1.Verdict{Address: []byte{192, 0, 2, 1}, Proxy: true, Type: "old", Risk: 9, Port: 9,
+			ModelVersion: "old", Evidence: []string{"old"}, Error: "old", InferredUnixNano: 9}
+		FillVerdictProto(&row, &domainVerdicts[i])
+		want := VerdictProto(netip.AddrFrom4([4]byte{192, 0, 2, 1}), domainVerdicts[i])
+		if !proto.Equal(&row, want) {
+			t.Errorf("verdict %d: %v, want %v", i, &row, want)
+		}
+	}
 }

@@ -25,7 +25,7 @@
 // (k8s.io/utils/clock, faked in tests) and applies the Commander's limit.
 // Without Run the limit stays at Min.
 //
-// How findings reach a verdict (raven.Verdict, through raven.EvidenceStage,
+// How findings reach a verdict (verdict.Verdict, through raven.EvidenceStage,
 // which the worker runs with --probe): the first Evidence with a Type gives
 // the verdict's Type and Port (Typed), and every Evidence's String
 // ("proxyprobe:SOCKS5:1080") goes into Verdict.Evidence.

@@ -10,6 +10,8 @@ import (
 
 	"github.com/rs/zerolog"
 	testingclock "k8s.io/utils/clock/testing"
+
+	"github.com/styx-inference/styx/pkg/testwait"
 )
 
 var testAddr = netip.MustParseAddr("192.0.2.1") // never dialed: the fakes do no I/O
@@ -58,18 +60,6 @@ func newRunner(t *testing.T, cfg Config) *Runner {
 	return r
 }
 
-// eventually waits (real time) until cond holds.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // calls runs n Examine calls in goroutines and returns a function that
 // waits for them and returns their errors.
 func calls(r *Runner, ctx context.Context, n int) func() []error {
@@ -114,7 +104,7 @@ func TestRunnerLimitsConcurrencyAndBacklog(t *testing.T) {
 	p := newBlockingPlugin()
 	r := newRunner(t, Config{Plugin: p, Concurrency: CommanderConfig{Min: 2, Max: 8}, MaxWaiting: 3})
 	wait := calls(r, context.Background(), 5)
-	eventually(t, "2 in flight and 3 waiting", func() bool {
+	testwait.For(t, testwait.Timeout, "2 in flight and 3 waiting", func() bool {
 		s := r.Stats()
 		return s.InFlight == 2 && s.Backlog == 3 && s.Waiting == 3
 	})
@@ -187,7 +177,7 @@ func TestRunnerCancelWhileWaitingForSlot(t *testing.T) {
 	<-p.started
 	ctx, cancel := context.WithCancel(context.Background())
 	waiting := calls(r, ctx, 1)
-	eventually(t, "a waiter", func() bool { return r.Stats().Backlog == 1 })
+	testwait.For(t, testwait.Timeout, "a waiter", func() bool { return r.Stats().Backlog == 1 })
 	cancel()
 	if err := waiting()[0]; !errors.Is(err, context.Canceled) {
 		t.Fatalf("waiting call: %v, want context.Canceled", err)
@@ -217,7 +207,7 @@ func TestRunnerRateLimit(t *testing.T) {
 	}
 	// The third waits half a second of the fake clock for its token.
 	done := calls(r, context.Background(), 1)
-	eventually(t, "the third call to wait for a token", fc.HasWaiters)
+	testwait.For(t, testwait.Timeout, "the third call to wait for a token", fc.HasWaiters)
 	if s := r.Stats(); s.Calls != 2 || s.Waiting != 1 || s.Backlog != 0 {
 		t.Fatalf("stats %+v, want 2 calls and 1 waiting for a token (not for a slot)", s)
 	}
@@ -234,7 +224,7 @@ func TestRunnerRateLimit(t *testing.T) {
 	// A caller that gives up while waiting for its token returns it.
 	ctx, cancel := context.WithCancel(context.Background())
 	gaveUp := calls(r, ctx, 1)
-	eventually(t, "a call to wait for a token", fc.HasWaiters)
+	testwait.For(t, testwait.Timeout, "a call to wait for a token", fc.HasWaiters)
 	cancel()
 	if err := gaveUp()[0]; !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled call: %v", err)
@@ -262,17 +252,17 @@ func TestRunnerRunRaisesWithBacklog(t *testing.T) {
 			t.Errorf("Run: %v", err)
 		}
 	}()
-	eventually(t, "Run's ticker", fc.HasWaiters)
+	testwait.For(t, testwait.Timeout, "Run's ticker", fc.HasWaiters)
 	if err := r.Run(ctx); err == nil {
 		t.Error("a second Run was accepted")
 	}
 
 	wait := calls(r, context.Background(), 6)
-	eventually(t, "1 in flight, 5 waiting", func() bool { s := r.Stats(); return s.InFlight == 1 && s.Backlog == 5 })
+	testwait.For(t, testwait.Timeout, "1 in flight, 5 waiting", func() bool { s := r.Stats(); return s.InFlight == 1 && s.Backlog == 5 })
 	fc.Step(time.Second)
-	eventually(t, "limit 2", func() bool { s := r.Stats(); return s.Limit == 2 && s.InFlight == 2 && s.Backlog == 4 })
+	testwait.For(t, testwait.Timeout, "limit 2", func() bool { s := r.Stats(); return s.Limit == 2 && s.InFlight == 2 && s.Backlog == 4 })
 	fc.Step(time.Second)
-	eventually(t, "limit 4", func() bool { s := r.Stats(); return s.Limit == 4 && s.InFlight == 4 && s.Backlog == 2 })
+	testwait.For(t, testwait.Timeout, "limit 4", func() bool { s := r.Stats(); return s.Limit == 4 && s.InFlight == 4 && s.Backlog == 2 })
 	fc.Step(time.Second)
 	time.Sleep(20 * time.Millisecond)
 	if s := r.Stats(); s.Limit != 4 {
@@ -316,7 +306,7 @@ func TestGateSetLimit(t *testing.T) {
 				got <- i
 			}
 		}()
-		eventually(t, "a waiter queued", func() bool { return g.stats().waiting == i+1 })
+		testwait.For(t, testwait.Timeout, "a waiter queued", func() bool { return g.stats().waiting == i+1 })
 	}
 	g.setLimit(3) // wakes two, in arrival order
 	if a, b := <-got, <-got; a+b != 1 {
@@ -379,7 +369,7 @@ func TestRunnerMaxWait(t *testing.T) {
 		// 450 ms later the token is due in 50 ms: within MaxWait, it waits.
 		fc.Step(450 * time.Millisecond)
 		done := calls(r, context.Background(), 1)
-		eventually(t, "a call waiting for its token", fc.HasWaiters)
+		testwait.For(t, testwait.Timeout, "a call waiting for its token", fc.HasWaiters)
 		fc.Step(50 * time.Millisecond)
 		if err := done()[0]; err != nil {
 			t.Fatalf("third call: %v (the refused call must not have taken the token)", err)
@@ -420,7 +410,7 @@ func TestRunnerMaxWait(t *testing.T) {
 		<-p.started
 		ctx, cancel := context.WithCancel(context.Background())
 		waiting := calls(r, ctx, 1)
-		eventually(t, "a waiter", func() bool { return r.Stats().Backlog == 1 })
+		testwait.For(t, testwait.Timeout, "a waiter", func() bool { return r.Stats().Backlog == 1 })
 		cancel()
 		if err := waiting()[0]; !errors.Is(err, context.Canceled) || errors.Is(err, ErrBusy) {
 			t.Fatalf("cancelled call: %v, want context.Canceled only", err)

@@ -7,10 +7,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
+	"github.com/rs/zerolog"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/styx-inference/styx/pkg/etcdwatch"
 	"github.com/styx-inference/styx/pkg/keyspace"
 )
 
@@ -33,55 +35,65 @@ func Current(ctx context.Context, cli *clientv3.Client) (keyspace.LeaderInfo, in
 	return li, resp.Header.Revision, nil
 }
 
-// Observe sends the leader each time it changes (and once at the start when
-// one exists) until ctx ends; the channel is then closed. Errors are retried
-// every retry interval. The zero LeaderInfo is sent when the leader is gone.
+// Observe sends the leader each time it changes (and once at the start,
+// the zero LeaderInfo when none leads) until ctx ends; the channel is then
+// closed. The zero LeaderInfo is sent when the leader is gone; nothing is
+// sent while the leader's value does not decode. It follows the election
+// prefix with etcdwatch, so it outlives etcd restarts and compactions.
 func Observe(ctx context.Context, cli *clientv3.Client) <-chan keyspace.LeaderInfo {
 	out := make(chan keyspace.LeaderInfo, 1)
 	go func() {
 		defer close(out)
-		var last keyspace.LeaderInfo
-		sent := false
-		send := func(li keyspace.LeaderInfo) bool {
-			if sent && li == last {
-				return true
+		var (
+			cands = map[string]*mvccpb.KeyValue{} // election keys by key
+			last  keyspace.LeaderInfo
+			sent  bool
+		)
+		changed := func() {
+			li, ok := leaderOf(cands)
+			if !ok || sent && li == last {
+				return
 			}
 			select {
 			case out <- li:
 				last, sent = li, true
-				return true
 			case <-ctx.Done():
-				return false
 			}
 		}
-		for ctx.Err() == nil {
-			li, rev, err := Current(ctx, cli)
-			if err != nil && !errors.Is(err, ErrNoLeader) {
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(500 * time.Millisecond):
+		_ = etcdwatch.Prefix(ctx, cli, keyspace.LeaderPrefix, etcdwatch.Handler{
+			Reset: func(kvs []*mvccpb.KeyValue, _ int64) {
+				clear(cands)
+				for _, kv := range kvs {
+					cands[string(kv.Key)] = kv
 				}
-				continue
-			}
-			if !send(li) {
-				return
-			}
-			wctx, cancel := context.WithCancel(ctx)
-			wch := cli.Watch(clientv3.WithRequireLeader(wctx), keyspace.LeaderPrefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
-			for range wch {
-				// Any change under the prefix may change the leader: re-read.
-				li, _, err := Current(ctx, cli)
-				if err != nil && !errors.Is(err, ErrNoLeader) {
-					break
-				}
-				if !send(li) {
-					cancel()
-					return
-				}
-			}
-			cancel()
-		}
+				changed()
+			},
+			Put: func(kv *mvccpb.KeyValue) {
+				cands[string(kv.Key)] = kv
+				changed()
+			},
+			Delete: func(kv *mvccpb.KeyValue) {
+				delete(cands, string(kv.Key))
+				changed()
+			},
+		}, zerolog.Nop())
 	}()
 	return out
+}
+
+// leaderOf decodes the candidate with the lowest create revision, the
+// leader as concurrency.Election ranks them: the zero LeaderInfo when there
+// is none, false when its value does not decode.
+func leaderOf(cands map[string]*mvccpb.KeyValue) (keyspace.LeaderInfo, bool) {
+	var first *mvccpb.KeyValue
+	for _, kv := range cands {
+		if first == nil || kv.CreateRevision < first.CreateRevision {
+			first = kv
+		}
+	}
+	var li keyspace.LeaderInfo
+	if first == nil {
+		return li, true
+	}
+	return li, keyspace.Decode(first.Value, &li) == nil
 }

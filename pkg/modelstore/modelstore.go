@@ -20,10 +20,12 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"time"
 
+	"github.com/rs/zerolog"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/styx-inference/styx/pkg/etcdwatch"
 	"github.com/styx-inference/styx/pkg/keyspace"
 )
 
@@ -305,8 +307,9 @@ func Prune(ctx context.Context, cli *clientv3.Client) (int, error) {
 }
 
 // Watch calls fn with the pointer now (if one exists) and after every
-// change, until ctx ends. It survives etcd restarts and compactions by
-// reading again. fn runs on Watch's goroutine.
+// change, until ctx ends. It survives etcd restarts and compactions
+// (etcdwatch lists again). A pointer that does not decode or validate is
+// ignored: the servers keep what they run. fn runs on Watch's goroutine.
 func Watch(ctx context.Context, cli *clientv3.Client, fn func(keyspace.ModelPointer)) {
 	var last string
 	deliver := func(v []byte) {
@@ -315,41 +318,18 @@ func Watch(ctx context.Context, cli *clientv3.Client, fn func(keyspace.ModelPoin
 		}
 		var p keyspace.ModelPointer
 		if err := keyspace.Decode(v, &p); err != nil || validPointer(p) != nil {
-			return // a bad pointer is ignored; the servers keep what they run
+			return
 		}
 		last = string(v)
 		fn(p)
 	}
-	for ctx.Err() == nil {
-		resp, err := cli.Get(ctx, keyspace.ModelCurrent)
-		if err != nil {
-			sleep(ctx, time.Second)
-			continue
-		}
-		if len(resp.Kvs) > 0 {
-			deliver(resp.Kvs[0].Value)
-		}
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		for wr := range cli.Watch(wctx, keyspace.ModelCurrent, clientv3.WithRev(resp.Header.Revision+1)) {
-			if wr.Err() != nil {
-				break
+	_ = etcdwatch.Key(ctx, cli, keyspace.ModelCurrent, etcdwatch.Handler{
+		Reset: func(kvs []*mvccpb.KeyValue, _ int64) {
+			if len(kvs) > 0 {
+				deliver(kvs[0].Value)
 			}
-			for _, ev := range wr.Events {
-				if ev.Type == clientv3.EventTypePut {
-					deliver(ev.Kv.Value)
-				}
-			}
-		}
-		cancel()
-		sleep(ctx, 200*time.Millisecond)
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
+		},
+		Put: func(kv *mvccpb.KeyValue) { deliver(kv.Value) },
+		// A deleted pointer leaves the servers with what they run.
+	}, zerolog.Nop())
 }

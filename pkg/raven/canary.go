@@ -1,11 +1,13 @@
 package raven
 
 import (
-	"github.com/styx-inference/styx/pkg/attacks"
 	"net/netip"
 	"sort"
 	"strconv"
 	"sync"
+
+	"github.com/styx-inference/styx/pkg/attacks"
+	"github.com/styx-inference/styx/pkg/verdict"
 )
 
 // Canary examines a share of the addresses with a candidate model and the
@@ -61,13 +63,13 @@ func (c *Canary) UseAttackHistory(h attacks.History) {
 func (c *Canary) ModelVersion() string { return c.current.ModelVersion() }
 
 // Examine implements Engine.
-func (c *Canary) Examine(addr netip.Addr) Verdict {
+func (c *Canary) Examine(addr netip.Addr) verdict.Verdict {
 	if !c.all && addrHash(addr) >= c.threshold {
 		return c.current.Examine(addr)
 	}
 	cur := c.current.Examine(addr)
 	v := c.canary.Examine(addr)
-	v.Model = c.stats.Canary
+	v.ModelVersion = c.stats.Canary
 	differs := cur.Proxy != v.Proxy || cur.Type != v.Type
 	var asn uint32
 	if differs && c.loc != nil {

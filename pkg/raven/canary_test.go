@@ -3,13 +3,15 @@ package raven
 import (
 	"net/netip"
 	"testing"
+
+	"github.com/styx-inference/styx/pkg/verdict"
 )
 
 // fixed answers every address with one type.
 type fixed struct{ version, typ string }
 
-func (f fixed) Examine(netip.Addr) Verdict {
-	return Verdict{Proxy: f.typ != "", Type: f.typ}
+func (f fixed) Examine(netip.Addr) verdict.Verdict {
+	return verdict.Verdict{Proxy: f.typ != "", Type: f.typ}
 }
 func (f fixed) ModelVersion() string { return f.version }
 
@@ -23,16 +25,16 @@ func TestCanaryShareAndComparison(t *testing.T) {
 	for i := range n {
 		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
 		v := c.Examine(a)
-		if v.Model == "m2" {
+		if v.ModelVersion == "m2" {
 			canary++
 			if v.Type != "VPN" {
 				t.Fatalf("canary verdict %+v", v)
 			}
-		} else if v.Model != "" || v.Proxy {
+		} else if v.ModelVersion != "" || v.Proxy {
 			t.Fatalf("current verdict %+v", v)
 		}
 		// The same address meets the same model again.
-		if again := c.Examine(a); again.Model != v.Model {
+		if again := c.Examine(a); again.ModelVersion != v.ModelVersion {
 			t.Fatalf("%s moved between models", a)
 		}
 	}
@@ -48,10 +50,10 @@ func TestCanaryShareAndComparison(t *testing.T) {
 
 func TestCanaryEdges(t *testing.T) {
 	a := netip.MustParseAddr("2001:db8::1")
-	if v := NewCanary(fixed{"m1", ""}, fixed{"m2", "VPN"}, 0, nil).Examine(a); v.Model != "" {
+	if v := NewCanary(fixed{"m1", ""}, fixed{"m2", "VPN"}, 0, nil).Examine(a); v.ModelVersion != "" {
 		t.Fatal("share 0 reached the canary")
 	}
-	if v := NewCanary(fixed{"m1", ""}, fixed{"m2", "VPN"}, 1, nil).Examine(a); v.Model != "m2" {
+	if v := NewCanary(fixed{"m1", ""}, fixed{"m2", "VPN"}, 1, nil).Examine(a); v.ModelVersion != "m2" {
 		t.Fatal("share 1 missed the canary")
 	}
 	same := NewCanary(fixed{"m1", "VPN"}, fixed{"m2", "VPN"}, 1, nil)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/styx-inference/styx/pkg/attacks"
 	"github.com/styx-inference/styx/pkg/evidence"
+	"github.com/styx-inference/styx/pkg/verdict"
 )
 
 // ProbeRisk is the risk of a verdict whose type an evidence plugin
@@ -129,7 +130,7 @@ func (e *EvidenceEngine) UseAttackHistory(h attacks.History) {
 }
 
 // Examine implements Engine.
-func (e *EvidenceEngine) Examine(addr netip.Addr) Verdict {
+func (e *EvidenceEngine) Examine(addr netip.Addr) verdict.Verdict {
 	v := e.inner.Examine(addr)
 	if v.Proxy {
 		return v // known already: the probe's time goes to the others
@@ -138,7 +139,7 @@ func (e *EvidenceEngine) Examine(addr netip.Addr) Verdict {
 }
 
 // complete runs the plugin on addr and completes v with its findings.
-func (s *EvidenceStage) complete(addr netip.Addr, v Verdict) Verdict {
+func (s *EvidenceStage) complete(addr netip.Addr, v verdict.Verdict) verdict.Verdict {
 	var (
 		found []evidence.Evidence
 		err   error

@@ -15,6 +15,7 @@ import (
 	"github.com/styx-inference/styx/pkg/attacks"
 	"github.com/styx-inference/styx/pkg/evidence"
 	"github.com/styx-inference/styx/pkg/raven"
+	"github.com/styx-inference/styx/pkg/verdict"
 )
 
 // The fakes below do no I/O: nothing in these tests is dialed.
@@ -23,13 +24,13 @@ var evAddr = netip.MustParseAddr("192.0.2.7")
 // verdictEngine answers v for every address and records the attack history
 // it was given.
 type verdictEngine struct {
-	v       raven.Verdict
+	v       verdict.Verdict
 	version string
 	history atomic.Pointer[attacks.History]
 }
 
-func (e *verdictEngine) Examine(netip.Addr) raven.Verdict { return e.v }
-func (e *verdictEngine) ModelVersion() string             { return e.version }
+func (e *verdictEngine) Examine(netip.Addr) verdict.Verdict { return e.v }
+func (e *verdictEngine) ModelVersion() string               { return e.version }
 func (e *verdictEngine) UseAttackHistory(h attacks.History) {
 	e.history.Store(&h)
 }
@@ -126,71 +127,71 @@ func TestEvidenceEngineVerdicts(t *testing.T) {
 	timedOut := errors.Join(evidence.ErrCallTimeout, errors.New("probe cut short"))
 	tests := []struct {
 		name      string
-		inner     raven.Verdict
+		inner     verdict.Verdict
 		plugin    pluginResult
 		risk      uint32
-		want      raven.Verdict
+		want      verdict.Verdict
 		wantCalls int64
 	}{{
 		name:      "an open proxy found: proxy, type, port, risk, evidence appended",
-		inner:     raven.Verdict{Type: raven.TypeHosting, Risk: 33, Evidence: shared},
+		inner:     verdict.Verdict{Type: raven.TypeHosting, Risk: 33, Evidence: shared},
 		plugin:    pluginResult{found: []evidence.Evidence{socks5(1080)}},
-		want:      raven.Verdict{Proxy: true, Type: "SOCKS5", Risk: 100, Port: 1080, Evidence: []string{"locdb:hosting-as", "proxyprobe:SOCKS5:1080"}},
+		want:      verdict.Verdict{Proxy: true, Type: "SOCKS5", Risk: 100, Port: 1080, Evidence: []string{"locdb:hosting-as", "proxyprobe:SOCKS5:1080"}},
 		wantCalls: 1,
 	}, {
 		name:  "several found: the first typed one gives type and port, all are listed",
-		inner: raven.Verdict{Evidence: []string{}},
+		inner: verdict.Verdict{Evidence: []string{}},
 		plugin: pluginResult{found: []evidence.Evidence{
 			{Source: "other"}, {Source: "proxyprobe", Type: "HTTP", Port: 3128}, socks5(8888),
 		}},
-		want:      raven.Verdict{Proxy: true, Type: "HTTP", Risk: 100, Port: 3128, Evidence: []string{"other", "proxyprobe:HTTP:3128", "proxyprobe:SOCKS5:8888"}},
+		want:      verdict.Verdict{Proxy: true, Type: "HTTP", Risk: 100, Port: 3128, Evidence: []string{"other", "proxyprobe:HTTP:3128", "proxyprobe:SOCKS5:8888"}},
 		wantCalls: 1,
 	}, {
 		name:      "a configured risk",
-		inner:     raven.Verdict{Risk: 10},
+		inner:     verdict.Verdict{Risk: 10},
 		plugin:    pluginResult{found: []evidence.Evidence{socks5(1080)}},
 		risk:      80,
-		want:      raven.Verdict{Proxy: true, Type: "SOCKS5", Risk: 80, Port: 1080, Evidence: []string{"proxyprobe:SOCKS5:1080"}},
+		want:      verdict.Verdict{Proxy: true, Type: "SOCKS5", Risk: 80, Port: 1080, Evidence: []string{"proxyprobe:SOCKS5:1080"}},
 		wantCalls: 1,
 	}, {
 		name:      "nothing found: the inner verdict unchanged",
-		inner:     raven.Verdict{Type: raven.TypeHosting, Risk: 33, Evidence: shared},
-		want:      raven.Verdict{Type: raven.TypeHosting, Risk: 33, Evidence: shared},
+		inner:     verdict.Verdict{Type: raven.TypeHosting, Risk: 33, Evidence: shared},
+		want:      verdict.Verdict{Type: raven.TypeHosting, Risk: 33, Evidence: shared},
 		wantCalls: 1,
 	}, {
 		name:      "an untyped finding is listed but makes no proxy",
-		inner:     raven.Verdict{Risk: 5},
+		inner:     verdict.Verdict{Risk: 5},
 		plugin:    pluginResult{found: []evidence.Evidence{{Source: "history", Port: 22}}},
-		want:      raven.Verdict{Risk: 5, Evidence: []string{"history:22"}},
+		want:      verdict.Verdict{Risk: 5, Evidence: []string{"history:22"}},
 		wantCalls: 1,
 	}, {
 		name:      "the plugin failed: the inner verdict unchanged",
-		inner:     raven.Verdict{Risk: 5, Evidence: shared},
+		inner:     verdict.Verdict{Risk: 5, Evidence: shared},
 		plugin:    pluginResult{err: errors.New("boom")},
-		want:      raven.Verdict{Risk: 5, Evidence: shared},
+		want:      verdict.Verdict{Risk: 5, Evidence: shared},
 		wantCalls: 1,
 	}, {
 		name:      "the plugin was busy: the inner verdict unchanged",
-		inner:     raven.Verdict{Risk: 5},
+		inner:     verdict.Verdict{Risk: 5},
 		plugin:    pluginResult{err: evidence.ErrBusy},
-		want:      raven.Verdict{Risk: 5},
+		want:      verdict.Verdict{Risk: 5},
 		wantCalls: 1,
 	}, {
 		name:      "what was found before a timeout counts",
-		inner:     raven.Verdict{},
+		inner:     verdict.Verdict{},
 		plugin:    pluginResult{found: []evidence.Evidence{socks5(1080)}, err: timedOut},
-		want:      raven.Verdict{Proxy: true, Type: "SOCKS5", Risk: 100, Port: 1080, Evidence: []string{"proxyprobe:SOCKS5:1080"}},
+		want:      verdict.Verdict{Proxy: true, Type: "SOCKS5", Risk: 100, Port: 1080, Evidence: []string{"proxyprobe:SOCKS5:1080"}},
 		wantCalls: 1,
 	}, {
 		name:   "the inner engine already calls it a proxy: no probe",
-		inner:  raven.Verdict{Proxy: true, Type: raven.TypeAnonymizer, Risk: 90, Evidence: []string{"locdb:anonymous-proxy"}, Model: "canary-v2"},
+		inner:  verdict.Verdict{Proxy: true, Type: raven.TypeAnonymizer, Risk: 90, Evidence: []string{"locdb:anonymous-proxy"}, ModelVersion: "canary-v2"},
 		plugin: pluginResult{found: []evidence.Evidence{socks5(1080)}},
-		want:   raven.Verdict{Proxy: true, Type: raven.TypeAnonymizer, Risk: 90, Evidence: []string{"locdb:anonymous-proxy"}, Model: "canary-v2"},
+		want:   verdict.Verdict{Proxy: true, Type: raven.TypeAnonymizer, Risk: 90, Evidence: []string{"locdb:anonymous-proxy"}, ModelVersion: "canary-v2"},
 	}, {
 		name:      "the verdict keeps the model that made it",
-		inner:     raven.Verdict{Model: "canary-v2"},
+		inner:     verdict.Verdict{ModelVersion: "canary-v2"},
 		plugin:    pluginResult{found: []evidence.Evidence{socks5(1080)}},
-		want:      raven.Verdict{Proxy: true, Type: "SOCKS5", Risk: 100, Port: 1080, Evidence: []string{"proxyprobe:SOCKS5:1080"}, Model: "canary-v2"},
+		want:      verdict.Verdict{Proxy: true, Type: "SOCKS5", Risk: 100, Port: 1080, Evidence: []string{"proxyprobe:SOCKS5:1080"}, ModelVersion: "canary-v2"},
 		wantCalls: 1,
 	}}
 	for _, tc := range tests {
@@ -226,13 +227,13 @@ func TestEvidenceEngineVerdicts(t *testing.T) {
 func TestEvidenceEngineTimeout(t *testing.T) {
 	var rep evReports
 	p := &fakePlugin{block: true}
-	e := newStage(t, raven.EvidenceConfig{Plugin: p, Timeout: 30 * time.Millisecond, Observe: rep.observe}).Wrap(&verdictEngine{v: raven.Verdict{Risk: 3}})
+	e := newStage(t, raven.EvidenceConfig{Plugin: p, Timeout: 30 * time.Millisecond, Observe: rep.observe}).Wrap(&verdictEngine{v: verdict.Verdict{Risk: 3}})
 	start := time.Now()
 	v := e.Examine(evAddr)
 	if d := time.Since(start); d < 30*time.Millisecond || d > 5*time.Second {
 		t.Errorf("Examine took %s, want about the 30ms timeout", d)
 	}
-	if !reflect.DeepEqual(v, raven.Verdict{Risk: 3}) {
+	if !reflect.DeepEqual(v, verdict.Verdict{Risk: 3}) {
 		t.Errorf("verdict %+v, want the inner one", v)
 	}
 	if r := rep.all(); len(r) != 1 || !errors.Is(r[0].Err, context.DeadlineExceeded) {
@@ -244,23 +245,23 @@ func TestEvidenceStageStop(t *testing.T) {
 	var rep evReports
 	p := &fakePlugin{block: true, started: make(chan netip.Addr, 1)}
 	s := newStage(t, raven.EvidenceConfig{Plugin: p, Timeout: time.Minute, Observe: rep.observe})
-	e := s.Wrap(&verdictEngine{v: raven.Verdict{Risk: 3}})
+	e := s.Wrap(&verdictEngine{v: verdict.Verdict{Risk: 3}})
 
 	// Stop ends an examination in progress at once.
-	done := make(chan raven.Verdict, 1)
+	done := make(chan verdict.Verdict, 1)
 	go func() { done <- e.Examine(evAddr) }()
 	<-p.started
 	s.Stop()
 	select {
 	case v := <-done:
-		if !reflect.DeepEqual(v, raven.Verdict{Risk: 3}) {
+		if !reflect.DeepEqual(v, verdict.Verdict{Risk: 3}) {
 			t.Errorf("verdict %+v, want the inner one", v)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Examine still running after Stop")
 	}
 	// Afterwards the plugin is not called any more.
-	if v := e.Examine(evAddr); !reflect.DeepEqual(v, raven.Verdict{Risk: 3}) {
+	if v := e.Examine(evAddr); !reflect.DeepEqual(v, verdict.Verdict{Risk: 3}) {
 		t.Errorf("verdict after Stop %+v, want the inner one", v)
 	}
 	if n := p.calls.Load(); n != 1 {
@@ -310,7 +311,7 @@ func TestEvidenceStageAcrossSwaps(t *testing.T) {
 	cur := s.Wrap(&verdictEngine{version: "v2"})
 
 	// The old engine's examination holds the only slot...
-	done := make(chan raven.Verdict, 1)
+	done := make(chan verdict.Verdict, 1)
 	go func() { done <- old.Examine(evAddr) }()
 	<-p.started
 	// ... so the new engine's is skipped after MaxWait, not queued.

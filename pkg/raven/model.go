@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/styx-inference/styx/pkg/locdb"
+	"github.com/styx-inference/styx/pkg/verdict"
 )
 
 // Scorer is the part of a trained model the Model engine needs;
@@ -128,33 +129,33 @@ func (e *Model) Score(addr netip.Addr) (s Scores, ok bool) {
 // it returns has been seen (see evidenceCache): verdicts share their
 // Evidence slices, as Rule's do, so callers must not modify them
 // (appending copies: their capacity is their length).
-func (e *Model) Examine(addr netip.Addr) Verdict {
+func (e *Model) Examine(addr netip.Addr) verdict.Verdict {
 	bp := e.bufs.Get().(*[]float32)
 	defer e.bufs.Put(bp)
 	x := *bp
 	n, ok := e.ex.Extract(addr, x)
 	if !ok {
-		return Verdict{Evidence: evUnknown}
+		return verdict.Verdict{Evidence: evUnknown}
 	}
 	pa, ph := e.m.Probabilities(e.anon, e.hos, x)
-	var v Verdict
+	var v verdict.Verdict
 	lead := leadNone
 	switch {
 	case n.Flags&locdb.FlagDrop != 0:
-		v = Verdict{Proxy: true, Type: TypeHostile, Risk: 100}
+		v = verdict.Verdict{Proxy: true, Type: TypeHostile, Risk: 100}
 		lead = leadDrop
 	case n.Flags&locdb.FlagAnonymousProxy != 0:
-		v = Verdict{Proxy: true, Type: TypeAnonymizer, Risk: max(90, risk(pa))}
+		v = verdict.Verdict{Proxy: true, Type: TypeAnonymizer, Risk: max(90, risk(pa))}
 		lead = leadAnon
 	case ph >= e.m.Threshold(e.hos):
-		v = Verdict{Proxy: true, Type: TypeHostile, Risk: risk(ph)}
+		v = verdict.Verdict{Proxy: true, Type: TypeHostile, Risk: risk(ph)}
 	case pa >= e.m.Threshold(e.anon):
-		v = Verdict{Proxy: true, Type: TypeAnonymizer, Risk: risk(pa)}
+		v = verdict.Verdict{Proxy: true, Type: TypeAnonymizer, Risk: risk(pa)}
 	case e.ex.Hosting(x):
-		v = Verdict{Type: TypeHosting, Risk: max(33, risk(max(pa, ph)))}
+		v = verdict.Verdict{Type: TypeHosting, Risk: max(33, risk(max(pa, ph)))}
 		lead = leadHosting
 	default:
-		v = Verdict{Risk: risk(max(pa, ph))}
+		v = verdict.Verdict{Risk: risk(max(pa, ph))}
 	}
 	v.Evidence = e.evidence.get(evidenceKey(lead, risk(pa), risk(ph), e.ex.Facts(x)))
 	return v

@@ -21,6 +21,7 @@ import (
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/model"
 	"github.com/styx-inference/styx/pkg/raven"
+	"github.com/styx-inference/styx/pkg/verdict"
 )
 
 // trainTiny trains a small model on every network of db, with 5-fold
@@ -152,7 +153,7 @@ func TestModelEngine(t *testing.T) {
 			}
 		default:
 			clean++
-			if v.Proxy || v.Risk > 50 && v.Type != raven.TypeHosting || v.Model != "" {
+			if v.Proxy || v.Risk > 50 && v.Type != raven.TypeHosting || v.ModelVersion != "" {
 				t.Fatalf("%s p %.2f/%.2f: %+v", n.Prefix, s.Anonymiser, s.Hostile, v)
 			}
 		}
@@ -231,11 +232,11 @@ func refRisk(p float64) uint32 {
 }
 
 // examine returns the reference verdict and scores of addr.
-func (r reference) examine(tb testing.TB, addr netip.Addr) (raven.Verdict, raven.Scores, bool) {
+func (r reference) examine(tb testing.TB, addr netip.Addr) (verdict.Verdict, raven.Scores, bool) {
 	x := make([]float32, features.Count)
 	n, ok := r.ex.Extract(addr, x)
 	if !ok {
-		return raven.Verdict{Evidence: []string{"locdb:no-network"}}, raven.Scores{Network: n}, false
+		return verdict.Verdict{Evidence: []string{"locdb:no-network"}}, raven.Scores{Network: n}, false
 	}
 	hosting := raven.HostingName(n.ASName)
 	if x[features.ASHostingName] != b2f(hosting) {
@@ -244,24 +245,24 @@ func (r reference) examine(tb testing.TB, addr netip.Addr) (raven.Verdict, raven
 	pa := refSigmoid(r.raw(r.m.Head(model.HeadAnonymiser), x))
 	ph := refSigmoid(r.raw(r.m.Head(model.HeadHostile), x))
 	thrA, thrH := r.m.Threshold(r.m.Head(model.HeadAnonymiser)), r.m.Threshold(r.m.Head(model.HeadHostile))
-	var v raven.Verdict
+	var v verdict.Verdict
 	var ev []string
 	switch {
 	case n.Flags.Drop():
-		v = raven.Verdict{Proxy: true, Type: raven.TypeHostile, Risk: 100}
+		v = verdict.Verdict{Proxy: true, Type: raven.TypeHostile, Risk: 100}
 		ev = append(ev, "locdb:drop")
 	case n.Flags.AnonymousProxy():
-		v = raven.Verdict{Proxy: true, Type: raven.TypeAnonymizer, Risk: max(90, refRisk(pa))}
+		v = verdict.Verdict{Proxy: true, Type: raven.TypeAnonymizer, Risk: max(90, refRisk(pa))}
 		ev = append(ev, "locdb:anonymous-proxy")
 	case ph >= thrH:
-		v = raven.Verdict{Proxy: true, Type: raven.TypeHostile, Risk: refRisk(ph)}
+		v = verdict.Verdict{Proxy: true, Type: raven.TypeHostile, Risk: refRisk(ph)}
 	case pa >= thrA:
-		v = raven.Verdict{Proxy: true, Type: raven.TypeAnonymizer, Risk: refRisk(pa)}
+		v = verdict.Verdict{Proxy: true, Type: raven.TypeAnonymizer, Risk: refRisk(pa)}
 	case hosting:
-		v = raven.Verdict{Type: raven.TypeHosting, Risk: max(33, refRisk(max(pa, ph)))}
+		v = verdict.Verdict{Type: raven.TypeHosting, Risk: max(33, refRisk(max(pa, ph)))}
 		ev = append(ev, "locdb:hosting-as")
 	default:
-		v = raven.Verdict{Risk: refRisk(max(pa, ph))}
+		v = verdict.Verdict{Risk: refRisk(max(pa, ph))}
 	}
 	ev = append(ev, fmt.Sprintf("raven:anonymiser=%d%%", refRisk(pa)), fmt.Sprintf("raven:hostile=%d%%", refRisk(ph)))
 	near := float32(10)
@@ -368,7 +369,7 @@ func TestModelExamineConcurrent(t *testing.T) {
 	for n := range db.Networks() {
 		addrs = append(addrs, n.Prefix.Addr())
 	}
-	want := make([]raven.Verdict, len(addrs))
+	want := make([]verdict.Verdict, len(addrs))
 	e2, _ := newEngine(t)
 	for i, a := range addrs {
 		want[i] = e2.Examine(a)

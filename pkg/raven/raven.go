@@ -11,27 +11,18 @@ import (
 	"strings"
 
 	"github.com/styx-inference/styx/pkg/locdb"
+	"github.com/styx-inference/styx/pkg/verdict"
 )
-
-// Verdict is what an engine concluded about one address.
-type Verdict struct {
-	Proxy    bool
-	Type     string // "" when nothing was found
-	Risk     uint32 // 0..100
-	Port     uint32 // confirmed open-proxy port, 0 if none
-	Evidence []string
-	// Model names the model that made this verdict when it is not the
-	// engine's ModelVersion (a canary examining a share of the addresses);
-	// "" otherwise.
-	Model string
-}
 
 // Engine examines addresses. Implementations are safe for concurrent use.
 type Engine interface {
 	// Examine returns the verdict for addr. The Evidence slice may be
 	// shared between verdicts (engines hand out cached, immutable lists):
-	// callers must not modify it, and append only to a copy.
-	Examine(addr netip.Addr) Verdict
+	// callers must not modify it, and append only to a copy. The verdict's
+	// ModelVersion is "" when it is the engine's ModelVersion, and names
+	// the model otherwise (a canary examining a share of the addresses).
+	// Error and Inferred are left to the caller, which runs the engine.
+	Examine(addr netip.Addr) verdict.Verdict
 	// ModelVersion names the model that makes the verdicts.
 	ModelVersion() string
 }
@@ -78,20 +69,20 @@ func NewRule(loc Locator) *Rule { return &Rule{loc: loc} }
 func (r *Rule) ModelVersion() string { return RuleVersion }
 
 // Examine implements Engine. It does not allocate.
-func (r *Rule) Examine(addr netip.Addr) Verdict {
+func (r *Rule) Examine(addr netip.Addr) verdict.Verdict {
 	n, ok := r.loc.Lookup(addr)
 	if !ok {
-		return Verdict{Evidence: evUnknown}
+		return verdict.Verdict{Evidence: evUnknown}
 	}
 	switch {
 	case n.Flags&locdb.FlagDrop != 0:
-		return Verdict{Proxy: true, Type: TypeHostile, Risk: 100, Evidence: evDrop}
+		return verdict.Verdict{Proxy: true, Type: TypeHostile, Risk: 100, Evidence: evDrop}
 	case n.Flags&locdb.FlagAnonymousProxy != 0:
-		return Verdict{Proxy: true, Type: TypeAnonymizer, Risk: 90, Evidence: evAnon}
+		return verdict.Verdict{Proxy: true, Type: TypeAnonymizer, Risk: 90, Evidence: evAnon}
 	case HostingName(n.ASName):
-		return Verdict{Type: TypeHosting, Risk: 33, Evidence: evHosting}
+		return verdict.Verdict{Type: TypeHosting, Risk: 33, Evidence: evHosting}
 	}
-	return Verdict{Evidence: evNone}
+	return verdict.Verdict{Evidence: evNone}
 }
 
 var hostingWords = []string{
@@ -134,7 +125,7 @@ func containsFold(s, w string) bool {
 type Nop struct{}
 
 // Examine implements Engine.
-func (Nop) Examine(netip.Addr) Verdict { return Verdict{Evidence: evNone} }
+func (Nop) Examine(netip.Addr) verdict.Verdict { return verdict.Verdict{Evidence: evNone} }
 
 // ModelVersion implements Engine.
 func (Nop) ModelVersion() string { return "nop" }

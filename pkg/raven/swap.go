@@ -3,6 +3,8 @@ package raven
 import (
 	"net/netip"
 	"sync/atomic"
+
+	"github.com/styx-inference/styx/pkg/verdict"
 )
 
 // Swap is an Engine whose engine can be replaced while it serves: the
@@ -27,7 +29,7 @@ func (s *Swap) Set(e Engine) { s.cur.Store(&engineBox{e}) }
 func (s *Swap) Current() Engine { return s.cur.Load().Engine }
 
 // Examine implements Engine.
-func (s *Swap) Examine(a netip.Addr) Verdict { return s.cur.Load().Examine(a) }
+func (s *Swap) Examine(a netip.Addr) verdict.Verdict { return s.cur.Load().Examine(a) }
 
 // ModelVersion implements Engine.
 func (s *Swap) ModelVersion() string { return s.cur.Load().ModelVersion() }

@@ -1,8 +1,10 @@
-// Package registration keeps a key in etcd alive on a lease for as long as a
-// process runs. When the keep-alive channel closes (the lease expired or the
-// connection was lost for longer than its TTL) the lease is gone: the
-// registrar calls OnLost, grants a new lease and registers again. Run revokes
-// the lease on the way out, so a clean stop leaves the keyspace at once.
+// Package registration keeps a key in etcd for as long as a process runs,
+// attached to the lease of a concurrency.Session, one session per lease.
+// When the session ends on its own (the lease expired or was revoked, or
+// keep-alives failed for longer than its TTL) the lease is gone, and the
+// key with it: the registrar calls OnLost, opens a new session and
+// registers again. Run closes the session on the way out, which revokes the
+// lease, so a clean stop leaves the keyspace at once.
 package registration
 
 import (
@@ -15,8 +17,10 @@ import (
 
 	"github.com/rs/zerolog"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/styx-inference/styx/pkg/logging"
+	"github.com/styx-inference/styx/pkg/retry"
 )
 
 // Config configures a Registrar.
@@ -29,12 +33,13 @@ type Config struct {
 	// (re-)registration and by Refresh.
 	Value func() (string, error)
 	// OnLost is called (from Run's goroutine) when a lease was lost, before
-	// re-registering. In-flight work tied to the old lease must be treated
-	// as lost. May be nil.
+	// registering again. In-flight work tied to the old lease must be
+	// treated as lost. May be nil.
 	OnLost func()
 	// OnRegistered is called after each successful registration. May be nil.
 	OnRegistered func(lease clientv3.LeaseID)
-	// RetryInterval between failed attempts; default 500 ms.
+	// RetryInterval is the first wait after a failed attempt (default
+	// 500 ms); the waits double up to one TTL while attempts keep failing.
 	RetryInterval time.Duration
 }
 
@@ -58,8 +63,8 @@ type Registrar struct {
 	cfg Config
 	log zerolog.Logger
 
-	mu    sync.Mutex
-	lease clientv3.LeaseID
+	mu   sync.Mutex
+	sess *concurrency.Session // nil while not registered
 }
 
 // New returns a Registrar; call Run to register.
@@ -77,13 +82,22 @@ func New(cfg Config, log zerolog.Logger) (*Registrar, error) {
 func (r *Registrar) Lease() clientv3.LeaseID {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.lease
+	if r.sess == nil {
+		return clientv3.NoLease
+	}
+	return r.sess.Lease()
+}
+
+func (r *Registrar) setSession(s *concurrency.Session) {
+	r.mu.Lock()
+	r.sess = s
+	r.mu.Unlock()
 }
 
 // Refresh writes the current value again under the current lease.
 func (r *Registrar) Refresh(ctx context.Context) error {
 	lease := r.Lease()
-	if lease == 0 {
+	if lease == clientv3.NoLease {
 		return errors.New("not registered")
 	}
 	v, err := r.cfg.Value()
@@ -99,81 +113,96 @@ func (r *Registrar) Refresh(ctx context.Context) error {
 // Run registers and keeps the registration alive until ctx ends, then
 // revokes the lease (bounded by one TTL) and returns nil.
 func (r *Registrar) Run(ctx context.Context) error {
-	first := true
+	bo := retry.NewBackoff(r.cfg.RetryInterval, max(r.cfg.RetryInterval, r.cfg.TTL))
 	for {
-		if !first && r.cfg.OnLost != nil {
-			r.cfg.OnLost()
-		}
-		first = false
-		ka, err := r.register(ctx)
+		sess, err := r.register(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			r.log.Warn().Err(err).Msg("register failed, retrying")
-			select {
-			case <-ctx.Done():
+			d := bo.NextBackOff()
+			r.log.Warn().Err(err).Dur("retry_in", d).Msg("register failed, retrying")
+			if !retry.Sleep(ctx, d) {
 				return nil
-			case <-time.After(r.cfg.RetryInterval):
 			}
-			first = true // no lease was held: nothing lost
-			continue
+			continue // no lease was held: nothing lost
 		}
-		for range ka {
+		bo.Reset()
+		select {
+		case <-ctx.Done():
+		case <-sess.Done():
 		}
-		// The keep-alive channel closed: either ctx ended or the lease is gone.
-		lease := r.Lease()
-		r.mu.Lock()
-		r.lease = 0
-		r.mu.Unlock()
+		r.setSession(nil)
 		if ctx.Err() != nil {
-			r.revoke(lease)
+			r.leave(sess)
 			return nil
 		}
-		r.log.Warn().Int64(logging.Lease, int64(lease)).Msg("lease lost, registering again")
+		r.log.Warn().Int64(logging.Lease, int64(sess.Lease())).Msg("lease lost, registering again")
+		if r.cfg.OnLost != nil {
+			r.cfg.OnLost()
+		}
 	}
 }
 
-func (r *Registrar) register(ctx context.Context) (<-chan *clientv3.LeaseKeepAliveResponse, error) {
-	ttl := int64(r.cfg.TTL / time.Second)
+// register opens a session on a new lease and writes the key under it.
+func (r *Registrar) register(ctx context.Context) (*concurrency.Session, error) {
+	ttl := int(r.cfg.TTL / time.Second)
+	// ctx and one TTL bound the grant and the writes. The session itself
+	// lives on a context that ctx does not end: Close revokes the lease with
+	// it once ctx has ended.
 	gctx, cancel := context.WithTimeout(ctx, r.cfg.TTL)
 	defer cancel()
-	g, err := r.cfg.Client.Grant(gctx, ttl)
+	g, err := r.cfg.Client.Grant(gctx, int64(ttl))
 	if err != nil {
 		return nil, fmt.Errorf("grant lease: %w", err)
 	}
-	v, err := r.cfg.Value()
+	sess, err := concurrency.NewSession(r.cfg.Client, concurrency.WithLease(g.ID), concurrency.WithTTL(ttl),
+		concurrency.WithContext(context.WithoutCancel(ctx)))
 	if err != nil {
-		return nil, fmt.Errorf("registration value: %w", err)
+		return nil, fmt.Errorf("keep lease alive: %w", err)
 	}
-	if _, err := r.cfg.Client.Put(gctx, r.cfg.Key, v, clientv3.WithLease(g.ID)); err != nil {
-		return nil, fmt.Errorf("put %s: %w", r.cfg.Key, err)
-	}
-	ka, err := r.cfg.Client.KeepAlive(ctx, g.ID)
+	v, err := r.put(gctx, sess.Lease())
 	if err != nil {
-		return nil, fmt.Errorf("keep alive: %w", err)
+		// Best effort, within the same bound: an unrevoked lease expires.
+		sess.Orphan()
+		_, _ = r.cfg.Client.Revoke(gctx, sess.Lease())
+		return nil, err
 	}
-	r.mu.Lock()
-	r.lease = g.ID
-	r.mu.Unlock()
-	r.log.Info().Int64(logging.Lease, int64(g.ID)).Int64("ttl_s", ttl).Msg("registered")
+	r.setSession(sess)
+	// A caller that changed what Value returns while Lease was still 0
+	// could not Refresh: write the value again if it changed meanwhile.
+	if now, err := r.cfg.Value(); err == nil && now != v {
+		if _, err := r.put(gctx, sess.Lease()); err != nil {
+			r.log.Warn().Err(err).Msg("value changed while registering, not rewritten")
+		}
+	}
+	r.log.Info().Int64(logging.Lease, int64(sess.Lease())).Int("ttl_s", ttl).Msg("registered")
 	if r.cfg.OnRegistered != nil {
-		r.cfg.OnRegistered(g.ID)
+		r.cfg.OnRegistered(sess.Lease())
 	}
-	return ka, nil
+	return sess, nil
 }
 
-func (r *Registrar) revoke(lease clientv3.LeaseID) {
-	if lease == 0 {
+// put writes the current value under lease and returns it.
+func (r *Registrar) put(ctx context.Context, lease clientv3.LeaseID) (string, error) {
+	v, err := r.cfg.Value()
+	if err != nil {
+		return "", fmt.Errorf("registration value: %w", err)
+	}
+	if _, err := r.cfg.Client.Put(ctx, r.cfg.Key, v, clientv3.WithLease(lease)); err != nil {
+		return "", fmt.Errorf("put %s: %w", r.cfg.Key, err)
+	}
+	return v, nil
+}
+
+// leave closes the session, which revokes its lease (waiting one TTL at
+// most), so the key goes at once.
+func (r *Registrar) leave(sess *concurrency.Session) {
+	if err := sess.Close(); err != nil {
+		r.log.Warn().Err(err).Int64(logging.Lease, int64(sess.Lease())).Msg("revoke lease")
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.TTL)
-	defer cancel()
-	if _, err := r.cfg.Client.Revoke(ctx, lease); err != nil {
-		r.log.Warn().Err(err).Msg("revoke lease")
-		return
-	}
-	r.log.Info().Int64(logging.Lease, int64(lease)).Msg("lease revoked")
+	r.log.Info().Int64(logging.Lease, int64(sess.Lease())).Msg("lease revoked")
 }
 
 // Advertise is the address to publish for a bound one: the bound address,

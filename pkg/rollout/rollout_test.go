@@ -18,6 +18,8 @@ import (
 	"github.com/styx-inference/styx/pkg/modelstore"
 	"github.com/styx-inference/styx/pkg/raven"
 	"github.com/styx-inference/styx/pkg/rollout"
+	"github.com/styx-inference/styx/pkg/testwait"
+	"github.com/styx-inference/styx/pkg/verdict"
 )
 
 func TestMain(m *testing.M) {
@@ -31,8 +33,8 @@ func TestMain(m *testing.M) {
 // address with that type.
 type fakeEngine struct{ version, typ string }
 
-func (f fakeEngine) Examine(netip.Addr) raven.Verdict {
-	return raven.Verdict{Proxy: f.typ != "", Type: f.typ}
+func (f fakeEngine) Examine(netip.Addr) verdict.Verdict {
+	return verdict.Verdict{Proxy: f.typ != "", Type: f.typ}
 }
 func (f fakeEngine) ModelVersion() string { return f.version }
 
@@ -58,17 +60,6 @@ func (h *holder) version() string {
 		return ""
 	}
 	return h.eng.ModelVersion()
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func TestFollowsPointerCanaryAndRollback(t *testing.T) {
@@ -103,7 +94,7 @@ func TestFollowsPointerCanaryAndRollback(t *testing.T) {
 	if _, err := modelstore.Activate(ctx, cli, m1); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "m1 active", func() bool { return h.version() == "m1" && f.Active() == "m1" })
+	testwait.For(t, testwait.Timeout, "m1 active", func() bool { return h.version() == "m1" && f.Active() == "m1" })
 	<-changed
 
 	// A canary on every address: verdicts name m2, and the comparison is
@@ -111,18 +102,18 @@ func TestFollowsPointerCanaryAndRollback(t *testing.T) {
 	if _, err := modelstore.StartCanary(ctx, cli, m2, 1); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "canary running", func() bool { return f.Active() == "m1+canary:m2" })
+	testwait.For(t, testwait.Timeout, "canary running", func() bool { return f.Active() == "m1+canary:m2" })
 	h.mu.Lock()
 	eng := h.eng
 	h.mu.Unlock()
 	for i := range 100 {
 		v := eng.Examine(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}))
-		if v.Model != "m2" || v.Type != "VPN" {
+		if v.ModelVersion != "m2" || v.Type != "VPN" {
 			t.Fatalf("canary verdict %+v", v)
 		}
 	}
 	var rep keyspace.CanaryReport
-	waitFor(t, "canary report", func() bool {
+	testwait.For(t, testwait.Timeout, "canary report", func() bool {
 		resp, err := cli.Get(ctx, keyspace.CanaryKey("w1"))
 		if err != nil || len(resp.Kvs) == 0 {
 			return false
@@ -139,15 +130,15 @@ func TestFollowsPointerCanaryAndRollback(t *testing.T) {
 	if _, err := modelstore.Promote(ctx, cli); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "m2 active", func() bool { return f.Active() == "m2" && h.version() == "m2" })
-	waitFor(t, "canary report removed", func() bool {
+	testwait.For(t, testwait.Timeout, "m2 active", func() bool { return f.Active() == "m2" && h.version() == "m2" })
+	testwait.For(t, testwait.Timeout, "canary report removed", func() bool {
 		resp, err := cli.Get(ctx, keyspace.CanaryKey("w1"))
 		return err == nil && len(resp.Kvs) == 0
 	})
 	if _, err := modelstore.Rollback(ctx, cli); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "rolled back to m1", func() bool { return f.Active() == "m1" && h.version() == "m1" })
+	testwait.For(t, testwait.Timeout, "rolled back to m1", func() bool { return f.Active() == "m1" && h.version() == "m1" })
 
 	// A tampered artifact is refused; the running engine stays.
 	m3 := store("m3", "Hosting")

@@ -23,6 +23,7 @@ import (
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/logging"
 	"github.com/styx-inference/styx/pkg/raven"
+	"github.com/styx-inference/styx/pkg/verdict"
 )
 
 // LicenceHeader carries the location data credit on every /v2 response.
@@ -33,7 +34,7 @@ type VerdictStore interface {
 	// LookupVerdict returns the stored verdict; LastSeen the last time
 	// the address was queried (zero when never), asked only when the
 	// answer shows it.
-	LookupVerdict(addr netip.Addr) (store.Verdict, bool, error)
+	LookupVerdict(addr netip.Addr) (verdict.Verdict, bool, error)
 	LastSeen(addr netip.Addr) (time.Time, error)
 	Touch(addr netip.Addr, t time.Time)
 	Attacks(addr netip.Addr) (store.AttackHistory, error)
@@ -376,9 +377,9 @@ func (a *API) address(addr netip.Addr, f Flags, now time.Time) object {
 		a.cfg.Sighted(addr, now)
 	}
 
-	var v raven.Verdict
+	var v verdict.Verdict
 	if hasVerdict && (f.Days == 0 || now.Sub(sv.Inferred) <= time.Duration(f.Days)*24*time.Hour) {
-		v = raven.Verdict{Proxy: sv.Proxy, Type: sv.Type, Risk: sv.Risk, Port: sv.Port}
+		v = sv
 		a.fromStore.Inc()
 	} else {
 		v = a.cfg.Engine.Examine(addr)

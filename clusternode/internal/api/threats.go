@@ -193,7 +193,11 @@ func (a *API) threat(e threats.Entry) object {
 	}
 	o = append(o, fv("risk", e.Risk))
 	o = append(o, a.location(e.Addr)...)
-	return append(o, fv("last_seen_unix", e.Seen.Unix()))
+	seen := int64(0) // inference time unknown
+	if !e.Seen.IsZero() {
+		seen = e.Seen.Unix()
+	}
+	return append(o, fv("last_seen_unix", seen))
 }
 
 // location returns asn, provider, country and isocode of addr, each when

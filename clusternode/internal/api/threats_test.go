@@ -181,6 +181,19 @@ func TestThreatsJSONShape(t *testing.T) {
 	}
 }
 
+// A verdict without an inference time is listed as last seen at 0, not at
+// the zero time's seconds.
+func TestThreatsUnknownTime(t *testing.T) {
+	f := newThreatsFixture(t, 10, nil)
+	_, err := f.store.Put([]store.Item{{Addr: netip.MustParseAddr("45.66.1.2"), Verdict: &styxv1.Verdict{Proxy: true, Type: "VPN", Risk: 90}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, a, body := f.get(t, "/threats.json"); a.Count != 1 || a.Threats[0]["last_seen_unix"] != 0.0 {
+		t.Fatalf("%s", body)
+	}
+}
+
 func TestThreatsBadRequests(t *testing.T) {
 	f := newThreatsFixture(t, 500, nil)
 	f.seed(t)

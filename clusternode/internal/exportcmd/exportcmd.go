@@ -17,6 +17,7 @@ import (
 
 	"github.com/styx-inference/styx/clusternode"
 	"github.com/styx-inference/styx/clusternode/internal/store"
+	"github.com/styx-inference/styx/pkg/verdict"
 )
 
 // EnvDataDir sets the data directory when --data-dir is not given, as for
@@ -171,7 +172,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func export(ctx context.Context, st *store.Store, w io.Writer, probeConfirmed bool) (read, written int, err error) {
 	bw := bufio.NewWriter(w)
 	bw.WriteString(Header + "\n")
-	err = st.ForEachVerdict(func(addr netip.Addr, v store.Verdict) error {
+	err = st.ForEachVerdict(func(addr netip.Addr, v verdict.Verdict) error {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("interrupted: %w", context.Cause(ctx))
 		}
@@ -197,7 +198,7 @@ func export(ctx context.Context, st *store.Store, w io.Writer, probeConfirmed bo
 // with probeConfirmed, only a verdict with a probe evidence entry is, as
 // an anonymiser; otherwise every verdict is, as anonymiser (hostile when
 // its type is Hostile) or clean.
-func Label(v store.Verdict, probeConfirmed bool) (string, bool) {
+func Label(v verdict.Verdict, probeConfirmed bool) (string, bool) {
 	if probeConfirmed {
 		return LabelAnonymiser, ProbeConfirmed(v)
 	}
@@ -211,7 +212,7 @@ func Label(v store.Verdict, probeConfirmed bool) (string, bool) {
 }
 
 // ProbeConfirmed reports whether an open-proxy probe confirmed v.
-func ProbeConfirmed(v store.Verdict) bool {
+func ProbeConfirmed(v verdict.Verdict) bool {
 	for _, e := range v.Evidence {
 		if strings.HasPrefix(e, ProbeEvidencePrefix) {
 			return true

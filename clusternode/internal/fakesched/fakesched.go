@@ -53,6 +53,7 @@ type Server struct {
 	mu        sync.Mutex
 	sess      *session
 	sessions  int
+	refused   int // Submit streams refused as a follower
 	hellos    []string
 	received  map[uint64]int // sighting id -> times received
 	sightings map[uint64]columns.Sighting
@@ -128,6 +129,9 @@ func (s *Server) Stop() {
 // Submit implements SchedulerService.
 func (s *Server) Submit(stream styxv1.SchedulerService_SubmitServer) error {
 	if s.cfg.Follower {
+		s.mu.Lock()
+		s.refused++
+		s.mu.Unlock()
 		return status.Error(codes.FailedPrecondition, "not the leader")
 	}
 	req, err := stream.Recv()
@@ -348,6 +352,14 @@ func (s *Server) Sessions() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.sessions
+}
+
+// Refused counts Submit streams refused with FAILED_PRECONDITION
+// (Config.Follower).
+func (s *Server) Refused() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refused
 }
 
 // Hellos lists the node ids of every Hello received.

@@ -12,6 +12,7 @@ import (
 	"github.com/styx-inference/styx/clusternode/internal/store"
 	"github.com/styx-inference/styx/pkg/attacks"
 	"github.com/styx-inference/styx/pkg/history"
+	"github.com/styx-inference/styx/pkg/verdict"
 )
 
 // Folder folds what lands in the node's store into a table.
@@ -24,7 +25,7 @@ func New(t *history.Table) *Folder { return &Folder{t: t} }
 // address counts.
 func (f *Folder) Landed(vs []store.Landed) {
 	for _, l := range vs {
-		f.t.AddVerdict(l.Addr, l.Verdict.Proxy, l.Verdict.Inferred.UnixNano())
+		f.t.AddVerdict(l.Addr, l.Verdict.Proxy, l.Verdict.InferredUnixNano())
 	}
 }
 
@@ -38,7 +39,7 @@ func (f *Folder) Attacked(rs []attacks.Report) {
 
 // Scanner is what Fill reads: store.Store.
 type Scanner interface {
-	ScanVerdicts(want func(inferred time.Time) bool, fn func(addr netip.Addr, v store.Verdict)) error
+	ScanVerdicts(want func(inferred time.Time) bool, fn func(addr netip.Addr, v verdict.Verdict)) error
 	ScanAttacks(fn func(addr netip.Addr, h store.AttackHistory)) error
 }
 
@@ -64,9 +65,9 @@ func Fill(t *history.Table, s Scanner, max int) (FillStats, error) {
 	vs := &newest{max: max}
 	err := s.ScanVerdicts(func(inferred time.Time) bool {
 		seen++
-		return vs.wants(inferred.UnixNano())
-	}, func(addr netip.Addr, v store.Verdict) {
-		vs.offer(entry{addr: addr, at: v.Inferred.UnixNano(), proxy: v.Proxy})
+		return vs.wants(verdict.UnixNanoOf(inferred))
+	}, func(addr netip.Addr, v verdict.Verdict) {
+		vs.offer(entry{addr: addr, at: v.InferredUnixNano(), proxy: v.Proxy})
 	})
 	as := &newest{max: max}
 	aerr := s.ScanAttacks(func(addr netip.Addr, h store.AttackHistory) {

@@ -14,6 +14,10 @@
 //	attack_outbox  8-byte big-endian sequence -> encoded styx.v1.AttackReport
 //	meta           "feed_revision", "sighting_hwm", "attack_outbox_len" -> 8-byte big-endian
 //
+// Verdicts are written as they came over the wire (Item holds a
+// styx.v1.Verdict, from an outcome or the feed) and read back as the one
+// domain type, verdict.Verdict.
+//
 // Verdict writes are idempotent and ordered by inference time: putting a
 // verdict already stored changes nothing, and a verdict inferred earlier
 // than the stored one is dropped. Two different verdicts with the same

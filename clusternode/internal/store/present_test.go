@@ -61,7 +61,7 @@ func TestLookupSkipsAbsentAddresses(t *testing.T) {
 	var items []Item
 	for i := range 1000 {
 		a := netip.AddrFrom4([4]byte{203, 0, byte(i >> 8), byte(i)})
-		items = append(items, Item{a, verdict(i%2 == 0, "VPN", 50, t0)})
+		items = append(items, Item{a, wireVerdict(i%2 == 0, "VPN", 50, t0)})
 		stored = append(stored, a)
 	}
 	if _, err := s.Put(items[:500]); err != nil {

@@ -9,6 +9,8 @@ import (
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/styx-inference/styx/pkg/verdict"
 )
 
 // ErrInUse is returned by OpenReadOnly when another process (a running
@@ -60,7 +62,7 @@ func OpenReadOnly(path string, timeout time.Duration, log zerolog.Logger) (*Stor
 // (IPv4 addresses are unmapped), within one read transaction: fn sees a
 // consistent snapshot and must not write to the store. It stops at the
 // first error fn returns and returns it.
-func (s *Store) ForEachVerdict(fn func(addr netip.Addr, v Verdict) error) error {
+func (s *Store) ForEachVerdict(fn func(addr netip.Addr, v verdict.Verdict) error) error {
 	if err := s.eachVerdict(nil, fn); err != nil {
 		return fmt.Errorf("store: read verdicts: %w", err)
 	}

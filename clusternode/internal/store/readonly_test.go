@@ -11,6 +11,8 @@ import (
 
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/styx-inference/styx/pkg/verdict"
 )
 
 func TestForEachVerdictReadOnly(t *testing.T) {
@@ -18,9 +20,9 @@ func TestForEachVerdictReadOnly(t *testing.T) {
 	s := open(t, path)
 	mapped := netip.MustParseAddr("::ffff:198.51.100.1")
 	if _, err := s.Put([]Item{
-		{addr6, verdict(false, "", 0, t0)},
-		{mapped, verdict(true, "SOCKS5", 90, t0)},
-		{addr4, verdict(true, "VPN", 80, t0)},
+		{addr6, wireVerdict(false, "", 0, t0)},
+		{mapped, wireVerdict(true, "SOCKS5", 90, t0)},
+		{addr4, wireVerdict(true, "VPN", 80, t0)},
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +36,7 @@ func TestForEachVerdictReadOnly(t *testing.T) {
 	}
 	defer ro.Close()
 	var got []string
-	err = ro.ForEachVerdict(func(a netip.Addr, v Verdict) error {
+	err = ro.ForEachVerdict(func(a netip.Addr, v verdict.Verdict) error {
 		got = append(got, a.String()+" "+v.Type)
 		return nil
 	})
@@ -52,11 +54,11 @@ func TestForEachVerdictReadOnly(t *testing.T) {
 
 	stop := errors.New("stop")
 	n := 0
-	err = ro.ForEachVerdict(func(netip.Addr, Verdict) error { n++; return stop })
+	err = ro.ForEachVerdict(func(netip.Addr, verdict.Verdict) error { n++; return stop })
 	if !errors.Is(err, stop) || n != 1 {
 		t.Fatalf("ForEachVerdict stopping = %v after %d calls", err, n)
 	}
-	if _, err := ro.Put([]Item{{addr4, verdict(true, "VPN", 81, t0.Add(time.Second))}}); err == nil {
+	if _, err := ro.Put([]Item{{addr4, wireVerdict(true, "VPN", 81, t0.Add(time.Second))}}); err == nil {
 		t.Fatal("Put on a read-only store succeeded")
 	}
 }

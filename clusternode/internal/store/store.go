@@ -18,7 +18,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/styx-inference/styx/pkg/attacks"
+	"github.com/styx-inference/styx/pkg/columns"
 	"github.com/styx-inference/styx/pkg/logging"
+	"github.com/styx-inference/styx/pkg/verdict"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -95,20 +97,9 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Verdict is a stored verdict.
-type Verdict struct {
-	Proxy        bool
-	Type         string
-	Risk         uint32
-	Port         uint32
-	ModelVersion string
-	Evidence     []string
-	Inferred     time.Time
-}
-
 // Entry is what the store knows about one address.
 type Entry struct {
-	Verdict    Verdict
+	Verdict    verdict.Verdict
 	HasVerdict bool
 	// LastSeen is the last time the address was queried here (zero when
 	// never), including touches not yet flushed.
@@ -118,7 +109,7 @@ type Entry struct {
 // Landed is a verdict that changed the store, as Config.OnVerdicts gets it.
 type Landed struct {
 	Addr    netip.Addr // normalized (see Normalize)
-	Verdict Verdict
+	Verdict verdict.Verdict
 }
 
 // Item is one verdict to write, keyed by Addr (the verdict's own address
@@ -245,27 +236,16 @@ func encodeVerdict(v *styxv1.Verdict) ([]byte, error) {
 	return append(out, body...), nil
 }
 
-func decodeVerdict(b []byte) (Verdict, error) {
+// decodeVerdict returns the verdict of a stored value (see encodeVerdict).
+func decodeVerdict(b []byte) (verdict.Verdict, error) {
 	if len(b) < 8 {
-		return Verdict{}, fmt.Errorf("stored verdict of %d bytes", len(b))
+		return verdict.Verdict{}, fmt.Errorf("stored verdict of %d bytes", len(b))
 	}
 	var pv styxv1.Verdict
 	if err := proto.Unmarshal(b[8:], &pv); err != nil {
-		return Verdict{}, fmt.Errorf("decode verdict: %w", err)
+		return verdict.Verdict{}, fmt.Errorf("decode verdict: %w", err)
 	}
-	return fromProto(&pv), nil
-}
-
-func fromProto(pv *styxv1.Verdict) Verdict {
-	return Verdict{
-		Proxy:        pv.GetProxy(),
-		Type:         pv.GetType(),
-		Risk:         pv.GetRisk(),
-		Port:         pv.GetPort(),
-		ModelVersion: pv.GetModelVersion(),
-		Evidence:     pv.GetEvidence(),
-		Inferred:     time.Unix(0, pv.GetInferredUnixNano()),
-	}
+	return columns.VerdictOf(&pv), nil
 }
 
 func putU64(b *bolt.Bucket, k []byte, v uint64) error {
@@ -308,11 +288,11 @@ func (s *Store) Lookup(addr netip.Addr) (Entry, error) {
 // LookupVerdict returns addr's stored verdict, if any: Lookup without the
 // last-seen time, for the query path, which needs that time only when
 // asked for it (see LastSeen).
-func (s *Store) LookupVerdict(addr netip.Addr) (v Verdict, ok bool, err error) {
+func (s *Store) LookupVerdict(addr netip.Addr) (v verdict.Verdict, ok bool, err error) {
 	addr = Normalize(addr)
 	k := key(addr)
 	if s.verdicts != nil && !s.verdicts.mayHave(k) {
-		return Verdict{}, false, nil
+		return verdict.Verdict{}, false, nil
 	}
 	s.verdictReads.Add(1)
 	err = s.db.View(func(tx *bolt.Tx) error {
@@ -323,7 +303,7 @@ func (s *Store) LookupVerdict(addr netip.Addr) (v Verdict, ok bool, err error) {
 		return nil
 	})
 	if err != nil {
-		return Verdict{}, false, fmt.Errorf("store: lookup: %w", err)
+		return verdict.Verdict{}, false, fmt.Errorf("store: lookup: %w", err)
 	}
 	return v, ok, nil
 }
@@ -346,14 +326,14 @@ func (s *Store) LastSeen(addr netip.Addr) (time.Time, error) {
 	return laterSeen(held, seen), nil
 }
 
-func verdictTxn(tx *bolt.Tx, k [16]byte) (Verdict, bool, error) {
+func verdictTxn(tx *bolt.Tx, k [16]byte) (verdict.Verdict, bool, error) {
 	v := tx.Bucket(bucketVerdicts).Get(k[:])
 	if v == nil {
-		return Verdict{}, false, nil
+		return verdict.Verdict{}, false, nil
 	}
 	d, err := decodeVerdict(v)
 	if err != nil {
-		return Verdict{}, false, err
+		return verdict.Verdict{}, false, err
 	}
 	return d, true, nil
 }
@@ -523,7 +503,7 @@ func putTxn(tx *bolt.Tx, items []Item, landed *[]Landed, verdicts *present) (int
 		}
 		changed++
 		if landed != nil {
-			*landed = append(*landed, Landed{Addr: Normalize(it.Addr), Verdict: fromProto(it.Verdict)})
+			*landed = append(*landed, Landed{Addr: Normalize(it.Addr), Verdict: columns.VerdictOf(it.Verdict)})
 		}
 	}
 	return changed, nil
@@ -585,11 +565,11 @@ func (s *Store) Len() int {
 
 // ScanVerdicts calls fn with the stored verdicts whose inference time
 // want accepts, in address order, within one read transaction. want sees
-// only the time (kept in clear at the head of each value), so a caller
-// that needs few verdicts out of many decodes only those. fn must not
-// write to the store.
-func (s *Store) ScanVerdicts(want func(inferred time.Time) bool, fn func(addr netip.Addr, v Verdict)) error {
-	err := s.eachVerdict(want, func(addr netip.Addr, v Verdict) error {
+// only the time (kept in clear at the head of each value; the verdict's
+// Inferred, zero when unknown), so a caller that needs few verdicts out of
+// many decodes only those. fn must not write to the store.
+func (s *Store) ScanVerdicts(want func(inferred time.Time) bool, fn func(addr netip.Addr, v verdict.Verdict)) error {
+	err := s.eachVerdict(want, func(addr netip.Addr, v verdict.Verdict) error {
 		fn(addr, v)
 		return nil
 	})
@@ -603,7 +583,7 @@ func (s *Store) ScanVerdicts(want func(inferred time.Time) bool, fn func(addr ne
 // stored verdicts whose inference time want accepts (nil: every one), in
 // address order, within one read transaction, and stops at fn's first
 // error. A file no node has initialised holds none.
-func (s *Store) eachVerdict(want func(inferred time.Time) bool, fn func(addr netip.Addr, v Verdict) error) error {
+func (s *Store) eachVerdict(want func(inferred time.Time) bool, fn func(addr netip.Addr, v verdict.Verdict) error) error {
 	return s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketVerdicts)
 		if b == nil {
@@ -613,7 +593,7 @@ func (s *Store) eachVerdict(want func(inferred time.Time) bool, fn func(addr net
 			if len(k) != 16 || len(v) < 8 {
 				return fmt.Errorf("verdict entry of %d+%d bytes", len(k), len(v))
 			}
-			if want != nil && !want(time.Unix(0, int64(binary.BigEndian.Uint64(v)^(1<<63)))) {
+			if want != nil && !want(verdict.UnixNano(int64(binary.BigEndian.Uint64(v)^(1<<63)))) {
 				return nil
 			}
 			addr := netip.AddrFrom16([16]byte(k)).Unmap()

@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
+	"github.com/styx-inference/styx/pkg/verdict"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -33,7 +34,7 @@ var (
 	t0    = time.Unix(1_700_000_000, 0)
 )
 
-func verdict(proxy bool, typ string, risk uint32, inferred time.Time) *styxv1.Verdict {
+func wireVerdict(proxy bool, typ string, risk uint32, inferred time.Time) *styxv1.Verdict {
 	return &styxv1.Verdict{
 		Proxy: proxy, Type: typ, Risk: risk, ModelVersion: "m1",
 		Evidence: []string{"test:e"}, Port: 8080, InferredUnixNano: inferred.UnixNano(),
@@ -52,7 +53,7 @@ func mustGet(t *testing.T, s *Store, a netip.Addr) Entry {
 func TestReopenKeepsData(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "node.db")
 	s := open(t, path)
-	if _, err := s.Put([]Item{{addr4, verdict(true, "VPN", 80, t0)}, {addr6, verdict(false, "", 0, t0)}}); err != nil {
+	if _, err := s.Put([]Item{{addr4, wireVerdict(true, "VPN", 80, t0)}, {addr6, wireVerdict(false, "", 0, t0)}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := s.ApplyFeed(nil, nil, 42); err != nil {
@@ -73,7 +74,7 @@ func TestReopenKeepsData(t *testing.T) {
 	s = open(t, path)
 	defer s.Close()
 	e := mustGet(t, s, addr4)
-	want := Verdict{Proxy: true, Type: "VPN", Risk: 80, Port: 8080, ModelVersion: "m1", Evidence: []string{"test:e"}, Inferred: t0}
+	want := verdict.Verdict{Proxy: true, Type: "VPN", Risk: 80, Port: 8080, ModelVersion: "m1", Evidence: []string{"test:e"}, Inferred: t0}
 	if !e.HasVerdict || !equalVerdict(e.Verdict, want) {
 		t.Fatalf("after reopen: %+v, want %+v", e, want)
 	}
@@ -99,7 +100,7 @@ func TestReopenKeepsData(t *testing.T) {
 	}
 }
 
-func equalVerdict(a, b Verdict) bool {
+func equalVerdict(a, b verdict.Verdict) bool {
 	return a.Proxy == b.Proxy && a.Type == b.Type && a.Risk == b.Risk && a.Port == b.Port &&
 		a.ModelVersion == b.ModelVersion && slices.Equal(a.Evidence, b.Evidence) && a.Inferred.Equal(b.Inferred)
 }
@@ -116,20 +117,20 @@ func TestPutOrdering(t *testing.T) {
 		}
 		return n
 	}
-	v1 := verdict(true, "VPN", 80, t0)
+	v1 := wireVerdict(true, "VPN", 80, t0)
 	if n := put(v1); n != 1 {
 		t.Fatalf("first put changed %d", n)
 	}
-	if n := put(verdict(true, "VPN", 80, t0)); n != 0 {
+	if n := put(wireVerdict(true, "VPN", 80, t0)); n != 0 {
 		t.Fatalf("same verdict again changed %d, want 0 (idempotent)", n)
 	}
-	if n := put(verdict(false, "", 0, t0.Add(-time.Second))); n != 0 {
+	if n := put(wireVerdict(false, "", 0, t0.Add(-time.Second))); n != 0 {
 		t.Fatalf("older verdict changed %d, want 0", n)
 	}
 	if e := mustGet(t, s, addr4); !e.Verdict.Proxy {
 		t.Fatalf("older verdict overwrote a newer one: %+v", e)
 	}
-	if n := put(verdict(false, "", 5, t0.Add(time.Second))); n != 1 {
+	if n := put(wireVerdict(false, "", 5, t0.Add(time.Second))); n != 1 {
 		t.Fatalf("newer verdict changed %d, want 1", n)
 	}
 	if e := mustGet(t, s, addr4); e.Verdict.Proxy || e.Verdict.Risk != 5 {
@@ -144,8 +145,8 @@ func TestPutOrdering(t *testing.T) {
 // Two different verdicts with the same inference time converge on the same
 // winner whatever the arrival order.
 func TestPutTieBreakConverges(t *testing.T) {
-	a, b := verdict(true, "VPN", 70, t0), verdict(true, "Hosting", 60, t0)
-	var got []Verdict
+	a, b := wireVerdict(true, "VPN", 70, t0), wireVerdict(true, "Hosting", 60, t0)
+	var got []verdict.Verdict
 	for _, order := range [][]*styxv1.Verdict{{a, b}, {b, a}, {a, b, a, b}} {
 		s := open(t, filepath.Join(t.TempDir(), "node.db"))
 		for _, v := range order {
@@ -167,7 +168,7 @@ func TestFeedRevisionOnlyRises(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "node.db"))
 	defer s.Close()
 	for _, rev := range []uint64{5, 9, 7} {
-		if _, _, err := s.ApplyFeed([]Item{{addr6, verdict(false, "", 1, t0)}}, nil, rev); err != nil {
+		if _, _, err := s.ApplyFeed([]Item{{addr6, wireVerdict(false, "", 1, t0)}}, nil, rev); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -338,22 +339,22 @@ func TestOnVerdicts(t *testing.T) {
 	}
 	defer s.Close()
 	mapped := netip.AddrFrom16(addr4.As16())
-	if _, err := s.Put([]Item{{Addr: mapped, Verdict: verdict(true, "VPN", 80, t0)}, {Addr: addr6, Verdict: verdict(false, "", 0, t0)}}); err != nil {
+	if _, err := s.Put([]Item{{Addr: mapped, Verdict: wireVerdict(true, "VPN", 80, t0)}, {Addr: addr6, Verdict: wireVerdict(false, "", 0, t0)}}); err != nil {
 		t.Fatal(err)
 	}
 	// The same verdict again, and an older one: nothing changes, no call.
-	if _, err := s.Put([]Item{{Addr: addr4, Verdict: verdict(true, "VPN", 80, t0)}}); err != nil {
+	if _, err := s.Put([]Item{{Addr: addr4, Verdict: wireVerdict(true, "VPN", 80, t0)}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.ApplyFeed([]Item{{Addr: addr4, Verdict: verdict(true, "SOCKS5", 100, t0.Add(-time.Hour))}}, nil, 5); err != nil {
+	if _, _, err := s.ApplyFeed([]Item{{Addr: addr4, Verdict: wireVerdict(true, "SOCKS5", 100, t0.Add(-time.Hour))}}, nil, 5); err != nil {
 		t.Fatal(err)
 	}
 	// A newer one from the feed.
-	if _, _, err := s.ApplyFeed([]Item{{Addr: addr4, Verdict: verdict(false, "", 0, t0.Add(time.Minute))}}, nil, 6); err != nil {
+	if _, _, err := s.ApplyFeed([]Item{{Addr: addr4, Verdict: wireVerdict(false, "", 0, t0.Add(time.Minute))}}, nil, 6); err != nil {
 		t.Fatal(err)
 	}
 	// A failed write (an invalid item) commits nothing and calls nothing.
-	if _, err := s.Put([]Item{{Addr: addr6, Verdict: verdict(true, "VPN", 80, t0.Add(time.Hour))}, {Addr: netip.Addr{}}}); err == nil {
+	if _, err := s.Put([]Item{{Addr: addr6, Verdict: wireVerdict(true, "VPN", 80, t0.Add(time.Hour))}, {Addr: netip.Addr{}}}); err == nil {
 		t.Fatal("invalid item accepted")
 	}
 	if len(calls) != 2 || len(calls[0]) != 2 || len(calls[1]) != 1 {
@@ -367,7 +368,7 @@ func TestOnVerdicts(t *testing.T) {
 	}
 	// ScanVerdicts filters by time before decoding.
 	var scanned []netip.Addr
-	err = s.ScanVerdicts(func(inferred time.Time) bool { return inferred.After(t0) }, func(a netip.Addr, v Verdict) {
+	err = s.ScanVerdicts(func(inferred time.Time) bool { return inferred.After(t0) }, func(a netip.Addr, v verdict.Verdict) {
 		scanned = append(scanned, a)
 	})
 	if err != nil || !slices.Equal(scanned, []netip.Addr{addr4}) {
@@ -380,7 +381,7 @@ func TestOnVerdicts(t *testing.T) {
 func TestLookupHalvesAgree(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "node.db"))
 	defer s.Close()
-	if _, err := s.Put([]Item{{Addr: addr4, Verdict: verdict(true, "VPN", 80, t0)}}); err != nil {
+	if _, err := s.Put([]Item{{Addr: addr4, Verdict: wireVerdict(true, "VPN", 80, t0)}}); err != nil {
 		t.Fatal(err)
 	}
 	s.Touch(addr4, t0.Add(time.Minute))

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/styx-inference/styx/clusternode/internal/store"
+	"github.com/styx-inference/styx/pkg/verdict"
 )
 
 // Bounds of Recent's capacity.
@@ -142,17 +143,17 @@ func (r *Recent) Landed(vs []store.Landed) {
 
 // Take is Update for the stored verdict v of addr: what Fill does with
 // each verdict its scan reads.
-func (r *Recent) Take(addr netip.Addr, v store.Verdict) {
+func (r *Recent) Take(addr netip.Addr, v verdict.Verdict) {
 	r.Update(entryOf(addr, v), v.Proxy)
 }
 
-func entryOf(addr netip.Addr, v store.Verdict) Entry {
+func entryOf(addr netip.Addr, v verdict.Verdict) Entry {
 	return Entry{Addr: addr, Type: v.Type, Risk: v.Risk, Port: v.Port, Seen: v.Inferred}
 }
 
 // Scanner is what Fill reads: store.Store.ScanVerdicts.
 type Scanner interface {
-	ScanVerdicts(want func(inferred time.Time) bool, fn func(addr netip.Addr, v store.Verdict)) error
+	ScanVerdicts(want func(inferred time.Time) bool, fn func(addr netip.Addr, v verdict.Verdict)) error
 }
 
 // Fill loads the newest proxy verdicts of s into the window. Call it

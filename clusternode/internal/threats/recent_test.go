@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/styx-inference/styx/clusternode/internal/store"
+	"github.com/styx-inference/styx/pkg/verdict"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -165,7 +166,7 @@ func TestRecentSample(t *testing.T) {
 	}
 }
 
-func verdict(proxy bool, typ string, inferred time.Time) *styxv1.Verdict {
+func wireVerdict(proxy bool, typ string, inferred time.Time) *styxv1.Verdict {
 	return &styxv1.Verdict{Proxy: proxy, Type: typ, Risk: 90, ModelVersion: "test", InferredUnixNano: inferred.UnixNano()}
 }
 
@@ -189,7 +190,7 @@ func TestRecentFollowsStoreAndRefills(t *testing.T) {
 	var items []store.Item
 	for i := range 30 {
 		// Every third address is not a proxy.
-		items = append(items, store.Item{Addr: addr(i), Verdict: verdict(i%3 != 0, "Anonymizer", t0.Add(-time.Duration(i)*time.Minute))})
+		items = append(items, store.Item{Addr: addr(i), Verdict: wireVerdict(i%3 != 0, "Anonymizer", t0.Add(-time.Duration(i)*time.Minute))})
 	}
 	if _, err := st.Put(items[:15]); err != nil {
 		t.Fatal(err)
@@ -208,13 +209,13 @@ func TestRecentFollowsStoreAndRefills(t *testing.T) {
 	}
 	// A verdict the store refuses (older than the stored one) does not
 	// reach the window; a newer "not a proxy" one removes the address.
-	if _, err := st.Put([]store.Item{{Addr: addr(1), Verdict: verdict(false, "", t0.Add(-time.Hour))}}); err != nil {
+	if _, err := st.Put([]store.Item{{Addr: addr(1), Verdict: wireVerdict(false, "", t0.Add(-time.Hour))}}); err != nil {
 		t.Fatal(err)
 	}
 	if got := held(r); !slices.Equal(got, want) {
 		t.Fatalf("stale verdict changed the window: %v", got)
 	}
-	if _, _, err := st.ApplyFeed([]store.Item{{Addr: addr(1), Verdict: verdict(false, "", t0)}}, nil, 8); err != nil {
+	if _, _, err := st.ApplyFeed([]store.Item{{Addr: addr(1), Verdict: wireVerdict(false, "", t0)}}, nil, 8); err != nil {
 		t.Fatal(err)
 	}
 	want = slices.DeleteFunc(want, func(s string) bool { return s == addr(1).String() })
@@ -255,7 +256,7 @@ func TestFillDecodesFew(t *testing.T) {
 	var items []store.Item
 	for i := range 2000 {
 		a := netip.AddrFrom4([4]byte{203, 0, byte(i >> 8), byte(i)})
-		items = append(items, store.Item{Addr: a, Verdict: verdict(true, "VPN", t0.Add(time.Duration(rand.IntN(1_000_000))*time.Second))})
+		items = append(items, store.Item{Addr: a, Verdict: wireVerdict(true, "VPN", t0.Add(time.Duration(rand.IntN(1_000_000))*time.Second))})
 	}
 	if _, err := st.Put(items); err != nil {
 		t.Fatal(err)
@@ -280,8 +281,8 @@ type countingScanner struct {
 	decoded int
 }
 
-func (c *countingScanner) ScanVerdicts(want func(time.Time) bool, fn func(netip.Addr, store.Verdict)) error {
-	return c.st.ScanVerdicts(want, func(a netip.Addr, v store.Verdict) {
+func (c *countingScanner) ScanVerdicts(want func(time.Time) bool, fn func(netip.Addr, verdict.Verdict)) error {
+	return c.st.ScanVerdicts(want, func(a netip.Addr, v verdict.Verdict) {
 		c.decoded++
 		fn(a, v)
 	})

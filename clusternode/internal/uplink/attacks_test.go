@@ -7,6 +7,7 @@ import (
 
 	"github.com/styx-inference/styx/clusternode/internal/fakesched"
 	"github.com/styx-inference/styx/pkg/attacks"
+	"github.com/styx-inference/styx/pkg/testwait"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -25,12 +26,12 @@ func TestAttacksForwardedFromOutbox(t *testing.T) {
 	f := h.fake(fakesched.Config{}, "x")
 	f.SetAttacksDown(true)
 	h.start()
-	waitFor(t, "a failed forward", func() bool { _, calls := f.Attacks(); return calls >= 2 })
+	testwait.For(t, testwait.Timeout, "a failed forward", func() bool { _, calls := f.Attacks(); return calls >= 2 })
 	if h.store.OutboxLen() != 2 {
 		t.Fatalf("outbox %d after failed calls, want 2", h.store.OutboxLen())
 	}
 	f.SetAttacksDown(false)
-	waitFor(t, "the outbox forwarded", func() bool { return h.store.OutboxLen() == 0 })
+	testwait.For(t, testwait.Timeout, "the outbox forwarded", func() bool { return h.store.OutboxLen() == 0 })
 	got, _ := f.Attacks()
 	if len(got) != 2 {
 		t.Fatalf("leader got %d reports, want 2", len(got))
@@ -44,9 +45,9 @@ func TestAttacksForwardedFromOutbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.up.KickAttacks()
-	waitFor(t, "the new report forwarded", func() bool { got, _ := f.Attacks(); return len(got) == 3 })
+	testwait.For(t, testwait.Timeout, "the new report forwarded", func() bool { got, _ := f.Attacks(); return len(got) == 3 })
 	// The leader has the report before the node has its answer: wait.
-	waitFor(t, "the forward counted", func() bool { return h.up.Stats().AttacksForwarded == 3 })
+	testwait.For(t, testwait.Timeout, "the forward counted", func() bool { return h.up.Stats().AttacksForwarded == 3 })
 }
 
 // Attack reports on the feed land in the store, idempotently; progress
@@ -55,14 +56,14 @@ func TestFeedAttacksApplied(t *testing.T) {
 	h := newHarness(t, nil)
 	f := h.fake(fakesched.Config{}, "x")
 	h.start()
-	waitFor(t, "a feed follower", func() bool { return f.FeedFollowers() == 1 })
+	testwait.For(t, testwait.Timeout, "a feed follower", func() bool { return f.FeedFollowers() == 1 })
 	a := netip.MustParseAddr("2001:db8::7")
 	r := attacks.Report{Addr: a, Time: time.Unix(1_700_000_000, 0), Kind: attacks.KindDDoS, Reporter: "node-b"}
 	f.Publish(&styxv1.FeedEvent{Revision: 1<<32 | 1, Attack: r.Proto()})
 	f.Publish(&styxv1.FeedEvent{Revision: 1<<32 | 2, Attack: r.Proto()}) // again: a duplicate
 	f.Publish(&styxv1.FeedEvent{Revision: 1<<32 | 3, Attack: &styxv1.AttackReport{Address: []byte{10, 0, 0, 1}, Kind: "login"}})
 	f.Publish(&styxv1.FeedEvent{Revision: 1<<32 | 9})
-	waitFor(t, "feed applied", func() bool { return h.up.Stats().FeedEvents == 4 })
+	testwait.For(t, testwait.Timeout, "feed applied", func() bool { return h.up.Stats().FeedEvents == 4 })
 	hist, err := h.store.Attacks(a)
 	if err != nil || hist.Total() != 1 || hist.Counts[attacks.KindDDoS] != 1 {
 		t.Fatalf("history %+v %v", hist, err)
@@ -72,7 +73,7 @@ func TestFeedAttacksApplied(t *testing.T) {
 	}
 	// A progress event that arrives alone is stored with the next write
 	// or within feedRevisionEvery, not at once.
-	waitFor(t, "revision 1<<32|9 stored", func() bool { rev, _ := h.store.Revision(); return rev == 1<<32|9 })
+	testwait.For(t, testwait.Timeout, "revision 1<<32|9 stored", func() bool { rev, _ := h.store.Revision(); return rev == 1<<32|9 })
 	if h.store.OutboxLen() != 0 {
 		t.Fatal("a feed report entered the outbox")
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/styx-inference/styx/pkg/columns"
 	"github.com/styx-inference/styx/pkg/logging"
+	"github.com/styx-inference/styx/pkg/retry"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -37,7 +38,7 @@ func (u *Uplink) runDirect(ctx context.Context) error {
 	defer conn.Close()
 	client := styxv1.NewWorkerServiceClient(conn)
 	log := u.log.With().Str("worker_addr", u.cfg.DirectWorker).Logger()
-	bo := backoff{min: u.cfg.BackoffMin, max: u.cfg.BackoffMax}
+	bo := retry.NewBackoff(u.cfg.BackoffMin, u.cfg.BackoffMax)
 	for {
 		opened, err := u.directSession(ctx, client)
 		if ctx.Err() != nil {
@@ -45,10 +46,10 @@ func (u *Uplink) runDirect(ctx context.Context) error {
 			return nil
 		}
 		if opened {
-			bo.reset()
+			bo.Reset()
 		}
 		log.Warn().Err(err).Msg("worker stream ended, reconnecting")
-		if !sleep(ctx, ctx, bo.next()) {
+		if !retry.Sleep(ctx, bo.NextBackOff()) {
 			log.Info().Int("pending", u.Stats().Pending).Msg("uplink stopped")
 			return nil
 		}

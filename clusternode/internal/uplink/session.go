@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/styx-inference/styx/pkg/columns"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/logging"
+	"github.com/styx-inference/styx/pkg/retry"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -114,22 +114,26 @@ func (u *Uplink) runLeader(ectx, root context.Context, li keyspace.LeaderInfo) {
 }
 
 func (u *Uplink) submitLoop(ectx, root context.Context, client styxv1.SchedulerServiceClient, li keyspace.LeaderInfo) {
-	bo := backoff{min: u.cfg.BackoffMin, max: u.cfg.BackoffMax}
+	bo := retry.NewBackoff(u.cfg.BackoffMin, u.cfg.BackoffMax)
 	log := u.log.With().Str(logging.Leader, li.ID).Logger()
+	// The wait between streams ends with either context.
+	wctx, cancel := context.WithCancel(ectx)
+	defer cancel()
+	defer context.AfterFunc(root, cancel)()
 	for {
 		welcomed, err := u.submitSession(ectx, root, client)
 		if ectx.Err() != nil || root.Err() != nil {
 			return
 		}
 		if welcomed {
-			bo.reset()
+			bo.Reset()
 		}
 		if status.Code(err) == codes.FailedPrecondition {
 			log.Info().Err(err).Msg("scheduler is not the leader, waiting")
 		} else {
 			log.Warn().Err(err).Msg("submit stream ended, reconnecting")
 		}
-		if !sleep(ectx, root, bo.next()) {
+		if !retry.Sleep(wctx, bo.NextBackOff()) {
 			return
 		}
 	}
@@ -289,7 +293,7 @@ func (u *Uplink) recvLoop(stream styxv1.SchedulerService_SubmitClient) error {
 }
 
 func (u *Uplink) feedLoop(ctx context.Context, client styxv1.SchedulerServiceClient, li keyspace.LeaderInfo) {
-	bo := backoff{min: u.cfg.BackoffMin, max: u.cfg.BackoffMax}
+	bo := retry.NewBackoff(u.cfg.BackoffMin, u.cfg.BackoffMax)
 	log := u.log.With().Str(logging.Leader, li.ID).Logger()
 	for {
 		got, err := u.feedSession(ctx, client)
@@ -297,7 +301,7 @@ func (u *Uplink) feedLoop(ctx context.Context, client styxv1.SchedulerServiceCli
 			return
 		}
 		if got {
-			bo.reset()
+			bo.Reset()
 		}
 		if status.Code(err) == codes.OutOfRange {
 			// The stored revision is too old (or from another term).
@@ -312,7 +316,7 @@ func (u *Uplink) feedLoop(ctx context.Context, client styxv1.SchedulerServiceCli
 		} else {
 			log.Warn().Err(err).Msg("feed ended, reconnecting")
 		}
-		if !sleep(ctx, ctx, bo.next()) {
+		if !retry.Sleep(ctx, bo.NextBackOff()) {
 			return
 		}
 	}
@@ -440,7 +444,7 @@ const attackRPCTimeout = 10 * time.Second
 // outbox only once the leader has answered for it; the leader drops the
 // ones it has already fed, so a re-sent batch is harmless.
 func (u *Uplink) attackLoop(ctx context.Context, client styxv1.SchedulerServiceClient, li keyspace.LeaderInfo) {
-	bo := backoff{min: u.cfg.BackoffMin, max: u.cfg.BackoffMax}
+	bo := retry.NewBackoff(u.cfg.BackoffMin, u.cfg.BackoffMax)
 	log := u.log.With().Str(logging.Leader, li.ID).Logger()
 	tick := time.NewTicker(u.cfg.AttackRetry)
 	defer tick.Stop()
@@ -455,12 +459,12 @@ func (u *Uplink) attackLoop(ctx context.Context, client styxv1.SchedulerServiceC
 			} else {
 				log.Warn().Err(err).Msg("forward attack reports, retrying")
 			}
-			if !sleep(ctx, ctx, bo.next()) {
+			if !retry.Sleep(ctx, bo.NextBackOff()) {
 				return
 			}
 			continue
 		}
-		bo.reset()
+		bo.Reset()
 		select {
 		case <-ctx.Done():
 			return
@@ -499,39 +503,5 @@ func (u *Uplink) forwardAttacks(ctx context.Context, client styxv1.SchedulerServ
 				Msg("the leader rejected attack reports")
 		}
 		log.Debug().Int(logging.Count, len(batch)).Uint32("accepted", resp.GetAccepted()).Msg("attack reports forwarded")
-	}
-}
-
-// backoff is capped exponential backoff with jitter.
-type backoff struct {
-	min, max, cur time.Duration
-}
-
-func (b *backoff) reset() { b.cur = 0 }
-
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.min
-	} else {
-		b.cur = min(2*b.cur, b.max)
-	}
-	if b.cur <= 1 {
-		return b.cur
-	}
-	half := b.cur / 2
-	return half + rand.N(b.cur-half)
-}
-
-// sleep waits d; false when a or b ended first.
-func sleep(a, b context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-a.Done():
-		return false
-	case <-b.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }

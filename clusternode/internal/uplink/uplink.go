@@ -18,6 +18,7 @@ import (
 	"github.com/styx-inference/styx/pkg/columns"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/logging"
+	"github.com/styx-inference/styx/pkg/recent"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -52,8 +53,8 @@ type Config struct {
 	// DedupWindow: an address offered again within it is not submitted
 	// again. 0 disables dedup.
 	DedupWindow time.Duration
-	// DedupMax bounds the addresses the dedup window remembers; when half
-	// of it is reached the window rotates early (forgetting the oldest).
+	// DedupMax bounds the addresses the dedup window remembers; beyond
+	// it, the address offered longest ago is forgotten first.
 	DedupMax int
 	// MaxPending bounds the sightings submitted but without outcome.
 	MaxPending int
@@ -161,7 +162,7 @@ type Uplink struct {
 	full    bool // the pending table was found full (for logging the transition)
 	nextID  uint64
 	idLimit uint64
-	dedup   window
+	dedup   *recent.Set[netip.Addr, struct{}] // nil: no dedup window
 
 	notify    chan struct{} // cap 1: a full batch is queued
 	fullBatch atomic.Int64  // batch size of the current stream
@@ -175,7 +176,7 @@ type Uplink struct {
 	// the second copy is not written again. storedMu is a leaf, never held
 	// with mu.
 	storedMu sync.Mutex
-	stored   storedVerdicts
+	stored   *recent.Set[netip.Addr, int64] // address -> inference time
 
 	submitted, notSubmitted, deduplicated, resent       atomic.Uint64
 	verdicts, expired, shed, rejected, unspecified      atomic.Uint64
@@ -208,15 +209,26 @@ func New(cfg Config, log zerolog.Logger) (*Uplink, error) {
 	if cfg.AttackRetry == 0 {
 		cfg.AttackRetry = time.Second
 	}
+	stored, err := recent.New[netip.Addr, int64](recent.Limits{MaxLen: storedVerdictsMax})
+	if err != nil {
+		return nil, err
+	}
 	u := &Uplink{
 		cfg:     cfg,
 		log:     logging.For(log, "uplink"),
 		pending: make(map[uint64]pendingEntry),
-		dedup:   window{d: int64(cfg.DedupWindow), max: cfg.DedupMax},
-		stored:  storedVerdicts{max: storedVerdictsMax},
+		stored:  stored,
 		notify:  make(chan struct{}, 1),
 
 		attackKick: make(chan struct{}, 1),
+	}
+	if cfg.DedupWindow > 0 {
+		// An address offered at t is deduplicated until t+DedupWindow
+		// inclusive.
+		u.dedup, err = recent.New[netip.Addr, struct{}](recent.Limits{MaxLen: cfg.DedupMax, MaxAge: cfg.DedupWindow})
+		if err != nil {
+			return nil, fmt.Errorf("uplink: dedup window: %w", err)
+		}
 	}
 	u.fullBatch.Store(int64(cfg.BatchSize))
 	return u, nil
@@ -232,7 +244,7 @@ func (u *Uplink) Offer(addr netip.Addr, now time.Time) bool {
 	}
 	ns := now.UnixNano()
 	u.mu.Lock()
-	if u.dedup.seen(addr, ns) {
+	if u.seenLocked(addr, ns) {
 		u.mu.Unlock()
 		u.deduplicated.Add(1)
 		return false
@@ -257,7 +269,9 @@ func (u *Uplink) Offer(addr netip.Addr, now time.Time) bool {
 	u.pending[id] = pendingEntry{addr: addr, seen: ns}
 	u.npending.Add(1)
 	u.queue = append(u.queue, id)
-	u.dedup.add(addr, ns)
+	if u.dedup != nil {
+		u.dedup.Put(ns, addr, struct{}{})
+	}
 	queued := len(u.queue) - u.head
 	u.mu.Unlock()
 	u.submitted.Add(1)
@@ -492,47 +506,13 @@ func (u *Uplink) Stats() Stats {
 	}
 }
 
-// window remembers recently offered addresses in two generations: an
-// address inserted at t stays in cur or prev for at least d, and is dropped
-// within 2d. Not safe for concurrent use (the Uplink's mutex guards it).
-type window struct {
-	d         int64 // nanoseconds; 0 disables the window
-	max       int
-	cur, prev map[netip.Addr]int64
-	rotated   int64
-}
-
-func (w *window) rotate(now int64) {
-	if w.d == 0 {
-		return
-	}
-	if w.cur == nil || now-w.rotated >= 2*w.d {
-		w.cur, w.prev, w.rotated = make(map[netip.Addr]int64), nil, now
-		return
-	}
-	if now-w.rotated >= w.d || len(w.cur) >= w.max/2 {
-		w.prev, w.cur, w.rotated = w.cur, make(map[netip.Addr]int64, len(w.cur)), now
-	}
-}
-
-func (w *window) seen(a netip.Addr, now int64) bool {
-	if w.d == 0 {
+// seenLocked reports whether addr was offered within the dedup window.
+func (u *Uplink) seenLocked(addr netip.Addr, now int64) bool {
+	if u.dedup == nil {
 		return false
 	}
-	w.rotate(now)
-	t, ok := w.cur[a]
-	if !ok {
-		t, ok = w.prev[a]
-	}
-	return ok && now-t < w.d
-}
-
-func (w *window) add(a netip.Addr, now int64) {
-	if w.d == 0 {
-		return
-	}
-	w.rotate(now)
-	w.cur[a] = now
+	_, ok := u.dedup.Get(now, addr)
+	return ok
 }
 
 // storedVerdictsMax bounds the verdicts remembered as written recently:
@@ -540,42 +520,18 @@ func (w *window) add(a netip.Addr, now int64) {
 // still remembered when its second copy arrives.
 const storedVerdictsMax = 1 << 16
 
-// storedVerdicts remembers (address, inference time) of recently written
-// verdicts in two generations of at most max/2 each. Not safe for
-// concurrent use (Uplink.storedMu guards it).
-type storedVerdicts struct {
-	max       int
-	cur, prev map[netip.Addr]int64
-}
-
-func (o *storedVerdicts) add(a netip.Addr, inferred int64) {
-	if o.cur == nil || len(o.cur) >= o.max/2 {
-		o.prev, o.cur = o.cur, make(map[netip.Addr]int64, o.max/2)
-	}
-	o.cur[a] = inferred
-}
-
-// has reports whether the verdict for a inferred at inferred was written.
-func (o *storedVerdicts) has(a netip.Addr, inferred int64) bool {
-	if t, ok := o.cur[a]; ok && t == inferred {
-		return true
-	}
-	t, ok := o.prev[a]
-	return ok && t == inferred
-}
-
 // dropStored removes from items the verdicts written recently: the same
 // address and inference time is the same verdict, and the store would
 // keep what it has.
 func (u *Uplink) dropStored(items []store.Item) []store.Item {
 	u.storedMu.Lock()
 	defer u.storedMu.Unlock()
-	if len(u.stored.cur) == 0 && len(u.stored.prev) == 0 {
+	if u.stored.Len() == 0 {
 		return items
 	}
 	keep := items[:0]
 	for _, it := range items {
-		if !u.stored.has(it.Addr, it.Verdict.GetInferredUnixNano()) {
+		if t, ok := u.stored.Get(0, it.Addr); !ok || t != it.Verdict.GetInferredUnixNano() {
 			keep = append(keep, it)
 		}
 	}
@@ -587,6 +543,6 @@ func (u *Uplink) addStored(items []store.Item) {
 	u.storedMu.Lock()
 	defer u.storedMu.Unlock()
 	for _, it := range items {
-		u.stored.add(it.Addr, it.Verdict.GetInferredUnixNano())
+		u.stored.Put(0, it.Addr, it.Verdict.GetInferredUnixNano()) // no MaxAge: time unused
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/styx-inference/styx/pkg/embedetcd"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/leader"
+	"github.com/styx-inference/styx/pkg/testwait"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -152,17 +153,6 @@ func (h *harness) outcomeCalls() map[uint64][]styxv1.OutcomeKind {
 	return m
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func addrs(n int) []netip.Addr {
 	out := make([]netip.Addr, n)
 	for i := range out {
@@ -187,7 +177,7 @@ func TestSightingsReachLeaderAndVerdictsAreStored(t *testing.T) {
 	if h.up.Offer(as[0], now.Add(time.Second)) {
 		t.Fatal("address offered again within the window was submitted")
 	}
-	waitFor(t, "every verdict", func() bool { return h.up.Stats().Verdicts == uint64(len(as)) })
+	testwait.For(t, testwait.Timeout, "every verdict", func() bool { return h.up.Stats().Verdicts == uint64(len(as)) })
 
 	st := h.up.Stats()
 	if st.Submitted != uint64(len(as)) || st.Pending != 0 || st.Deduplicated != 1 || st.DuplicateOutcomes != 0 {
@@ -224,7 +214,7 @@ func TestSightingsReachLeaderAndVerdictsAreStored(t *testing.T) {
 	if !h.up.Offer(as[0], now.Add(2*time.Minute)) {
 		t.Fatal("address offered after the window was not submitted")
 	}
-	waitFor(t, "the second sighting's verdict", func() bool { return h.up.Stats().Verdicts == uint64(len(as)+1) })
+	testwait.For(t, testwait.Timeout, "the second sighting's verdict", func() bool { return h.up.Stats().Verdicts == uint64(len(as)+1) })
 }
 
 func TestOutcomeKindsCountedAndDuplicatesIgnored(t *testing.T) {
@@ -234,7 +224,7 @@ func TestOutcomeKindsCountedAndDuplicatesIgnored(t *testing.T) {
 	for _, a := range addrs(4) {
 		h.up.Offer(a, time.Now())
 	}
-	waitFor(t, "4 sightings at the leader", func() bool { return len(f.Sightings()) == 4 })
+	testwait.For(t, testwait.Timeout, "4 sightings at the leader", func() bool { return len(f.Sightings()) == 4 })
 	ids := sortedIDs(f.Sightings())
 	kinds := []styxv1.OutcomeKind{
 		styxv1.OutcomeKind_OUTCOME_KIND_VERDICT, styxv1.OutcomeKind_OUTCOME_KIND_EXPIRED,
@@ -254,7 +244,7 @@ func TestOutcomeKindsCountedAndDuplicatesIgnored(t *testing.T) {
 	if err := f.SendOutcomes(outs...); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "all resolved", func() bool { s := h.up.Stats(); return s.Pending == 0 && s.DuplicateOutcomes == 5 })
+	testwait.For(t, testwait.Timeout, "all resolved", func() bool { s := h.up.Stats(); return s.Pending == 0 && s.DuplicateOutcomes == 5 })
 	st := h.up.Stats()
 	if st.Verdicts != 1 || st.Expired != 1 || st.Shed != 1 || st.Rejected != 1 || st.Pending != 0 {
 		t.Fatalf("stats %+v", st)
@@ -289,16 +279,16 @@ func TestReconnectAndLeaderChangeResendPending(t *testing.T) {
 	for _, a := range addrs(5) {
 		h.up.Offer(a, time.Now())
 	}
-	waitFor(t, "5 sightings at the leader", func() bool { return len(f1.Sightings()) == 5 })
+	testwait.For(t, testwait.Timeout, "5 sightings at the leader", func() bool { return len(f1.Sightings()) == 5 })
 	first := sortedIDs(f1.Sightings())
 	// Resolve one before the break: it must not be sent again.
 	if err := f1.SendOutcomes(fakesched.VerdictFor(f1.Sightings()[first[0]])); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "first verdict", func() bool { return h.up.Stats().Verdicts == 1 })
+	testwait.For(t, testwait.Timeout, "first verdict", func() bool { return h.up.Stats().Verdicts == 1 })
 
 	f1.Disconnect()
-	waitFor(t, "the pending 4 sent again", func() bool {
+	testwait.For(t, testwait.Timeout, "the pending 4 sent again", func() bool {
 		r := f1.Received()
 		for _, id := range first[1:] {
 			if r[id] != 2 {
@@ -319,7 +309,7 @@ func TestReconnectAndLeaderChangeResendPending(t *testing.T) {
 	if _, err := h.cli.Delete(context.Background(), keyspace.LeaderPrefix+"x"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the pending 4 at the new leader", func() bool { return len(f2.Sightings()) == 4 })
+	testwait.For(t, testwait.Timeout, "the pending 4 at the new leader", func() bool { return len(f2.Sightings()) == 4 })
 	if st := h.up.Stats(); st.Resent != 8 {
 		t.Fatalf("after leader change: %+v", st)
 	}
@@ -333,7 +323,7 @@ func TestReconnectAndLeaderChangeResendPending(t *testing.T) {
 	if err := f2.SendOutcomes(outs...); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "all resolved", func() bool { return h.up.Stats().Pending == 0 && h.up.Stats().DuplicateOutcomes == 5 })
+	testwait.For(t, testwait.Timeout, "all resolved", func() bool { return h.up.Stats().Pending == 0 && h.up.Stats().DuplicateOutcomes == 5 })
 	if st := h.up.Stats(); st.Verdicts != 5 {
 		t.Fatalf("final stats %+v", st)
 	}
@@ -349,15 +339,17 @@ func TestFollowerRefusesThenLeaderAccepts(t *testing.T) {
 	fol := h.fake(fakesched.Config{ID: "follower", Follower: true}, "x")
 	h.start()
 	h.up.Offer(addrs(1)[0], time.Now())
-	time.Sleep(100 * time.Millisecond) // a few refused attempts
-	if fol.Sessions() != 0 || h.up.Stats().Connected {
-		t.Fatal("follower session counted")
+	// A stream opens only after the one before it has ended: at the
+	// second refusal, the uplink has finished with the first.
+	testwait.For(t, testwait.Timeout, "two refused attempts", func() bool { return fol.Refused() >= 2 })
+	if st := h.up.Stats(); st.Sessions != 0 || st.Connected {
+		t.Fatalf("a refused stream counted as a session: %+v", st)
 	}
 	lead := h.fake(fakesched.Config{ID: "leader", Answer: fakesched.VerdictFor}, "y")
 	if _, err := h.cli.Delete(context.Background(), keyspace.LeaderPrefix+"x"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "verdict from the leader", func() bool { return h.up.Stats().Verdicts == 1 })
+	testwait.For(t, testwait.Timeout, "verdict from the leader", func() bool { return h.up.Stats().Verdicts == 1 })
 	if lead.Sessions() != 1 {
 		t.Fatalf("leader sessions %d", lead.Sessions())
 	}
@@ -376,30 +368,42 @@ func TestPendingIsBounded(t *testing.T) {
 	// Not-submitted addresses were not remembered by the dedup window: once
 	// there is room they go.
 	f := h.fake(fakesched.Config{Answer: fakesched.VerdictFor}, "x")
-	waitFor(t, "the 3 resolved", func() bool { return h.up.Stats().Pending == 0 })
+	testwait.For(t, testwait.Timeout, "the 3 resolved", func() bool { return h.up.Stats().Pending == 0 })
 	if !h.up.Offer(addrs(5)[4], time.Now()) {
 		t.Fatal("address refused while full not submitted later")
 	}
-	waitFor(t, "4 at the leader", func() bool { return len(f.Sightings()) == 4 })
+	testwait.For(t, testwait.Timeout, "4 at the leader", func() bool { return len(f.Sightings()) == 4 })
 }
 
 func TestBatchesRespectMaxBatch(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.BatchSize = 8; c.BatchInterval = time.Hour })
-	f := h.fake(fakesched.Config{MaxBatch: 3}, "x")
-	h.start()
-	waitFor(t, "connected", func() bool { return h.up.Stats().Connected })
-	for _, a := range addrs(7) {
+	h.start() // no leader yet: the sightings wait in the queue
+	for _, a := range addrs(8) {
 		h.up.Offer(a, time.Now())
 	}
-	// Full batches of 3 go at once; the seventh waits for the interval.
-	waitFor(t, "two full batches", func() bool { return len(f.Batches()) == 2 })
-	time.Sleep(50 * time.Millisecond)
+	// The eighth filled a batch of BatchSize and left a kick, which the
+	// sender takes once a session is up. The leader lowers batches to 3:
+	// two full ones go at once; the last two wait for the interval.
+	f := h.fake(fakesched.Config{MaxBatch: 3}, "x")
+	testwait.For(t, testwait.Timeout, "two full batches", func() bool { return len(f.Batches()) >= 2 })
+	// The sender takes kicks one at a time: once it has taken this second
+	// one, it is done with the first, and a partial batch sent for it
+	// would be counted by now.
+	select {
+	case h.up.notify <- struct{}{}:
+	default:
+		t.Fatal("the first kick was not taken")
+	}
+	testwait.For(t, testwait.Timeout, "the second kick taken", func() bool { return len(h.up.notify) == 0 })
+	if st := h.up.Stats(); st.BatchesSent != 2 || st.Pending != 8 {
+		t.Fatalf("stats %+v, want 2 batches sent and 8 pending", st)
+	}
 	if b := f.Batches(); len(b) != 2 || b[0] != 3 || b[1] != 3 {
 		t.Fatalf("batches %v", b)
 	}
 	// Stopping flushes the partial batch.
 	h.stop()
-	if b := f.Batches(); len(b) != 3 || b[2] != 1 {
+	if b := f.Batches(); len(b) != 3 || b[2] != 2 {
 		t.Fatalf("batches after stop %v", b)
 	}
 }
@@ -411,7 +415,7 @@ func TestFeedAppliedAndGapRestartsFromNow(t *testing.T) {
 	}
 	f := h.fake(fakesched.Config{FeedFloor: 100}, "x")
 	h.start()
-	waitFor(t, "a feed follower", func() bool { return f.FeedFollowers() == 1 })
+	testwait.For(t, testwait.Timeout, "a feed follower", func() bool { return f.FeedFollowers() == 1 })
 	if reqs := f.FeedRequests(); len(reqs) != 2 || reqs[0] != 7 || reqs[1] != 0 {
 		t.Fatalf("feed requests %v, want [7 0]", reqs)
 	}
@@ -426,42 +430,55 @@ func TestFeedAppliedAndGapRestartsFromNow(t *testing.T) {
 		f.Publish(ev)
 	}
 	f.Publish(&styxv1.FeedEvent{Revision: 1<<32 | 202, Verdict: &styxv1.Verdict{Error: "poison"}})
-	waitFor(t, "feed applied", func() bool { return h.up.Stats().FeedEvents == 3 })
+	testwait.For(t, testwait.Timeout, "feed applied", func() bool { return h.up.Stats().FeedEvents == 3 })
 	e, err := h.store.Lookup(a)
 	if err != nil || !e.HasVerdict || !e.Verdict.Proxy {
 		t.Fatalf("feed verdict %+v %v", e, err)
 	}
 	// The last event needed no write but its revision, which is stored
 	// within a second.
-	waitFor(t, "revision stored", func() bool { rev, _ := h.store.Revision(); return rev == 1<<32|202 })
+	testwait.For(t, testwait.Timeout, "revision stored", func() bool { rev, _ := h.store.Revision(); return rev == 1<<32|202 })
 }
 
+// The dedup window holds an address for exactly DedupWindow after it was
+// submitted, and at most DedupMax addresses (the oldest go first). Offers
+// inside the window do not extend it.
 func TestDedupWindow(t *testing.T) {
-	w := window{d: int64(10 * time.Second), max: 100}
-	a := netip.MustParseAddr("192.0.2.1")
-	at := func(s int) int64 { return int64(s) * int64(time.Second) }
-	if w.seen(a, at(0)) {
-		t.Fatal("seen before add")
-	}
-	w.add(a, at(0))
-	for _, s := range []int{1, 9} {
-		if !w.seen(a, at(s)) {
-			t.Fatalf("not seen after %ds", s)
+	h := newHarness(t, func(c *Config) { c.DedupWindow = 10 * time.Second; c.DedupMax = 3 })
+	t0 := time.Unix(1_700_000_000, 0)
+	as := addrs(4)
+	for _, tc := range []struct {
+		addr netip.Addr
+		at   time.Duration
+		want bool // submitted
+	}{
+		{as[0], 0, true},
+		{as[0], time.Second, false},
+		{as[0], 10 * time.Second, false}, // the window's last instant
+		{as[0], 10*time.Second + 1, true},
+		{as[1], 11 * time.Second, true},
+		{as[2], 12 * time.Second, true},
+		{as[3], 13 * time.Second, true}, // the fourth: as[0] is forgotten
+		{as[0], 14 * time.Second, true},
+		{as[2], 15 * time.Second, false},
+	} {
+		if got := h.up.Offer(tc.addr, t0.Add(tc.at)); got != tc.want {
+			t.Fatalf("Offer(%s) at +%s = %v, want %v", tc.addr, tc.at, got, tc.want)
 		}
 	}
-	if w.seen(a, at(10)) {
-		t.Fatal("seen at the end of the window")
+	if st := h.up.Stats(); st.Submitted != 6 || st.Deduplicated != 3 {
+		t.Fatalf("stats %+v", st)
 	}
-	w.add(a, at(12))
-	if !w.seen(a, at(21)) || w.seen(a, at(22)) || w.seen(a, at(60)) {
-		t.Fatal("window after rotation")
-	}
-	// Early rotation bounds the size.
-	w = window{d: int64(time.Hour), max: 10}
-	for i := range 100 {
-		w.add(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), at(i))
-		if len(w.cur)+len(w.prev) > 10 {
-			t.Fatalf("window holds %d > 10", len(w.cur)+len(w.prev))
+}
+
+// Without a window every offer is submitted.
+func TestNoDedupWindow(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.DedupWindow = 0 })
+	a := addrs(1)[0]
+	now := time.Now()
+	for range 3 {
+		if !h.up.Offer(a, now) {
+			t.Fatal("offer not submitted without a dedup window")
 		}
 	}
 }
@@ -499,19 +516,23 @@ func TestIDsNeverReusedAcrossRestarts(t *testing.T) {
 }
 
 func TestStoredVerdictsBounded(t *testing.T) {
-	o := storedVerdicts{max: 4}
-	a := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}) }
-	for i := range 5 {
-		o.add(a(i), int64(i))
+	h := newHarness(t, nil)
+	item := func(i int, inferred int64) store.Item {
+		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		return store.Item{Addr: a, Verdict: &styxv1.Verdict{Address: a.AsSlice(), InferredUnixNano: inferred}}
 	}
-	// Two generations of at most two: the first two are forgotten.
-	if o.has(a(0), 0) || o.has(a(1), 1) || !o.has(a(2), 2) || !o.has(a(3), 3) || !o.has(a(4), 4) {
-		t.Fatalf("generations %v %v", o.prev, o.cur)
+	written := make([]store.Item, storedVerdictsMax+1)
+	for i := range written {
+		written[i] = item(i, int64(i))
 	}
-	if o.has(a(3), 4) {
+	h.up.addStored(written)
+	// The newest storedVerdictsMax are remembered; the first is forgotten.
+	again := append([]store.Item(nil), written...)
+	if got := h.up.dropStored(again); len(got) != 1 || got[0].Addr != written[0].Addr {
+		t.Fatalf("after %d written, %d kept of them again, want only the first", len(written), len(got))
+	}
+	// Another inference of a remembered address is another verdict.
+	if got := h.up.dropStored([]store.Item{item(5, 6)}); len(got) != 1 {
 		t.Fatal("another inference of the same address taken as stored")
-	}
-	if len(o.cur)+len(o.prev) > o.max {
-		t.Fatalf("%d remembered, max %d", len(o.cur)+len(o.prev), o.max)
 	}
 }

@@ -133,7 +133,13 @@ func (s *Server) recvSightings(stream styxv1.SchedulerService_SubmitServer, co *
 		if len(b.GetIds()) > co.MaxSubmitBatch() {
 			return status.Errorf(codes.InvalidArgument, "sighting batch of %d exceeds the maximum %d", len(b.GetIds()), co.MaxSubmitBatch())
 		}
-		n, err := co.Offer(sub, b)
+		var n uint32
+		ss, bad := coordinator.Sightings(b)
+		if bad != nil {
+			n, err = co.Reject(sub, b.GetIds(), bad.Error())
+		} else {
+			n, err = co.Offer(sub, ss)
+		}
 		if err != nil {
 			return status.Error(codes.Unavailable, err.Error())
 		}

@@ -14,35 +14,6 @@ const MaxAttackBatch = 4096
 // maxAttackErrors bounds the explanations one ReportAttacks answer carries.
 const maxAttackErrors = 10
 
-// recentAttacks remembers the keys of the last reports put on the feed, so
-// that a batch a node sends again (its answer was lost) is not put on the
-// feed twice. Bounded FIFO; guarded by Coordinator.mu.
-type recentAttacks struct {
-	max  int
-	set  map[attacks.Key]struct{}
-	fifo []attacks.Key
-	head int
-}
-
-func (r *recentAttacks) seen(k attacks.Key) bool {
-	_, ok := r.set[k]
-	return ok
-}
-
-func (r *recentAttacks) add(k attacks.Key) {
-	if r.set == nil {
-		r.set = make(map[attacks.Key]struct{}, min(r.max, 1024))
-	}
-	if len(r.fifo) < r.max {
-		r.fifo = append(r.fifo, k)
-	} else {
-		delete(r.set, r.fifo[r.head])
-		r.fifo[r.head] = k
-		r.head = (r.head + 1) % r.max
-	}
-	r.set[k] = struct{}{}
-}
-
 // AttackResult counts what ReportAttacks did with a batch.
 type AttackResult struct {
 	Accepted, Duplicates, Rejected uint32
@@ -86,11 +57,11 @@ func (c *Coordinator) ReportAttacks(nodeID string, rs []*styxv1.AttackReport) At
 	defer c.mu.Unlock()
 	for _, r := range valid {
 		k := r.Key()
-		if c.attacks.seen(k) {
+		if _, seen := c.attacks.Get(0, k); seen {
 			res.Duplicates++
 			continue
 		}
-		c.attacks.add(k)
+		c.attacks.Put(0, k, struct{}{})
 		out = append(out, r.Proto()) // canonical: unmapped address
 		res.Accepted++
 	}

@@ -19,7 +19,7 @@ func TestDrainSelects(t *testing.T) {
 		{ID: "b1", Host: "b", State: state.WorkerReady},
 		{ID: "c1", Host: "c", State: state.WorkerReady},
 	} {
-		if err := c.st.UpsertWorker(&w); err != nil {
+		if err := c.State().UpsertWorker(&w); err != nil {
 			t.Fatal(err)
 		}
 		c.conns[w.ID] = &workerConn{id: w.ID}
@@ -50,7 +50,7 @@ func TestDrainSelects(t *testing.T) {
 	if _, err := c.Drain(nil, "", "test"); !errors.Is(err, ErrNothingSelected) {
 		t.Errorf("Drain of nothing: %v", err)
 	}
-	if w, _ := c.st.Snapshot().Worker("a1"); w.DrainRequested || w.State != state.WorkerReady {
+	if w, _ := c.State().Snapshot().Worker("a1"); w.DrainRequested || w.State != state.WorkerReady {
 		t.Fatalf("a failed Drain changed a1: %+v", w)
 	}
 
@@ -62,7 +62,7 @@ func TestDrainSelects(t *testing.T) {
 		t.Fatalf("drained %v, want %v", ids(got), want)
 	}
 	for id, want := range map[string]string{"a1": state.WorkerDraining, "a2": state.WorkerDown, "b1": state.WorkerReady, "c1": state.WorkerDraining} {
-		w, _ := c.st.Snapshot().Worker(id)
+		w, _ := c.State().Snapshot().Worker(id)
 		if w.State != want || w.DrainRequested != (id != "b1") {
 			t.Errorf("%s: state %s, drain requested %v; want %s", id, w.State, w.DrainRequested, want)
 		}
@@ -70,7 +70,7 @@ func TestDrainSelects(t *testing.T) {
 			t.Errorf("%s: drain request on the connection: %v", id, d)
 		}
 	}
-	if ctr := c.counters; ctr.DrainRequests != 3 {
+	if ctr := c.ledger.Counters(); ctr.DrainRequests != 3 {
 		t.Errorf("drain requests counted %d, want 3", ctr.DrainRequests)
 	}
 }

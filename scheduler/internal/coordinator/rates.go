@@ -19,7 +19,7 @@ type workerRate struct {
 // sampleRatesLocked updates every worker's throughput from the answered
 // addresses memdb counts (c.mu held; called every second by the sweep).
 func (c *Coordinator) sampleRatesLocked(now time.Time) {
-	ws, err := c.st.Snapshot().Workers(nil)
+	ws, err := c.State().Snapshot().Workers(nil)
 	if err != nil {
 		return
 	}

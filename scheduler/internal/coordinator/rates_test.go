@@ -8,6 +8,8 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 
+	"github.com/styx-inference/styx/pkg/attacks"
+	"github.com/styx-inference/styx/pkg/recent"
 	"github.com/styx-inference/styx/scheduler/internal/pool"
 	"github.com/styx-inference/styx/scheduler/internal/state"
 )
@@ -32,7 +34,7 @@ func TestWorkerRates(t *testing.T) {
 	c := testCoordinator(t)
 	t0 := time.Unix(1000, 0)
 	set := func(id string, done uint64) {
-		if err := c.st.UpsertWorker(&state.Worker{ID: id, Host: "h", State: state.WorkerReady, AddrsDone: done}); err != nil {
+		if err := c.State().UpsertWorker(&state.Worker{ID: id, Host: "h", State: state.WorkerReady, AddrsDone: done}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -56,10 +58,19 @@ func TestWorkerRates(t *testing.T) {
 	if r := sample(t0.Add(2 * time.Second)); math.Abs(r["w1"]-want) > 1e-9 {
 		t.Fatalf("rate %v, want %v", r["w1"], want)
 	}
-	if err := c.st.Update(func(t *state.Txn) error { return t.DeleteWorkerTxn("w1") }); err != nil {
+	if err := c.State().Update(func(t *state.Txn) error { return t.DeleteWorkerTxn("w1") }); err != nil {
 		t.Fatal(err)
 	}
 	if r := sample(t0.Add(3 * time.Second)); len(r) != 0 {
 		t.Fatalf("rates of a worker that left: %v", r)
 	}
+}
+
+func mustRecentAttacks(t *testing.T, n int) *recent.Set[attacks.Key, struct{}] {
+	t.Helper()
+	s, err := recent.New[attacks.Key, struct{}](recent.Limits{MaxLen: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

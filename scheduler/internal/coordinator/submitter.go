@@ -3,13 +3,12 @@ package coordinator
 import (
 	"errors"
 	"sync"
-	"time"
 
 	"github.com/styx-inference/styx/pkg/columns"
 	"github.com/styx-inference/styx/pkg/logging"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
+	"github.com/styx-inference/styx/scheduler/internal/ledger"
 	"github.com/styx-inference/styx/scheduler/internal/pool"
-	"github.com/styx-inference/styx/scheduler/internal/state"
 )
 
 var (
@@ -80,16 +79,7 @@ func (c *Coordinator) Attach(nodeID string) (*Submitter, error) {
 		old.close(errReplaced)
 	}
 	c.subs[nodeID] = s
-	err := c.st.Update(func(t *state.Txn) error {
-		row := &state.Submitter{NodeID: nodeID, Session: s.session, Connected: true, Since: c.now()}
-		if old, err := t.Submitter(nodeID); err == nil {
-			row.Received, row.Outcomes = old.Received, old.Outcomes
-		}
-		return t.UpsertSubmitterTxn(row)
-	})
-	if err != nil {
-		return nil, err
-	}
+	c.ledger.Attach(c.now(), nodeID, s.session)
 	c.log.Info().Str(logging.NodeID, nodeID).Msg("node attached")
 	return s, nil
 }
@@ -103,16 +93,23 @@ func (c *Coordinator) Detach(s *Submitter) {
 		return
 	}
 	delete(c.subs, s.NodeID)
-	_ = c.st.Update(func(t *state.Txn) error {
-		old, err := t.Submitter(s.NodeID)
-		if err != nil {
-			return err
-		}
-		row := *old
-		row.Connected = false
-		return t.UpsertSubmitterTxn(&row)
-	})
+	c.ledger.Detach(s.NodeID, s.session)
 	c.log.Info().Str(logging.NodeID, s.NodeID).Msg("node detached")
+}
+
+// Sightings converts a node's sighting batch at the edge. When its columns
+// do not line up, nothing in it can be trusted but the ids: the error says
+// why, and the caller rejects every id (Reject).
+func Sightings(b *styxv1.SightingBatch) ([]ledger.Sighting, error) {
+	n, err := columns.SightingCount(b)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ledger.Sighting, n)
+	for i := range out {
+		out[i] = ledger.Sighting{ID: b.Ids[i], Addr: columns.Addr(b.Addresses, i), Seen: b.SeenUnixNano[i]}
+	}
+	return out, nil
 }
 
 // Offer takes a batch of sightings from a node. Outcomes known at once
@@ -120,60 +117,29 @@ func (c *Coordinator) Detach(s *Submitter) {
 // node before Offer returns; the rest follow as workers answer. It returns
 // how many sightings it took responsibility for (all of them) or an error
 // when the session is no longer current.
-func (c *Coordinator) Offer(s *Submitter, b *styxv1.SightingBatch) (uint32, error) {
+func (c *Coordinator) Offer(s *Submitter, ss []ledger.Sighting) (uint32, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.subs[s.NodeID] != s {
 		return 0, errReplaced
 	}
-	now := c.now().UnixNano()
-	n, err := columns.SightingCount(b)
-	var ds []pool.Delivery
-	var rejected columns.OutcomeBuilder
-	reject := func(id uint64, reason string) {
-		c.counters.Rejected++
-		rejected.Add(id, styxv1.OutcomeKind_OUTCOME_KIND_REJECTED, nil, reason)
-	}
-	if err != nil {
-		// The columns do not line up: nothing in the batch can be trusted
-		// but the ids, and each of them gets its outcome.
-		for _, id := range b.GetIds() {
-			reject(id, err.Error())
-		}
-		n = 0
-	}
-	for i := range n {
-		id := b.Ids[i]
-		a := columns.Addr(b.Addresses, i)
-		if a.IsUnspecified() {
-			reject(id, "unspecified address")
-			continue
-		}
-		d, done, evicted := c.pool.Offer(now, pool.Waiter{Node: s.NodeID, ID: id}, a, b.SeenUnixNano[i])
-		if done {
-			ds = append(ds, d)
-		}
-		ds = append(ds, evicted...)
-	}
-	if rejected.Len() > 0 {
-		if !s.send(&styxv1.SubmitResponse{Msg: &styxv1.SubmitResponse_Outcomes{Outcomes: rejected.Batch()}}) {
-			c.overflowLocked(s)
-		}
-	}
-	c.deliverLocked(ds)
-	_ = c.st.Update(func(t *state.Txn) error {
-		old, err := t.Submitter(s.NodeID)
-		if err != nil {
-			return err
-		}
-		row := *old
-		row.Received += uint64(len(b.GetIds()))
-		return t.UpsertSubmitterTxn(&row)
-	})
-	if c.pool.Pending() >= c.cfg.BatchSize {
+	c.applyLocked(c.ledger.Offer(c.now(), s.NodeID, ss))
+	if c.ledger.FullBatch() {
 		c.poke()
 	}
-	return uint32(len(b.GetIds())), nil
+	return uint32(len(ss)), nil
+}
+
+// Reject answers every id of a batch that could not be decoded with a
+// rejection saying why.
+func (c *Coordinator) Reject(s *Submitter, ids []uint64, reason string) (uint32, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.subs[s.NodeID] != s {
+		return 0, errReplaced
+	}
+	c.applyLocked(c.ledger.Reject(s.NodeID, ids, reason))
+	return uint32(len(ids)), nil
 }
 
 func (c *Coordinator) overflowLocked(s *Submitter) {
@@ -185,36 +151,40 @@ func (c *Coordinator) overflowLocked(s *Submitter) {
 	c.log.Warn().Str(logging.NodeID, s.NodeID).Msg("node fell behind; session ended")
 }
 
-// deliverLocked routes deliveries to the nodes that asked, one outcome
-// batch per node. Nodes not connected miss them; they re-send their pending
-// sightings when they reconnect, and the recent-verdict window answers.
-func (c *Coordinator) deliverLocked(ds []pool.Delivery) {
-	if len(ds) == 0 {
+// deliverLocked routes outcomes to the nodes that asked, one outcome batch
+// per node (rejections first). Nodes not connected miss them; they re-send
+// their pending sightings when they reconnect, and the recent-verdict
+// window answers.
+func (c *Coordinator) deliverLocked(os []ledger.Outcome, rs []ledger.Rejection) {
+	if len(os) == 0 && len(rs) == 0 {
 		return
 	}
 	byNode := make(map[string]*columns.OutcomeBuilder, 2)
-	for _, d := range ds {
+	builder := func(node string) *columns.OutcomeBuilder {
+		b, ok := byNode[node]
+		if !ok {
+			b = &columns.OutcomeBuilder{}
+			if len(byNode) == 0 {
+				b.Reset(len(os) + len(rs)) // usually every outcome goes to one node
+			}
+			byNode[node] = b
+		}
+		return b
+	}
+	for _, r := range rs {
+		builder(r.Node).AddVerdict(r.ID, styxv1.OutcomeKind_OUTCOME_KIND_REJECTED, nil, r.Reason)
+	}
+	for _, d := range os {
 		var kind styxv1.OutcomeKind
-		var v *styxv1.Verdict
 		switch d.Kind {
 		case pool.KindVerdict:
 			kind = styxv1.OutcomeKind_OUTCOME_KIND_VERDICT
-			v, _ = d.Verdict.(*styxv1.Verdict)
-			c.counters.Verdicts++
 		case pool.KindExpired:
 			kind = styxv1.OutcomeKind_OUTCOME_KIND_EXPIRED
 		case pool.KindShed:
 			kind = styxv1.OutcomeKind_OUTCOME_KIND_SHED
 		}
-		b, ok := byNode[d.Waiter.Node]
-		if !ok {
-			b = &columns.OutcomeBuilder{}
-			if len(byNode) == 0 {
-				b.Reset(len(ds)) // usually every delivery goes to one node
-			}
-			byNode[d.Waiter.Node] = b
-		}
-		b.Add(d.Waiter.ID, kind, v, d.Reason)
+		builder(d.Waiter.Node).AddVerdict(d.Waiter.ID, kind, d.Verdict, d.Reason)
 	}
 	for node, b := range byNode {
 		n := uint64(b.Len())
@@ -232,7 +202,7 @@ func (c *Coordinator) deliverLocked(ds []pool.Delivery) {
 
 // Nodes lists the connected node ids.
 func (c *Coordinator) Nodes() []string {
-	snap := c.st.Snapshot()
+	snap := c.State().Snapshot()
 	subs, err := snap.Submitters(nil)
 	if err != nil {
 		return nil
@@ -245,5 +215,3 @@ func (c *Coordinator) Nodes() []string {
 	}
 	return out
 }
-
-var _ = time.Second

@@ -9,14 +9,14 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 
+	"github.com/styx-inference/styx/pkg/etcdwatch"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/logging"
+	"github.com/styx-inference/styx/pkg/retry"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
-	"github.com/styx-inference/styx/scheduler/internal/state"
 )
 
 // Dialer opens a client connection to a worker's gRPC address.
@@ -29,10 +29,14 @@ type workerConn struct {
 	id     string
 	cancel context.CancelFunc
 
-	mu       sync.Mutex
-	reg      keyspace.WorkerRegistration // updated when the worker rewrites its key
-	session  uint64
-	out      chan *styxv1.Batch // bounded by the worker's credits
+	mu      sync.Mutex
+	reg     keyspace.WorkerRegistration // updated when the worker rewrites its key
+	session uint64
+	// out carries the session's batches to its sender: room for the
+	// worker's capacity plus its first grant, and a margin; the ledger
+	// never assigns more than the worker granted, and a full queue ends
+	// the session (see applyLocked).
+	out      chan *styxv1.Batch
 	sessStop context.CancelFunc
 	drain    *styxv1.Drain // set once a drain was requested
 	kick     chan struct{} // wakes the session's sender to send drain
@@ -68,64 +72,46 @@ func (wc *workerConn) cancelSession() {
 	}
 }
 
-// watchWorkers lists /styx/workers/ and follows changes, resuming from the
-// last seen revision; on compaction it lists again.
+// watchWorkers lists /styx/workers/ and follows changes (pkg/etcdwatch:
+// resumes from the last seen revision, lists again after a compaction);
+// a listing drops the workers it no longer holds. It returns nil when ctx
+// ends.
 func (c *Coordinator) watchWorkers(ctx context.Context, cli *clientv3.Client) error {
-	for ctx.Err() == nil {
-		resp, err := cli.Get(ctx, keyspace.WorkersPrefix, clientv3.WithPrefix())
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+	workerID := func(kv *mvccpb.KeyValue) (string, bool) {
+		return keyspace.IDFromKey(keyspace.WorkersPrefix, string(kv.Key))
+	}
+	return etcdwatch.Prefix(ctx, cli, keyspace.WorkersPrefix, etcdwatch.Handler{
+		Reset: func(kvs []*mvccpb.KeyValue, _ int64) {
+			seen := map[string]bool{}
+			for _, kv := range kvs {
+				if id, ok := workerID(kv); ok {
+					seen[id] = true
+					c.workerPut(ctx, id, kv.Value)
+				}
 			}
-			c.log.Warn().Err(err).Msg("list workers")
-			sleep(ctx, 500*time.Millisecond)
-			continue
-		}
-		seen := map[string]bool{}
-		for _, kv := range resp.Kvs {
-			if id, ok := keyspace.IDFromKey(keyspace.WorkersPrefix, string(kv.Key)); ok {
-				seen[id] = true
+			c.mu.Lock()
+			var gone []string
+			for id := range c.conns {
+				if !seen[id] {
+					gone = append(gone, id)
+				}
+			}
+			c.mu.Unlock()
+			for _, id := range gone {
+				c.workerDeleted(id)
+			}
+		},
+		Put: func(kv *mvccpb.KeyValue) {
+			if id, ok := workerID(kv); ok {
 				c.workerPut(ctx, id, kv.Value)
 			}
-		}
-		c.mu.Lock()
-		var gone []string
-		for id := range c.conns {
-			if !seen[id] {
-				gone = append(gone, id)
+		},
+		Delete: func(kv *mvccpb.KeyValue) {
+			if id, ok := workerID(kv); ok {
+				c.workerDeleted(id)
 			}
-		}
-		c.mu.Unlock()
-		for _, id := range gone {
-			c.workerDeleted(id)
-		}
-		rev := resp.Header.Revision
-		wctx, cancel := context.WithCancel(ctx)
-		wch := cli.Watch(clientv3.WithRequireLeader(wctx), keyspace.WorkersPrefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
-		for wr := range wch {
-			if err := wr.Err(); err != nil {
-				if errors.Is(err, rpctypes.ErrCompacted) {
-					c.log.Info().Msg("worker watch compacted; listing again")
-				} else {
-					c.log.Warn().Err(err).Msg("worker watch")
-				}
-				break
-			}
-			for _, ev := range wr.Events {
-				id, ok := keyspace.IDFromKey(keyspace.WorkersPrefix, string(ev.Kv.Key))
-				if !ok {
-					continue
-				}
-				if ev.Type == mvccpb.DELETE {
-					c.workerDeleted(id)
-				} else {
-					c.workerPut(ctx, id, ev.Kv.Value)
-				}
-			}
-		}
-		cancel()
-	}
-	return nil
+		},
+	}, c.log)
 }
 
 func (c *Coordinator) workerPut(ctx context.Context, id string, val []byte) {
@@ -134,28 +120,15 @@ func (c *Coordinator) workerPut(ctx context.Context, id string, val []byte) {
 		c.log.Warn().Err(err).Str(logging.WorkerID, id).Msg("bad worker registration ignored")
 		return
 	}
-	if reg.Capacity < 1 {
-		reg.Capacity = 1
-	}
+	reg.ID = id // the key names the worker
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	wc := c.conns[id]
-	if wc != nil && wc.registration().Addr == reg.Addr {
+	restart := c.ledger.Register(c.now(), reg)
+	if wc != nil && !restart {
 		wc.mu.Lock()
 		wc.reg = reg
 		wc.mu.Unlock()
-		_ = c.st.Update(func(t *state.Txn) error {
-			w, err := t.Worker(id)
-			if err != nil {
-				return err
-			}
-			nw := *w
-			nw.Capacity, nw.ModelVersion, nw.Host, nw.NUMANode, nw.CPUs = reg.Capacity, reg.ModelVersion, reg.Host, reg.NUMANode, reg.CPUs
-			if reg.Draining && nw.State == state.WorkerReady {
-				nw.State = state.WorkerDraining
-			}
-			return t.UpsertWorkerTxn(&nw)
-		})
 		return
 	}
 	if wc != nil { // moved to a new address: start over
@@ -164,12 +137,6 @@ func (c *Coordinator) workerPut(ctx context.Context, id string, val []byte) {
 	wctx, cancel := context.WithCancel(ctx)
 	wc = &workerConn{id: id, reg: reg, cancel: cancel}
 	c.conns[id] = wc
-	_ = c.st.Update(func(t *state.Txn) error {
-		return t.UpsertWorkerTxn(&state.Worker{
-			ID: id, Addr: reg.Addr, Host: reg.Host, NUMANode: reg.NUMANode, CPUs: reg.CPUs,
-			Capacity: reg.Capacity, ModelVersion: reg.ModelVersion, State: state.WorkerConnecting, Since: c.now(),
-		})
-	})
 	c.log.Info().Str(logging.WorkerID, id).Str(logging.Addr, reg.Addr).Int("capacity", reg.Capacity).Msg("worker joined")
 	c.wg.Add(1)
 	go func() {
@@ -179,35 +146,28 @@ func (c *Coordinator) workerPut(ctx context.Context, id string, val []byte) {
 }
 
 // workerDeleted handles a registration that left etcd: the lease expired
-// (or was revoked). Its batches go back to the pool with the attempt counted.
+// (or was revoked). Its batches go back to the pool with the attempt
+// counted.
 func (c *Coordinator) workerDeleted(id string) {
 	c.mu.Lock()
 	wc := c.conns[id]
 	delete(c.conns, id)
-	drained := false
-	if wc != nil {
-		// A worker that was draining left on purpose: not a lease loss. Its
-		// stream may have ended first (its row is then down), so its
-		// registration and the drain request count too.
-		w, err := c.st.Snapshot().Worker(id)
-		drained = wc.registration().Draining || (err == nil && (w.State == state.WorkerDraining || w.DrainRequested))
-		if drained {
-			c.counters.WorkersDrained++
-		} else {
-			c.counters.LeaseLosses++
-		}
-	}
+	// A worker that was draining left on purpose: not a lease loss.
+	fx, known, drained := c.ledger.Deregister(c.now(), id, wc != nil && wc.registration().Draining)
+	c.applyLocked(fx)
 	c.mu.Unlock()
-	if wc == nil {
+	if wc != nil {
+		wc.cancel()
+	}
+	if !known {
 		return
 	}
-	wc.cancel()
 	if drained {
 		c.log.Info().Str(logging.WorkerID, id).Msg("worker left after draining")
 	} else {
 		c.log.Info().Str(logging.WorkerID, id).Msg("worker left (lease gone)")
 	}
-	c.sessionLost(id, 0, true, "lease gone")
+	c.poke()
 }
 
 func (c *Coordinator) runWorkerConn(ctx context.Context, wc *workerConn) {
@@ -219,7 +179,7 @@ func (c *Coordinator) runWorkerConn(ctx context.Context, wc *workerConn) {
 	}
 	defer conn.Close()
 	client := styxv1.NewWorkerServiceClient(conn)
-	backoff := 100 * time.Millisecond
+	bo := retry.NewBackoff(100*time.Millisecond, 2*time.Second)
 	for ctx.Err() == nil {
 		c.mu.Lock()
 		c.nextSession++
@@ -230,16 +190,18 @@ func (c *Coordinator) runWorkerConn(ctx context.Context, wc *workerConn) {
 		c.mu.Lock()
 		c.counters.StreamFailures++
 		c.mu.Unlock()
-		c.sessionLost(wc.id, session, false, "stream ended")
+		c.sessionLost(wc.id, session, "stream ended")
 		if ctx.Err() != nil {
 			return
 		}
 		if time.Since(start) > 5*time.Second {
-			backoff = 100 * time.Millisecond
+			bo.Reset()
 		}
-		log.Warn().Err(err).Dur("retry_in", backoff).Msg("worker stream ended")
-		sleep(ctx, backoff)
-		backoff = min(backoff*2, 2*time.Second)
+		d := bo.NextBackOff()
+		log.Warn().Err(err).Dur("retry_in", d).Msg("worker stream ended")
+		if !retry.Sleep(ctx, d) {
+			return
+		}
 	}
 }
 
@@ -278,19 +240,7 @@ func (c *Coordinator) workSession(ctx context.Context, client styxv1.WorkerServi
 		wc.mu.Unlock()
 	}()
 	c.mu.Lock()
-	_ = c.st.Update(func(t *state.Txn) error {
-		w, err := t.Worker(wc.id)
-		if err != nil {
-			return err
-		}
-		nw := *w
-		nw.Session, nw.Credits, nw.InFlight = session, 0, 0
-		nw.State = state.WorkerReady
-		if ready.Draining || wc.registration().Draining || draining || w.DrainRequested {
-			nw.State = state.WorkerDraining
-		}
-		return t.UpsertWorkerTxn(&nw)
-	})
+	c.ledger.SessionOpened(wc.id, session, ready.Draining || wc.registration().Draining || draining)
 	c.mu.Unlock()
 	c.onReport(wc.id, session, first)
 
@@ -334,14 +284,5 @@ func (c *Coordinator) workSession(ctx context.Context, client styxv1.WorkerServi
 			return fmt.Errorf("receive: %w", err)
 		}
 		c.onReport(wc.id, session, r)
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
 	}
 }

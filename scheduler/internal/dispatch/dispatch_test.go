@@ -16,6 +16,16 @@ func TestPick(t *testing.T) {
 		{"tie goes to the less served for its size", []Candidate{{ID: "a", Capacity: 4, Credits: 4, Done: 10}, {ID: "b", Capacity: 8, Credits: 8, Done: 12}}, 1},
 		{"tie counts batches in flight", []Candidate{{ID: "a", Capacity: 4, Credits: 2, InFlight: 2, Done: 1}, {ID: "b", Capacity: 4, Credits: 2, InFlight: 2}}, 1},
 		{"zero capacity treated as one", []Candidate{{ID: "a", Credits: 1}, {ID: "b", Capacity: 8, Credits: 4}}, 0},
+		// a (capacity 0 counted as 1) and b are both fully free, so the tie
+		// goes to b, the less served; were the zero capacity kept, a's share
+		// would compare as infinite and a would win.
+		{"zero capacity ties as a share of one", []Candidate{{ID: "a", Credits: 1, Done: 3}, {ID: "b", Capacity: 4, Credits: 4}}, 1},
+		{"negative capacity ties as a share of one", []Candidate{{ID: "a", Capacity: -2, Credits: 1, Done: 3}, {ID: "b", Capacity: 4, Credits: 4}}, 1},
+		{"negative credits are no credit", []Candidate{{ID: "a", Capacity: 4, Credits: -1}, {ID: "b", Capacity: 4, Credits: 1}}, 1},
+		// served = Done + InFlight: a has 1 (in flight), b has 2 (done).
+		{"served adds batches in flight to those done", []Candidate{{ID: "a", Capacity: 4, Credits: 2, InFlight: 1}, {ID: "b", Capacity: 4, Credits: 2, Done: 2}}, 0},
+		{"negative in flight counts as none", []Candidate{{ID: "a", Capacity: 4, Credits: 2, InFlight: -5, Done: 2}, {ID: "b", Capacity: 4, Credits: 2, Done: 3}}, 0},
+		{"served compared per unit of capacity", []Candidate{{ID: "a", Capacity: 2, Credits: 2, Done: 3}, {ID: "b", Capacity: 8, Credits: 8, Done: 10}}, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -85,6 +95,14 @@ func TestOnFailure(t *testing.T) {
 	for _, tt := range tests {
 		if got := OnFailure(tt.n, tt.failures, tt.max); got != tt.want {
 			t.Errorf("OnFailure(%d, %d, %d) = %v, want %v", tt.n, tt.failures, tt.max, got, tt.want)
+		}
+	}
+}
+
+func TestHalves(t *testing.T) {
+	for _, tt := range []struct{ n, want int }{{2, 1}, {3, 1}, {8, 4}, {1024, 512}, {1025, 512}} {
+		if got := Halves(tt.n); got != tt.want {
+			t.Errorf("Halves(%d) = %d, want %d", tt.n, got, tt.want)
 		}
 	}
 }

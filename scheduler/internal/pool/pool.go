@@ -13,6 +13,9 @@ import (
 	"fmt"
 	"hash/maphash"
 	"net/netip"
+	"time"
+
+	"github.com/styx-inference/styx/pkg/recent"
 )
 
 // Waiter is one sighting waiting for an outcome: the node that submitted it
@@ -31,12 +34,13 @@ const (
 	KindShed
 )
 
-// Delivery is one outcome for one waiter.
-type Delivery struct {
+// Delivery is one outcome for one waiter. V is the verdict's type (opaque
+// to the pool).
+type Delivery[V any] struct {
 	Waiter  Waiter
 	Addr    netip.Addr
 	Kind    Kind
-	Verdict any // the verdict for KindVerdict (opaque to the pool)
+	Verdict V // for KindVerdict; the zero V otherwise
 	Reason  string
 }
 
@@ -104,17 +108,23 @@ type Config struct {
 }
 
 // Validate reports a configuration error.
+//
+// The checks are plain ifs rather than a switch: mutation testing sees
+// conditions inside if statements only.
 func (c Config) Validate() error {
-	switch {
-	case c.MaxPending < 1:
+	if c.MaxPending < 1 {
 		return errors.New("pool: max pending < 1")
-	case c.MaxAge <= 0:
+	}
+	if c.MaxAge <= 0 {
 		return errors.New("pool: max age <= 0")
-	case c.DedupWindow < 0:
+	}
+	if c.DedupWindow < 0 {
 		return errors.New("pool: dedup window < 0")
-	case c.MaxRecent < 0:
+	}
+	if c.MaxRecent < 0 {
 		return errors.New("pool: max recent < 0")
-	case c.MaxWaiters < 1:
+	}
+	if c.MaxWaiters < 1 {
 		return errors.New("pool: max waiters < 1")
 	}
 	return c.Policy.Validate()
@@ -140,43 +150,46 @@ type addrKey [16]byte
 
 func keyOf(a netip.Addr) addrKey { return a.As16() }
 
-type recent struct {
-	verdict any
-	at      int64
-}
-
-// Pool is the pending-address pool. See the package comment.
-type Pool struct {
+// Pool is the pending-address pool of verdicts of type V. See the package
+// comment.
+type Pool[V any] struct {
 	cfg     Config
 	entries map[addrKey]*Entry // pending and in flight
-	queue   []*Entry           // pending FIFO; queue[head:] are live (nil = removed)
+	queue   []*Entry           // pending FIFO; queue[head:] are live, queue[:head] consumed (nil)
 	head    int
 	pending int
 	inFl    int
 
-	recent      map[netip.Addr]recent
-	recentOrder []netip.Addr // FIFO of recent insertions
-	recentHead  int
+	// recent is the recent-verdict window (nil when it is off): verdicts
+	// by address, at most MaxRecent, none older than DedupWindow.
+	recent *recent.Set[netip.Addr, V]
 
 	seed  maphash.Seed
 	stats Stats
 }
 
 // New returns an empty pool.
-func New(cfg Config) (*Pool, error) {
+func New[V any](cfg Config) (*Pool[V], error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Pool{
+	p := &Pool[V]{
 		cfg:     cfg,
 		entries: make(map[addrKey]*Entry),
-		recent:  make(map[netip.Addr]recent),
 		seed:    maphash.MakeSeed(),
-	}, nil
+	}
+	if cfg.MaxRecent > 0 && cfg.DedupWindow > 0 {
+		var err error
+		p.recent, err = recent.New[netip.Addr, V](recent.Limits{MaxLen: cfg.MaxRecent, MaxAge: time.Duration(cfg.DedupWindow)})
+		if err != nil {
+			return nil, fmt.Errorf("pool: recent-verdict window: %w", err)
+		}
+	}
+	return p, nil
 }
 
 // SetPolicy changes the shedding policy live.
-func (p *Pool) SetPolicy(pol Policy) error {
+func (p *Pool[V]) SetPolicy(pol Policy) error {
 	if err := pol.Validate(); err != nil {
 		return err
 	}
@@ -185,75 +198,83 @@ func (p *Pool) SetPolicy(pol Policy) error {
 }
 
 // Policy returns the current shedding policy.
-func (p *Pool) Policy() Policy { return p.cfg.Policy }
+func (p *Pool[V]) Policy() Policy { return p.cfg.Policy }
 
 // Stats returns the counters.
-func (p *Pool) Stats() Stats {
+func (p *Pool[V]) Stats() Stats {
 	s := p.stats
-	s.Pending, s.InFlight, s.Recent = p.pending, p.inFl, len(p.recent)
+	s.Pending, s.InFlight = p.pending, p.inFl
+	if p.recent != nil {
+		s.Recent = p.recent.Len()
+	}
 	return s
 }
 
 // Overloaded reports whether the pool is above its high-water mark (half
 // full), where the sample policy starts admitting 1 in N.
-func (p *Pool) Overloaded() bool { return p.pending >= p.cfg.MaxPending/2 }
+func (p *Pool[V]) Overloaded() bool { return p.pending >= p.cfg.MaxPending/2 }
 
 // Offer adds a sighting. It returns a Delivery and true when the sighting is
 // answered at once (a recent verdict, expiry or shedding); otherwise the
 // sighting now waits in the pool. Sightings of the same node and id are
 // idempotent: a re-sent sighting joins its existing entry once.
-func (p *Pool) Offer(now int64, w Waiter, addr netip.Addr, seen int64) (Delivery, bool, []Delivery) {
+func (p *Pool[V]) Offer(now int64, w Waiter, addr netip.Addr, seen int64) (Delivery[V], bool, []Delivery[V]) {
 	p.stats.Received++
+	// Mutation testing: seen >= now is an equivalent mutant (at equality it
+	// assigns the value seen already has).
 	if seen <= 0 || seen > now {
 		seen = now
 	}
 	if now-seen > p.cfg.MaxAge {
 		p.stats.Expired++
-		return Delivery{Waiter: w, Addr: addr, Kind: KindExpired, Reason: "older than max age on arrival"}, true, nil
+		return Delivery[V]{Waiter: w, Addr: addr, Kind: KindExpired, Reason: "older than max age on arrival"}, true, nil
 	}
-	if r, ok := p.lookupRecent(addr); ok && now-r.at <= p.cfg.DedupWindow {
+	if v, ok := p.lookupRecent(now, addr); ok {
 		p.stats.Deduplicated++
-		return Delivery{Waiter: w, Addr: addr, Kind: KindVerdict, Verdict: r.verdict}, true, nil
+		return Delivery[V]{Waiter: w, Addr: addr, Kind: KindVerdict, Verdict: v}, true, nil
 	}
 	if e, ok := p.entries[keyOf(addr)]; ok {
 		for _, x := range e.Waiters {
 			if x == w {
 				p.stats.Deduplicated++
-				return Delivery{}, false, nil
+				return Delivery[V]{}, false, nil
 			}
 		}
 		if len(e.Waiters) >= p.cfg.MaxWaiters {
 			p.stats.Shed++
-			return Delivery{Waiter: w, Addr: addr, Kind: KindShed, Reason: "too many sightings of this address waiting"}, true, nil
+			return Delivery[V]{Waiter: w, Addr: addr, Kind: KindShed, Reason: "too many sightings of this address waiting"}, true, nil
 		}
 		p.stats.Deduplicated++
 		e.Waiters = append(e.Waiters, w)
+		// Mutation testing: seen <= e.Seen is an equivalent mutant (at
+		// equality it stores the value e.Seen already has).
 		if seen < e.Seen {
 			e.Seen = seen
 		}
-		return Delivery{}, false, nil
+		return Delivery[V]{}, false, nil
 	}
 	// A new address: admission control.
-	var evicted []Delivery
+	var evicted []Delivery[V]
 	switch p.cfg.Policy.Mode {
 	case ShedSample:
 		if p.pending >= p.cfg.MaxPending {
 			p.stats.Shed++
-			return Delivery{Waiter: w, Addr: addr, Kind: KindShed, Reason: "pool full"}, true, nil
+			return Delivery[V]{Waiter: w, Addr: addr, Kind: KindShed, Reason: "pool full"}, true, nil
 		}
 		if p.Overloaded() && maphash.Comparable(p.seed, addr)%uint64(p.cfg.Policy.SampleN) != 0 {
 			p.stats.Shed++
-			return Delivery{Waiter: w, Addr: addr, Kind: KindShed, Reason: fmt.Sprintf("overloaded: sampling 1 in %d", p.cfg.Policy.SampleN)}, true, nil
+			return Delivery[V]{Waiter: w, Addr: addr, Kind: KindShed, Reason: fmt.Sprintf("overloaded: sampling 1 in %d", p.cfg.Policy.SampleN)}, true, nil
 		}
 	case ShedNewest:
 		if p.pending >= p.cfg.MaxPending {
 			p.stats.Shed++
-			return Delivery{Waiter: w, Addr: addr, Kind: KindShed, Reason: "pool full: newest shed"}, true, nil
+			return Delivery[V]{Waiter: w, Addr: addr, Kind: KindShed, Reason: "pool full: newest shed"}, true, nil
 		}
 	case ShedOldest:
 		if p.pending >= p.cfg.MaxPending {
 			if old := p.popFront(); old != nil {
-				evicted = p.resolve(nil, old, KindShed, nil, "pool full: oldest shed")
+				var none V
+				evicted = p.resolve(nil, old, KindShed, none, "pool full: oldest shed")
 				p.stats.Shed += uint64(len(old.Waiters))
 			}
 		}
@@ -264,16 +285,16 @@ func (p *Pool) Offer(now int64, w Waiter, addr netip.Addr, seen int64) (Delivery
 	e.Waiters = e.first[:1:1]
 	p.entries[keyOf(addr)] = e
 	p.push(e)
-	return Delivery{}, false, evicted
+	return Delivery[V]{}, false, evicted
 }
 
-func (p *Pool) push(e *Entry) {
+func (p *Pool[V]) push(e *Entry) {
 	p.queue = append(p.queue, e)
 	p.pending++
 }
 
 // pushFront puts entries back at the head of the queue (requeue).
-func (p *Pool) pushFront(es []*Entry) {
+func (p *Pool[V]) pushFront(es []*Entry) {
 	if p.head >= len(es) {
 		p.head -= len(es)
 		copy(p.queue[p.head:], es)
@@ -286,7 +307,7 @@ func (p *Pool) pushFront(es []*Entry) {
 	p.pending += len(es)
 }
 
-func (p *Pool) popFront() *Entry {
+func (p *Pool[V]) popFront() *Entry {
 	for p.head < len(p.queue) {
 		e := p.queue[p.head]
 		p.queue[p.head] = nil
@@ -301,18 +322,18 @@ func (p *Pool) popFront() *Entry {
 	return nil
 }
 
-func (p *Pool) peekFront() *Entry {
-	for p.head < len(p.queue) {
-		if e := p.queue[p.head]; e != nil {
-			return e
-		}
-		p.head++
+// peekFront returns the oldest pending entry, or nil. queue[head:] holds no
+// nil (popFront nils what it consumes, behind the head; compact clears only
+// past the end), so there is nothing to skip over.
+func (p *Pool[V]) peekFront() *Entry {
+	if p.head < len(p.queue) {
+		return p.queue[p.head]
 	}
 	return nil
 }
 
 // compact releases the consumed part of the queue's backing array.
-func (p *Pool) compact() {
+func (p *Pool[V]) compact() {
 	if p.head == len(p.queue) {
 		p.queue, p.head = p.queue[:0], 0
 		return
@@ -325,11 +346,11 @@ func (p *Pool) compact() {
 }
 
 // Pending returns the number of pending addresses.
-func (p *Pool) Pending() int { return p.pending }
+func (p *Pool[V]) Pending() int { return p.pending }
 
 // OldestEnqueued returns when the oldest pending address entered the pool,
 // and false when nothing is pending.
-func (p *Pool) OldestEnqueued() (int64, bool) {
+func (p *Pool[V]) OldestEnqueued() (int64, bool) {
 	if e := p.peekFront(); e != nil {
 		return e.Enqueued, true
 	}
@@ -337,7 +358,7 @@ func (p *Pool) OldestEnqueued() (int64, bool) {
 }
 
 // OldestSeen returns the sighting time of the oldest pending address.
-func (p *Pool) OldestSeen() (int64, bool) {
+func (p *Pool[V]) OldestSeen() (int64, bool) {
 	if e := p.peekFront(); e != nil {
 		return e.Seen, true
 	}
@@ -347,17 +368,16 @@ func (p *Pool) OldestSeen() (int64, bool) {
 // Take removes up to max pending addresses from the head of the queue and
 // marks them in flight. Entries past their maximum age are resolved as
 // expired instead and returned as deliveries.
-func (p *Pool) Take(now int64, max int) ([]*Entry, []Delivery) {
+func (p *Pool[V]) Take(now int64, max int) ([]*Entry, []Delivery[V]) {
 	var out []*Entry
-	var dead []Delivery
+	var dead []Delivery[V]
 	for len(out) < max {
 		e := p.popFront()
 		if e == nil {
 			break
 		}
 		if now-e.Seen > p.cfg.MaxAge {
-			p.stats.Expired += uint64(len(e.Waiters))
-			dead = p.resolve(dead, e, KindExpired, nil, "waited longer than max age")
+			dead = p.expire(dead, e)
 			continue
 		}
 		e.inFlight = true
@@ -369,8 +389,8 @@ func (p *Pool) Take(now int64, max int) ([]*Entry, []Delivery) {
 
 // Requeue puts in-flight entries back at the head of the queue (a worker
 // failed or refused). Entries past their maximum age expire instead.
-func (p *Pool) Requeue(now int64, es []*Entry) []Delivery {
-	var dead []Delivery
+func (p *Pool[V]) Requeue(now int64, es []*Entry) []Delivery[V] {
+	var dead []Delivery[V]
 	keep := es[:0:0]
 	for _, e := range es {
 		if e.resolved || !e.inFlight {
@@ -379,8 +399,7 @@ func (p *Pool) Requeue(now int64, es []*Entry) []Delivery {
 		e.inFlight = false
 		p.inFl--
 		if now-e.Seen > p.cfg.MaxAge {
-			p.stats.Expired += uint64(len(e.Waiters))
-			dead = p.resolve(dead, e, KindExpired, nil, "waited longer than max age")
+			dead = p.expire(dead, e)
 			continue
 		}
 		keep = append(keep, e)
@@ -392,13 +411,13 @@ func (p *Pool) Requeue(now int64, es []*Entry) []Delivery {
 // Complete resolves an in-flight entry with a verdict: every waiter gets
 // it, and the verdict answers repeated sightings for the dedup window.
 // examined says whether inference produced it (counted in coverage).
-func (p *Pool) Complete(now int64, e *Entry, verdict any, examined bool) []Delivery {
+func (p *Pool[V]) Complete(now int64, e *Entry, verdict V, examined bool) []Delivery[V] {
 	return p.AppendComplete(nil, now, e, verdict, examined)
 }
 
 // AppendComplete is Complete appending the deliveries to dst, so that a
 // whole batch's results share one slice.
-func (p *Pool) AppendComplete(dst []Delivery, now int64, e *Entry, verdict any, examined bool) []Delivery {
+func (p *Pool[V]) AppendComplete(dst []Delivery[V], now int64, e *Entry, verdict V, examined bool) []Delivery[V] {
 	if e.resolved || !e.inFlight {
 		return dst // already resolved (a duplicate result)
 	}
@@ -414,74 +433,48 @@ func (p *Pool) AppendComplete(dst []Delivery, now int64, e *Entry, verdict any, 
 // Fail resolves an in-flight entry with an explicit reason (for example a
 // poison address that failed on several workers). It is delivered as a
 // verdict carrying the given (error) verdict.
-func (p *Pool) Fail(now int64, e *Entry, verdict any) []Delivery {
+func (p *Pool[V]) Fail(now int64, e *Entry, verdict V) []Delivery[V] {
 	return p.Complete(now, e, verdict, false)
 }
 
+// expire resolves e as expired (past its maximum age).
+func (p *Pool[V]) expire(dst []Delivery[V], e *Entry) []Delivery[V] {
+	p.stats.Expired += uint64(len(e.Waiters))
+	var none V
+	return p.resolve(dst, e, KindExpired, none, "waited longer than max age")
+}
+
 // resolve removes e and appends a delivery per waiter to dst.
-func (p *Pool) resolve(dst []Delivery, e *Entry, k Kind, verdict any, reason string) []Delivery {
+func (p *Pool[V]) resolve(dst []Delivery[V], e *Entry, k Kind, verdict V, reason string) []Delivery[V] {
 	delete(p.entries, keyOf(e.Addr))
 	e.resolved = true
 	for _, w := range e.Waiters {
-		dst = append(dst, Delivery{Waiter: w, Addr: e.Addr, Kind: k, Verdict: verdict, Reason: reason})
+		dst = append(dst, Delivery[V]{Waiter: w, Addr: e.Addr, Kind: k, Verdict: verdict, Reason: reason})
 	}
 	return dst
 }
 
-func (p *Pool) remember(now int64, addr netip.Addr, verdict any) {
-	if p.cfg.MaxRecent == 0 || p.cfg.DedupWindow == 0 {
-		return
-	}
-	if _, ok := p.recent[addr]; !ok {
-		p.recentOrder = append(p.recentOrder, addr)
-	}
-	p.recent[addr] = recent{verdict: verdict, at: now}
-	for len(p.recent) > p.cfg.MaxRecent {
-		p.dropOldestRecent()
-	}
-}
-
-func (p *Pool) dropOldestRecent() {
-	if p.recentHead >= len(p.recentOrder) {
-		return
-	}
-	delete(p.recent, p.recentOrder[p.recentHead])
-	p.recentOrder[p.recentHead] = netip.Addr{}
-	p.recentHead++
-	if p.recentHead > 4096 && p.recentHead > len(p.recentOrder)/2 {
-		n := copy(p.recentOrder, p.recentOrder[p.recentHead:])
-		p.recentOrder, p.recentHead = p.recentOrder[:n], 0
+func (p *Pool[V]) remember(now int64, addr netip.Addr, verdict V) {
+	if p.recent != nil {
+		p.recent.Put(now, addr, verdict)
 	}
 }
 
 // Sweep expires pending sightings older than the maximum age, scanning from
 // the head (the oldest), and forgets recent verdicts older than the dedup
 // window. It returns the expiry deliveries.
-func (p *Pool) Sweep(now int64) []Delivery {
-	var dead []Delivery
+func (p *Pool[V]) Sweep(now int64) []Delivery[V] {
+	var dead []Delivery[V]
 	for {
 		e := p.peekFront()
 		if e == nil || now-e.Seen <= p.cfg.MaxAge {
 			break
 		}
 		p.popFront()
-		p.stats.Expired += uint64(len(e.Waiters))
-		dead = p.resolve(dead, e, KindExpired, nil, "waited longer than max age")
+		dead = p.expire(dead, e)
 	}
-	for p.recentHead < len(p.recentOrder) {
-		a := p.recentOrder[p.recentHead]
-		r, ok := p.recent[a]
-		if ok && now-r.at <= p.cfg.DedupWindow {
-			break
-		}
-		if ok {
-			delete(p.recent, a)
-		}
-		p.recentOrder[p.recentHead] = netip.Addr{}
-		p.recentHead++
-	}
-	if p.recentHead == len(p.recentOrder) {
-		p.recentOrder, p.recentHead = p.recentOrder[:0], 0
+	if p.recent != nil {
+		p.recent.Sweep(now)
 	}
 	return dead
 }
@@ -489,25 +482,24 @@ func (p *Pool) Sweep(now int64) []Delivery {
 // ExpireInFlight resolves an in-flight entry as expired when it is past its
 // maximum age (a batch that waited in the retry queue too long). It reports
 // whether the entry was resolved.
-func (p *Pool) ExpireInFlight(now int64, e *Entry) ([]Delivery, bool) {
+func (p *Pool[V]) ExpireInFlight(now int64, e *Entry) ([]Delivery[V], bool) {
 	if e.resolved || !e.inFlight || now-e.Seen <= p.cfg.MaxAge {
 		return nil, false
 	}
 	e.inFlight = false
 	p.inFl--
-	p.stats.Expired += uint64(len(e.Waiters))
-	return p.resolve(nil, e, KindExpired, nil, "waited longer than max age"), true
+	return p.expire(nil, e), true
 }
 
 // Live reports whether e is still unresolved.
-func (p *Pool) Live(e *Entry) bool { return !e.resolved }
+func (p *Pool[V]) Live(e *Entry) bool { return !e.resolved }
 
-// lookupRecent returns the recent verdict for addr; an empty window (the
-// dedup window off, or nothing answered yet) costs no hashing.
-func (p *Pool) lookupRecent(addr netip.Addr) (recent, bool) {
-	if len(p.recent) == 0 {
-		return recent{}, false
+// lookupRecent returns the recent verdict for addr, if one answers it at
+// now (not older than the dedup window).
+func (p *Pool[V]) lookupRecent(now int64, addr netip.Addr) (V, bool) {
+	if p.recent == nil {
+		var none V
+		return none, false
 	}
-	r, ok := p.recent[addr]
-	return r, ok
+	return p.recent.Get(now, addr)
 }

@@ -33,7 +33,7 @@ func workersTable() *memdb.TableSchema {
 		Indexes: map[string]*memdb.IndexSchema{
 			IndexID:    {Name: IndexID, Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
 			IndexState: {Name: IndexState, Indexer: &memdb.StringFieldIndex{Field: "State"}},
-			IndexHost:  {Name: IndexHost, Indexer: &memdb.StringFieldIndex{Field: "Host"}},
+			IndexHost:  {Name: IndexHost, AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "Host"}}, // a registration may name no host
 		},
 	}
 }

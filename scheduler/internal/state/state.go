@@ -6,6 +6,8 @@ import (
 	"time"
 
 	memdb "github.com/hashicorp/go-memdb"
+
+	"github.com/styx-inference/styx/scheduler/internal/pool"
 )
 
 // Worker states.
@@ -59,7 +61,9 @@ type Batch struct {
 	Size       int
 	Created    time.Time
 	AssignedAt time.Time
-	Entries    any // the pool entries (opaque to state)
+	// Entries are the batch's addresses: the pool's entries, which the
+	// pool owns and changes (a row's slice itself is never changed).
+	Entries []*pool.Entry
 }
 
 // Submitter is a row of the submitters table.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/logging"
+	"github.com/styx-inference/styx/pkg/retry"
 	"github.com/styx-inference/styx/scheduler/internal/api"
 	"github.com/styx-inference/styx/scheduler/internal/coordinator"
 )
@@ -186,8 +187,7 @@ func (h *Hub) Run(ctx context.Context) {
 			continue
 		}
 		if wait := h.cfg.MinInterval - h.cfg.Now().Sub(last); wait > 0 {
-			sleep(ctx, wait)
-			if ctx.Err() != nil {
+			if !retry.Sleep(ctx, wait) {
 				return
 			}
 		}
@@ -452,13 +452,4 @@ func atoi(s string) (int, bool) {
 		n = n*10 + int(c-'0')
 	}
 	return n, true
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }

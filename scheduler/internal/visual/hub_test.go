@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/styx-inference/styx/pkg/keyspace"
+	"github.com/styx-inference/styx/pkg/testwait"
 	"github.com/styx-inference/styx/scheduler/internal/coordinator"
 	"github.com/styx-inference/styx/scheduler/internal/pool"
 	"github.com/styx-inference/styx/scheduler/internal/state"
@@ -166,13 +167,7 @@ func TestHubFollowsRoleAndWatchSets(t *testing.T) {
 
 	// A client that goes away ends its handler; so does stopping the hub.
 	stop()
-	deadline := time.Now().Add(5 * time.Second)
-	for len(h.Streams()) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("stream handler still running after the client left")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, 5*time.Second, "the stream handler to end after the client left", func() bool { return len(h.Streams()) == 0 })
 	frames, stop = sse(t, srv.URL)
 	next(t, frames, "a fresh full frame", func(f string) bool { return strings.HasPrefix(f, `{"full":1`) })
 	cancel()

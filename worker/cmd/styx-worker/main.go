@@ -1,71 +1,20 @@
 // Command styx-worker is the STYX Raven post-processing server: it examines
 // the batches of addresses the STYX leader sends it and registers itself in
-// etcd. See package worker.
+// etcd. See packages worker and worker/cli.
 package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
-	"github.com/styx-inference/styx/pkg/envflag"
-	"github.com/styx-inference/styx/pkg/logging"
-	"github.com/styx-inference/styx/worker"
+	"github.com/styx-inference/styx/worker/cli"
 )
 
-const synopsis = `styx-worker: the STYX Raven post-processing server.
-
-Serves styx.v1.WorkerService on gRPC (with health and reflection), registers
-under /styx/workers/<id> on an etcd lease, and examines the batches the STYX
-leader sends. On SIGTERM or SIGINT, or when the leader sends it a Drain
-('styx-scheduler fleet drain'), it drains (gRPC health NOT_SERVING, no new
-batches, answers the ones it holds, up to --drain-timeout), revokes its lease
-and stops. It exits with 0 after a drain, 1 on a failure, 2 on a usage error.
-
-Usage: styx-worker [flags]`
-
-func main() { os.Exit(run()) }
-
-func run() int {
-	fs := flag.NewFlagSet("styx-worker", flag.ContinueOnError)
-	cfg := worker.DefaultConfig()
-	cfg.RegisterFlags(fs)
-	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
-	fs.Usage = envflag.Usage(fs, "STYX", synopsis)
-	if err := envflag.Parse(fs, "STYX", os.Args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintln(os.Stderr, "styx-worker:", err)
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "styx-worker: unexpected arguments %q\n", fs.Args())
-		return 2
-	}
-	log, err := logging.New(os.Stderr, *level)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "styx-worker: --log-level:", err)
-		return 2
-	}
+func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
-	if cfg.NUMANode == worker.AllNodes {
-		err = worker.Supervise(ctx, worker.SupervisorConfig{Worker: cfg, Args: worker.ForwardArgs(fs)}, log)
-	} else {
-		var w *worker.Worker
-		if w, err = worker.New(cfg, log); err == nil {
-			err = w.Run(ctx)
-		}
-	}
-	if err != nil {
-		log.Error().Err(err).Msg("styx-worker failed")
-		return 1
-	}
-	return 0
+	code := cli.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }

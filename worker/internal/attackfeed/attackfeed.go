@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/styx-inference/styx/pkg/history"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/logging"
+	"github.com/styx-inference/styx/pkg/retry"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -151,19 +151,14 @@ func (f *Follower) follow(ctx context.Context, li keyspace.LeaderInfo) {
 	}
 	defer conn.Close()
 	client := styxv1.NewSchedulerServiceClient(conn)
-	delay := time.Duration(0)
+	bo := retry.NewBackoff(f.cfg.BackoffMin, f.cfg.BackoffMax)
 	for {
 		got, err := f.session(ctx, client)
 		if ctx.Err() != nil {
 			return
 		}
-		switch {
-		case got:
-			delay = 0
-		case delay == 0:
-			delay = f.cfg.BackoffMin
-		default:
-			delay = min(2*delay, f.cfg.BackoffMax)
+		if got {
+			bo.Reset()
 		}
 		switch status.Code(err) {
 		case codes.OutOfRange:
@@ -176,12 +171,8 @@ func (f *Follower) follow(ctx context.Context, li keyspace.LeaderInfo) {
 		default:
 			log.Warn().Err(err).Msg("attack feed ended, reconnecting")
 		}
-		t := time.NewTimer(jitter(delay))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !retry.Sleep(ctx, bo.NextBackOff()) {
 			return
-		case <-t.C:
 		}
 	}
 }
@@ -234,14 +225,6 @@ func (f *Follower) fold(hist *history.Table, ev *styxv1.FeedEvent) {
 	case ev.GetVerdict() != nil:
 		f.verdicts.Add(1)
 	}
-}
-
-func jitter(d time.Duration) time.Duration {
-	if d <= 1 {
-		return d
-	}
-	half := d / 2
-	return half + rand.N(d-half)
 }
 
 // Register adds the follower's and the table's metrics to reg.

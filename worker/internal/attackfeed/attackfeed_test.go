@@ -17,6 +17,7 @@ import (
 	"github.com/styx-inference/styx/pkg/attacks"
 	"github.com/styx-inference/styx/pkg/history"
 	"github.com/styx-inference/styx/pkg/keyspace"
+	"github.com/styx-inference/styx/pkg/testwait"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -83,17 +84,6 @@ func (f *fakeLeader) requests() []*styxv1.FeedRequest {
 	return append([]*styxv1.FeedRequest(nil), f.reqs...)
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func attackEv(rev uint64, a string, sec int64, k attacks.Kind) *styxv1.FeedEvent {
 	r := attacks.Report{Addr: netip.MustParseAddr(a), Time: time.Unix(1_700_000_000+sec, 0), Kind: k, Reporter: "node-1"}
 	return &styxv1.FeedEvent{Revision: rev, Attack: r.Proto()}
@@ -122,8 +112,8 @@ func TestFollowResumeAndGap(t *testing.T) {
 		BackoffMin: time.Millisecond, BackoffMax: 10 * time.Millisecond,
 	})
 
-	waitFor(t, "three reports", func() bool { return fl.Stats().Reports == 3 })
-	waitFor(t, "the revision", func() bool { return fl.Stats().Revision == term|11 })
+	testwait.For(t, testwait.Timeout, "three reports", func() bool { return fl.Stats().Reports == 3 })
+	testwait.For(t, testwait.Timeout, "the revision", func() bool { return fl.Stats().Revision == term|11 })
 	n, last := table.Attacks(netip.MustParseAddr("203.0.113.7"))
 	if n != 2 || !last.Equal(time.Unix(1_700_000_002, 0)) {
 		t.Fatalf("203.0.113.7: %d, %v", n, last)
@@ -148,8 +138,8 @@ func TestFollowResumeAndGap(t *testing.T) {
 	// A new leader whose ring does not hold the revision: from now.
 	g := startFake(t, term|100)
 	leaders <- keyspace.LeaderInfo{ID: "s2", GRPCAddr: g.addr}
-	waitFor(t, "a gap", func() bool { return fl.Stats().Gaps == 1 })
-	waitFor(t, "following from now", func() bool {
+	testwait.For(t, testwait.Timeout, "a gap", func() bool { return fl.Stats().Gaps == 1 })
+	testwait.For(t, testwait.Timeout, "following from now", func() bool {
 		r := g.requests()
 		return len(r) == 2 && r[1].GetFromRevision() == 0
 	})
@@ -174,7 +164,7 @@ func TestFollowIntoHistory(t *testing.T) {
 	leaders := make(chan keyspace.LeaderInfo, 1)
 	leaders <- keyspace.LeaderInfo{ID: "s1", GRPCAddr: f.addr}
 	fl := startFollower(t, leaders, Config{Table: table, History: hist})
-	waitFor(t, "the history", func() bool { return hist.Revision() == term|4 })
+	testwait.For(t, testwait.Timeout, "the history", func() bool { return hist.Revision() == term|4 })
 	if st := fl.Stats(); st.Verdicts != 2 || st.Reports != 1 {
 		t.Fatalf("stats %+v", st)
 	}

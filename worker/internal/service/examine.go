@@ -9,6 +9,7 @@ import (
 
 	"github.com/styx-inference/styx/pkg/columns"
 	"github.com/styx-inference/styx/pkg/raven"
+	"github.com/styx-inference/styx/pkg/verdict"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -20,7 +21,7 @@ type job struct {
 	model  string
 	// verdicts[i] is written by exactly one chunk; the goroutine finishing
 	// the last chunk reads them all (ordered by the remaining counter).
-	verdicts  []styxv1.Verdict
+	verdicts  []verdict.Verdict
 	remaining atomic.Int32 // chunks not yet examined
 	busy      atomic.Int64 // nanoseconds
 }
@@ -58,25 +59,18 @@ func (s *Service) examine(c chunk) {
 			return
 		}
 	}
-	inferred := time.Now().UnixNano()
+	inferred := time.Now()
 	for i := c.lo; i < c.hi; i++ {
-		v := &j.verdicts[i]
-		v.ModelVersion = j.model
-		v.InferredUnixNano = inferred
 		addr := columns.Addr(j.batch.Addresses, i) // length checked on admission
-		rv, err := examineOne(j.engine, addr)
+		v, err := examineOne(j.engine, addr)
 		if err != nil {
-			v.Error = err.Error()
-			continue
+			v = verdict.Verdict{Error: err.Error()}
 		}
-		v.Proxy = rv.Proxy
-		v.Type = rv.Type
-		v.Risk = rv.Risk
-		v.Port = rv.Port
-		v.Evidence = rv.Evidence
-		if rv.Model != "" {
-			v.ModelVersion = rv.Model
+		if v.ModelVersion == "" { // the engine's own (see raven.Engine)
+			v.ModelVersion = j.model
 		}
+		v.Inferred = inferred
+		j.verdicts[i] = v
 	}
 	j.busy.Add(int64(time.Since(start)))
 	if j.remaining.Add(-1) == 0 {
@@ -86,7 +80,7 @@ func (s *Service) examine(c chunk) {
 
 // examineOne runs the engine on one address; a panic becomes that
 // address's error verdict instead of taking the worker down.
-func examineOne(e raven.Engine, addr netip.Addr) (v raven.Verdict, err error) {
+func examineOne(e raven.Engine, addr netip.Addr) (v verdict.Verdict, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("engine panic on %s: %v", addr, r)

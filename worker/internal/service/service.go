@@ -16,6 +16,7 @@ import (
 	"github.com/styx-inference/styx/pkg/columns"
 	"github.com/styx-inference/styx/pkg/logging"
 	"github.com/styx-inference/styx/pkg/raven"
+	"github.com/styx-inference/styx/pkg/verdict"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -505,7 +506,7 @@ func (s *Service) batch(sess *session, b *styxv1.Batch) {
 		sess:     sess,
 		batch:    b,
 		engine:   s.engine.Current(), // a batch keeps the engine it started with
-		verdicts: make([]styxv1.Verdict, n),
+		verdicts: make([]verdict.Verdict, n),
 	}
 	j.model = j.engine.ModelVersion()
 	size := s.cfg.ChunkSize
@@ -569,7 +570,7 @@ func (s *Service) finish(j *job) {
 	var b columns.VerdictBuilder
 	b.Reset(len(j.verdicts))
 	for i := range j.verdicts {
-		b.Add(&j.verdicts[i])
+		b.AddVerdict(&j.verdicts[i])
 	}
 	verdicts := b.Columns()
 	s.cfg.Metrics.answered(len(j.verdicts), busy)

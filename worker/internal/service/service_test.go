@@ -22,6 +22,8 @@ import (
 
 	"github.com/styx-inference/styx/pkg/columns"
 	"github.com/styx-inference/styx/pkg/raven"
+	"github.com/styx-inference/styx/pkg/testwait"
+	"github.com/styx-inference/styx/pkg/verdict"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -49,7 +51,7 @@ func (e *fakeEngine) release() {
 	}
 }
 
-func (e *fakeEngine) Examine(a netip.Addr) raven.Verdict {
+func (e *fakeEngine) Examine(a netip.Addr) verdict.Verdict {
 	if e.gate != nil {
 		<-e.gate
 	}
@@ -58,13 +60,13 @@ func (e *fakeEngine) Examine(a netip.Addr) raven.Verdict {
 
 func (e *fakeEngine) ModelVersion() string { return fakeVersion }
 
-func fakeVerdict(a netip.Addr) raven.Verdict {
+func fakeVerdict(a netip.Addr) verdict.Verdict {
 	if a == poison {
 		panic("poison")
 	}
 	b := a.AsSlice()
 	last := b[len(b)-1]
-	v := raven.Verdict{Risk: uint32(last) % 101, Evidence: []string{fmt.Sprintf("fake:%d", len(b))}}
+	v := verdict.Verdict{Risk: uint32(last) % 101, Evidence: []string{fmt.Sprintf("fake:%d", len(b))}}
 	if last%2 == 1 {
 		v.Proxy, v.Type = true, "Fake"
 	}
@@ -431,7 +433,7 @@ func TestNewerOpenSupersedes(t *testing.T) {
 			old, _ := h.open(t, tt.oldTerm)
 			in := [][]byte{v4("192.0.2.5")}
 			old.batch(1, tt.oldTerm, in...)
-			waitFor(t, "batch in flight", func() bool { return h.svc.InFlight() == 1 })
+			testwait.For(t, testwait.Timeout, "batch in flight", func() bool { return h.svc.InFlight() == 1 })
 
 			cur, ready := h.open(t, tt.newerTerm)
 			if ready.GetCredit() != 2 {
@@ -441,7 +443,7 @@ func TestNewerOpenSupersedes(t *testing.T) {
 			if code != codes.FailedPrecondition || len(got) != 0 {
 				t.Fatalf("old session ended with %s after %v, want FailedPrecondition and no result", code, got)
 			}
-			waitFor(t, "old batch dropped", func() bool { return h.svc.InFlight() == 0 })
+			testwait.For(t, testwait.Timeout, "old batch dropped", func() bool { return h.svc.InFlight() == 0 })
 			eng.release()
 			cur.batch(2, tt.newerTerm, in...)
 			checkResult(t, cur.recv(), 2, tt.newerTerm, in, 1)
@@ -455,7 +457,7 @@ func TestDrain(t *testing.T) {
 	st, _ := h.open(t, 9)
 	in := [][]byte{v4("192.0.2.9")}
 	st.batch(1, 9, in...)
-	waitFor(t, "batch in flight", func() bool { return h.svc.InFlight() == 1 })
+	testwait.For(t, testwait.Timeout, "batch in flight", func() bool { return h.svc.InFlight() == 1 })
 
 	h.svc.Drain()
 	st.batch(2, 9, in...)
@@ -492,7 +494,7 @@ func TestDrainMessage(t *testing.T) {
 	st, _ := h.open(t, 3)
 	in := [][]byte{v4("192.0.2.10")}
 	st.batch(1, 3, in...)
-	waitFor(t, "batch in flight", func() bool { return h.svc.InFlight() == 1 })
+	testwait.For(t, testwait.Timeout, "batch in flight", func() bool { return h.svc.InFlight() == 1 })
 
 	st.send(&styxv1.WorkAssign{Msg: &styxv1.WorkAssign_Drain{Drain: &styxv1.Drain{Reason: "host maintenance"}}})
 	if got := <-asked; got != "host maintenance" {
@@ -514,7 +516,7 @@ func TestWaitIdleTimeout(t *testing.T) {
 	h := start(t, Config{Engine: eng})
 	st, _ := h.open(t, 1)
 	st.batch(1, 1, v4("192.0.2.1"))
-	waitFor(t, "batch in flight", func() bool { return h.svc.InFlight() == 1 })
+	testwait.For(t, testwait.Timeout, "batch in flight", func() bool { return h.svc.InFlight() == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	if err := h.svc.WaitIdle(ctx); !errors.Is(err, context.DeadlineExceeded) {
@@ -528,9 +530,9 @@ func TestStreamBreakDropsWork(t *testing.T) {
 	st, _ := h.open(t, 1)
 	st.batch(1, 1, v4("192.0.2.1"))
 	st.batch(2, 1, v4("192.0.2.2"))
-	waitFor(t, "batches in flight", func() bool { return h.svc.InFlight() == 2 })
+	testwait.For(t, testwait.Timeout, "batches in flight", func() bool { return h.svc.InFlight() == 2 })
 	st.cancel()
-	waitFor(t, "batches dropped", func() bool { return h.svc.InFlight() == 0 })
+	testwait.For(t, testwait.Timeout, "batches dropped", func() bool { return h.svc.InFlight() == 0 })
 }
 
 func TestHalfCloseAnswersThenEnds(t *testing.T) {
@@ -654,22 +656,11 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // versioned answers like the fake engine under another model version.
 type versioned struct{ version string }
 
-func (v versioned) Examine(a netip.Addr) raven.Verdict { return fakeVerdict(a) }
-func (v versioned) ModelVersion() string               { return v.version }
+func (v versioned) Examine(a netip.Addr) verdict.Verdict { return fakeVerdict(a) }
+func (v versioned) ModelVersion() string                 { return v.version }
 
 // TestSetEngineBetweenBatches: a model swapped while a batch is examined
 // does not touch that batch; the batches accepted afterwards use it.
@@ -679,7 +670,7 @@ func TestSetEngineBetweenBatches(t *testing.T) {
 	st, _ := h.open(t, 1)
 	in := [][]byte{v4("192.0.2.1"), v4("192.0.2.2")}
 	st.batch(1, 1, in...)
-	waitFor(t, "batch 1 in flight", func() bool { return h.svc.InFlight() == 1 })
+	testwait.For(t, testwait.Timeout, "batch 1 in flight", func() bool { return h.svc.InFlight() == 1 })
 	h.svc.SetEngine(versioned{"model-v2"})
 	if h.svc.ModelVersion() != "model-v2" {
 		t.Fatalf("ModelVersion %s after SetEngine", h.svc.ModelVersion())

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,17 +22,22 @@ import (
 
 	"github.com/styx-inference/styx/pkg/embedetcd"
 	"github.com/styx-inference/styx/pkg/keyspace"
+	"github.com/styx-inference/styx/pkg/testwait"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 	"github.com/styx-inference/styx/worker/internal/numa"
 )
 
-// asMainEnv makes the test binary run main instead of the tests, so the
-// tests can start it (and it can start its own children) as styx-worker.
+// asMainEnv makes the test binary run Main as styx-worker's main does
+// instead of the tests, so the tests can start it (and it can start its
+// own children) as styx-worker.
 const asMainEnv = "WORKER_MAIN_TEST_AS_MAIN"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(asMainEnv) == "1" {
-		os.Exit(run())
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
 	}
 	goleak.VerifyTestMain(m)
 }
@@ -69,6 +75,7 @@ func TestUsage(t *testing.T) {
 		stderrHas []string
 	}{
 		{"help", []string{"--help"}, nil, 0, []string{"STYX_<FLAG>", "-numa-node", "-etcd-endpoints", "-drain-timeout", "-log-level"}},
+		{"help command", []string{"help"}, nil, 0, nil},
 		{"unknown flag", []string{"--nope"}, nil, 2, []string{"nope"}},
 		{"positional argument", []string{"extra"}, nil, 2, []string{"unexpected arguments"}},
 		{"bad log level", []string{"--log-level=loud"}, nil, 2, []string{"log-level"}},
@@ -188,25 +195,23 @@ func TestAllNodes(t *testing.T) {
 
 func waitKey(t *testing.T, cli *clientv3.Client, id string) keyspace.WorkerRegistration {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
+	var reg keyspace.WorkerRegistration
+	testwait.For(t, 20*time.Second, "worker "+id+" registered", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
 		resp, err := cli.Get(ctx, keyspace.WorkerKey(id))
-		cancel()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(resp.Kvs) == 1 {
-			var reg keyspace.WorkerRegistration
-			if err := keyspace.Decode(resp.Kvs[0].Value, &reg); err != nil {
-				t.Fatal(err)
-			}
-			return reg
+		if len(resp.Kvs) != 1 {
+			return false
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("worker %s did not register", id)
-	return keyspace.WorkerRegistration{}
+		if err := keyspace.Decode(resp.Kvs[0].Value, &reg); err != nil {
+			t.Fatal(err)
+		}
+		return true
+	})
+	return reg
 }
 
 func openReady(t *testing.T, addr string) *styxv1.Ready {
