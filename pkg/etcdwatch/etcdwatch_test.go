@@ -293,19 +293,20 @@ func TestResumesFromLastRevision(t *testing.T) {
 		t.Fatalf("first call %s, want an empty listing", c)
 	}
 
-	var want []string
+	// One change at a time, each seen before the next is made, so that
+	// each comes in a response of its own (etcd may batch changes made
+	// together) and every response breaks the watch.
 	for i := range 4 {
 		k := fmt.Sprintf("/w/%d", i)
 		put(t, cli, k, "1")
-		want = append(want, "put "+k+"=1")
+		rec.expect(t, "put "+k+"=1")
 		if i%2 == 1 {
 			del(t, cli, k)
-			want = append(want, "delete "+k)
+			rec.expect(t, "delete "+k)
 		}
 	}
-	rec.expect(t, want...)
-	if n := bc.watches.Load(); n < 2 {
-		t.Errorf("%d watches, want the broken one resumed", n)
+	if n := bc.watches.Load(); n < 6 {
+		t.Errorf("%d watches, want one per change and the first: each broken one resumed", n)
 	}
 	select {
 	case c := <-rec.calls:

@@ -84,8 +84,8 @@ func TestSleep(t *testing.T) {
 // A context that ends during the wait cuts it short.
 func TestSleepEndsWithContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
+	start := time.Now() // before the timer: it never fires early
 	time.AfterFunc(20*time.Millisecond, cancel)
-	start := time.Now()
 	if Sleep(ctx, time.Hour) {
 		t.Fatal("Sleep = true after its context ended")
 	}
