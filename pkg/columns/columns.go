@@ -222,6 +222,49 @@ func EncodeVerdicts(vs []*styxv1.Verdict) *styxv1.VerdictColumns {
 // in one slice (without addresses). A nil c is an empty list. n comes from
 // the context (the batch's size), so a forged count allocates nothing.
 func DecodeVerdicts(c *styxv1.VerdictColumns, n int) ([]styxv1.Verdict, error) {
+	out, err := decodeRows(c, n, func(v *styxv1.Verdict) fields {
+		return fields{&v.Proxy, &v.Type, &v.Risk, &v.ModelVersion, &v.Port, &v.Evidence, &v.Error}
+	})
+	if err != nil || len(c.GetInferredUnixNano()) == 0 {
+		return out, err
+	}
+	for i := range out {
+		out[i].InferredUnixNano = c.InferredUnixNano[i]
+	}
+	return out, nil
+}
+
+// DomainVerdicts is DecodeVerdicts returning the domain type, decoded
+// straight from the columns (no wire rows in between).
+func DomainVerdicts(c *styxv1.VerdictColumns, n int) ([]verdict.Verdict, error) {
+	out, err := decodeRows(c, n, func(v *verdict.Verdict) fields {
+		return fields{&v.Proxy, &v.Type, &v.Risk, &v.ModelVersion, &v.Port, &v.Evidence, &v.Error}
+	})
+	if err != nil || len(c.GetInferredUnixNano()) == 0 {
+		return out, err
+	}
+	for i := range out {
+		out[i].Inferred = verdict.UnixNano(c.InferredUnixNano[i])
+	}
+	return out, nil
+}
+
+// fields points at the fields of one verdict row, whatever the row's
+// type, for decodeRows to write (the inference time, whose type differs,
+// is the caller's).
+type fields struct {
+	proxy    *bool
+	typ      *string
+	risk     *uint32
+	model    *string
+	port     *uint32
+	evidence *[]string
+	err      *string
+}
+
+// decodeRows checks that c holds n verdicts and decodes every column but
+// the inference time into rows of type T, through fieldsOf.
+func decodeRows[T any](c *styxv1.VerdictColumns, n int, fieldsOf func(*T) fields) ([]T, error) {
 	if int(c.GetCount()) != n {
 		return nil, fmt.Errorf("%d verdicts, want %d", c.GetCount(), n)
 	}
@@ -262,31 +305,28 @@ func DecodeVerdicts(c *styxv1.VerdictColumns, n int) ([]styxv1.Verdict, error) {
 	if len(c.GetErrorOf()) != len(c.GetError()) {
 		return nil, fmt.Errorf("%d error owners for %d errors", len(c.GetErrorOf()), len(c.GetError()))
 	}
-	out := make([]styxv1.Verdict, n)
+	out := make([]T, n)
 	var err error
 	for i := range out {
-		v := &out[i]
+		f := fieldsOf(&out[i])
 		if len(c.Proxy) > 0 {
-			v.Proxy = c.Proxy[i]
+			*f.proxy = c.Proxy[i]
 		}
 		if len(c.Type) > 0 {
-			if v.Type, err = str(c.Type[i]); err != nil {
+			if *f.typ, err = str(c.Type[i]); err != nil {
 				return nil, err
 			}
 		}
 		if len(c.Risk) > 0 {
-			v.Risk = c.Risk[i]
+			*f.risk = c.Risk[i]
 		}
 		if len(c.ModelVersion) > 0 {
-			if v.ModelVersion, err = str(c.ModelVersion[i]); err != nil {
+			if *f.model, err = str(c.ModelVersion[i]); err != nil {
 				return nil, err
 			}
 		}
 		if len(c.Port) > 0 {
-			v.Port = c.Port[i]
-		}
-		if len(c.InferredUnixNano) > 0 {
-			v.InferredUnixNano = c.InferredUnixNano[i]
+			*f.port = c.Port[i]
 		}
 	}
 	if len(c.Evidence) > 0 {
@@ -302,18 +342,18 @@ func DecodeVerdicts(c *styxv1.VerdictColumns, n int) ([]styxv1.Verdict, error) {
 			}
 			if owner != prev {
 				if j > start {
-					out[prev].Evidence = all[start:j:j]
+					*fieldsOf(&out[prev]).evidence = all[start:j:j]
 				}
 				prev, start = owner, j
 			}
 		}
-		out[prev].Evidence = all[start:len(all):len(all)]
+		*fieldsOf(&out[prev]).evidence = all[start:len(all):len(all)]
 	}
 	for j, owner := range c.GetErrorOf() {
 		if int(owner) >= n || (j > 0 && owner <= c.ErrorOf[j-1]) {
 			return nil, fmt.Errorf("error %d names verdict %d (of %d)", j, owner, n)
 		}
-		out[owner].Error = c.Error[j]
+		*fieldsOf(&out[owner]).err = c.Error[j]
 	}
 	return out, nil
 }

@@ -139,6 +139,26 @@ func TestSightings(t *testing.T) {
 }
 
 // FuzzDecode checks that no input makes the decoders panic.
+// DomainVerdicts decodes what VerdictBuilder.AddVerdict wrote.
+func TestDomainVerdictsRoundTrip(t *testing.T) {
+	var b VerdictBuilder
+	for i := range domainVerdicts {
+		b.AddVerdict(&domainVerdicts[i])
+	}
+	got, err := DomainVerdicts(b.Columns(), len(domainVerdicts))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range got {
+		if !equalVerdict(got[i], domainVerdicts[i]) {
+			t.Errorf("verdict %d: %+v, want %+v", i, got[i], domainVerdicts[i])
+		}
+	}
+	if _, err := DomainVerdicts(b.Columns(), 2); err == nil {
+		t.Error("a wrong count decoded")
+	}
+}
+
 func FuzzDecode(f *testing.F) {
 	for _, c := range []proto.Message{
 		EncodeVerdicts([]*styxv1.Verdict{{Proxy: true, Type: "VPN", Evidence: []string{"a", "b"}}, {Error: "x"}}),
@@ -149,7 +169,17 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		var c styxv1.VerdictColumns
 		if proto.Unmarshal(raw, &c) == nil {
-			_, _ = DecodeVerdicts(&c, 3)
+			// Both decoders accept and refuse the same columns, and agree.
+			pvs, perr := DecodeVerdicts(&c, 3)
+			dvs, derr := DomainVerdicts(&c, 3)
+			if (perr == nil) != (derr == nil) || len(pvs) != len(dvs) {
+				t.Fatalf("DecodeVerdicts %d, %v; DomainVerdicts %d, %v", len(pvs), perr, len(dvs), derr)
+			}
+			for i := range pvs {
+				if !equalVerdict(VerdictOf(&pvs[i]), dvs[i]) {
+					t.Fatalf("verdict %d: %+v from the wire rows, %+v decoded", i, VerdictOf(&pvs[i]), dvs[i])
+				}
+			}
 		}
 		var o styxv1.OutcomeBatch
 		if proto.Unmarshal(raw, &o) == nil {

@@ -48,17 +48,3 @@ func FillVerdictProto(dst *styxv1.Verdict, v *verdict.Verdict) {
 	dst.Error = v.Error
 	dst.InferredUnixNano = v.InferredUnixNano()
 }
-
-// DomainVerdicts is DecodeVerdicts returning the domain type: the checks
-// are DecodeVerdicts', and evidence lists share the decoded ones.
-func DomainVerdicts(c *styxv1.VerdictColumns, n int) ([]verdict.Verdict, error) {
-	rows, err := DecodeVerdicts(c, n)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]verdict.Verdict, len(rows))
-	for i := range rows {
-		out[i] = VerdictOf(&rows[i])
-	}
-	return out, nil
-}

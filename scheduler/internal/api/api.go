@@ -21,6 +21,7 @@ import (
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 	"github.com/styx-inference/styx/scheduler/internal/coordinator"
 	"github.com/styx-inference/styx/scheduler/internal/feed"
+	"github.com/styx-inference/styx/scheduler/internal/ledger"
 	"github.com/styx-inference/styx/scheduler/internal/pool"
 )
 
@@ -121,6 +122,7 @@ func (s *Server) Submit(stream styxv1.SchedulerService_SubmitServer) error {
 }
 
 func (s *Server) recvSightings(stream styxv1.SchedulerService_SubmitServer, co *coordinator.Coordinator, sub *coordinator.Submitter, acks chan<- *styxv1.SubmitResponse) error {
+	var buf []ledger.Sighting // one stream's: reused batch to batch
 	for {
 		m, err := stream.Recv()
 		if err != nil {
@@ -134,7 +136,8 @@ func (s *Server) recvSightings(stream styxv1.SchedulerService_SubmitServer, co *
 			return status.Errorf(codes.InvalidArgument, "sighting batch of %d exceeds the maximum %d", len(b.GetIds()), co.MaxSubmitBatch())
 		}
 		var n uint32
-		ss, bad := coordinator.Sightings(b)
+		ss, bad := coordinator.Sightings(b, buf)
+		buf = ss
 		if bad != nil {
 			n, err = co.Reject(sub, b.GetIds(), bad.Error())
 		} else {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -287,13 +288,31 @@ func (c *Coordinator) applyLocked(fx ledger.Effects) {
 }
 
 // feedVerdicts converts verdicts for the feed, which carries each one's
-// address.
+// address: one allocation for the rows and one for the addresses, however
+// many verdicts.
 func feedVerdicts(ps []ledger.Published) []*styxv1.Verdict {
+	rows := make([]styxv1.Verdict, len(ps))
 	out := make([]*styxv1.Verdict, len(ps))
+	addrs := make([]byte, 0, len(ps)*columns.AddrSize)
 	for i, p := range ps {
-		out[i] = columns.VerdictProto(p.Addr, *p.Verdict)
+		columns.FillVerdictProto(&rows[i], p.Verdict)
+		k := len(addrs)
+		addrs = appendAddrBytes(addrs, p.Addr.Unmap())
+		rows[i].Address = addrs[k:len(addrs):len(addrs)]
+		out[i] = &rows[i]
 	}
 	return out
+}
+
+// appendAddrBytes appends a as 4 bytes (IPv4) or 16 (IPv6), as a
+// verdict's address field holds it.
+func appendAddrBytes(dst []byte, a netip.Addr) []byte {
+	if a.Is4() {
+		b := a.As4()
+		return append(dst, b[:]...)
+	}
+	b := a.As16()
+	return append(dst, b[:]...)
 }
 
 // onReport handles one message from a worker session.

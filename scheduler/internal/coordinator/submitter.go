@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"errors"
+	"slices"
 	"sync"
 
 	"github.com/styx-inference/styx/pkg/columns"
@@ -97,15 +98,17 @@ func (c *Coordinator) Detach(s *Submitter) {
 	c.log.Info().Str(logging.NodeID, s.NodeID).Msg("node detached")
 }
 
-// Sightings converts a node's sighting batch at the edge. When its columns
-// do not line up, nothing in it can be trusted but the ids: the error says
-// why, and the caller rejects every id (Reject).
-func Sightings(b *styxv1.SightingBatch) ([]ledger.Sighting, error) {
+// Sightings converts a node's sighting batch at the edge, into buf's
+// backing array when it has room (a stream reuses one: Offer keeps none of
+// it). When the columns do not line up, nothing in the batch can be
+// trusted but the ids: the error says why, and the caller rejects every id
+// (Reject).
+func Sightings(b *styxv1.SightingBatch, buf []ledger.Sighting) ([]ledger.Sighting, error) {
 	n, err := columns.SightingCount(b)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]ledger.Sighting, n)
+	out := slices.Grow(buf[:0], n)[:n]
 	for i := range out {
 		out[i] = ledger.Sighting{ID: b.Ids[i], Addr: columns.Addr(b.Addresses, i), Seen: b.SeenUnixNano[i]}
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -449,6 +450,8 @@ func (l *Ledger) stale(id string, batch uint64, msg string) {
 // the verdicts on the log.
 func (l *Ledger) completeTxn(fx *Effects, b *state.Batch, vs []verdict.Verdict, now time.Time) {
 	nowN := now.UnixNano()
+	fx.Outcomes = slices.Grow(fx.Outcomes, len(b.Entries))
+	fx.Publish = slices.Grow(fx.Publish, len(b.Entries))
 	for i, e := range b.Entries {
 		if !l.pool.Live(e) {
 			continue
