@@ -469,10 +469,11 @@ func (l *Ledger) completeTxn(fx *Effects, b *state.Batch, vs []verdict.Verdict, 
 
 // OnRefusal takes a worker's refusal of a batch (busy, draining, an old
 // term): the batch, if still assigned to that session and attempt, goes
-// back to the queue without a failure counted.
+// back to the queue without a failure counted. A refusal from an old
+// session changes and counts nothing.
 func (l *Ledger) OnRefusal(id string, session uint64, credit uint32, batch uint64, attempt uint32, reason string) {
-	l.counters.Refusals++
 	l.report(id, session, credit, func(t *state.Txn, w *state.Worker) error {
+		l.counters.Refusals++ // of the current session only
 		b, err := t.Batch(batch)
 		if errors.Is(err, state.ErrNotFound) {
 			return nil
