@@ -188,12 +188,17 @@ func (l *Ledger) update(what string, fn func(*state.Txn) error) {
 
 // outcomes appends ds to fx, counting verdicts.
 func (l *Ledger) outcomes(fx *Effects, ds []Outcome) {
-	for i := range ds {
-		if ds[i].Kind == pool.KindVerdict {
-			l.counters.Verdicts++
-		}
+	for _, d := range ds {
+		l.outcome(fx, d)
 	}
-	fx.Outcomes = append(fx.Outcomes, ds...)
+}
+
+// outcome appends d to fx, counting a verdict.
+func (l *Ledger) outcome(fx *Effects, d Outcome) {
+	if d.Kind == pool.KindVerdict {
+		l.counters.Verdicts++
+	}
+	fx.Outcomes = append(fx.Outcomes, d)
 }
 
 // Attach records a node's new session; the row keeps its totals.
@@ -255,7 +260,7 @@ func (l *Ledger) Offer(now time.Time, node string, ss []Sighting) Effects {
 		}
 		d, done, evicted := l.pool.Offer(nowN, pool.Waiter{Node: node, ID: s.ID}, s.Addr.Unmap().WithZone(""), s.Seen)
 		if done {
-			l.outcomes(&fx, []Outcome{d})
+			l.outcome(&fx, d)
 		}
 		l.outcomes(&fx, evicted)
 	}
@@ -313,23 +318,29 @@ func (l *Ledger) Register(now time.Time, reg keyspace.WorkerRegistration) (resta
 // registration said draining, or an operator asked): not a lease loss.
 // known is false for a worker the ledger never saw.
 func (l *Ledger) Deregister(now time.Time, id string, regDraining bool) (fx Effects, known, drained bool) {
-	w, err := l.st.Snapshot().Worker(id)
-	if err != nil {
-		return fx, false, false
-	}
-	drained = regDraining || w.State == state.WorkerDraining || w.DrainRequested
-	if drained {
-		l.counters.WorkersDrained++
-	} else {
-		l.counters.LeaseLosses++
-	}
 	l.update("deregister worker", func(t *state.Txn) error {
+		w, err := t.Worker(id)
+		if errors.Is(err, state.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		known = true
+		drained = regDraining || w.State == state.WorkerDraining || w.DrainRequested
 		if err := l.failSessionTxn(t, &fx, now, id, 0, "lease gone"); err != nil {
 			return err
 		}
 		return t.DeleteWorkerTxn(id)
 	})
-	return fx, true, drained
+	switch {
+	case !known:
+	case drained:
+		l.counters.WorkersDrained++
+	default:
+		l.counters.LeaseLosses++
+	}
+	return fx, known, drained
 }
 
 // SessionOpened records that a worker's Work stream opened as session;
