@@ -9,7 +9,7 @@ TEST_TIMEOUT ?= 30m
 BENCH_MODEL := $(CURDIR)/.bench/raven-model
 DOCKER ?= docker
 IMAGE_TAG ?= dev
-IMAGE_ROLES := etcd scheduler worker node
+IMAGE_ROLES := etcd nats scheduler worker node
 MUTATION_PKGS := scheduler/internal/ledger scheduler/internal/pool scheduler/internal/dispatch pkg/recent
 
 .DEFAULT_GOAL := help
@@ -30,12 +30,12 @@ deps: ## install the system packages STYX needs (idempotent)
 .PHONY: build
 build: ## build every binary into bin/ (static, CGO_ENABLED=0)
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./scheduler/cmd/styx-scheduler ./worker/cmd/styx-worker ./clusternode/cmd/styx-node ./trainer/cmd/styx-trainer ./deploy/dev/cmd/styx-dev
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./scheduler/cmd/styx-scheduler ./worker/cmd/styx-worker ./clusternode/cmd/styx-node ./trainer/cmd/styx-trainer ./deploy/dev/cmd/styx-dev ./deploy/nats/cmd/styx-nats
 
 .PHONY: images
-images: ## build the FROM scratch images styx-{etcd,scheduler,worker,node}:IMAGE_TAG (default dev) for deploy/
+images: ## build the FROM scratch images styx-{etcd,nats,scheduler,worker,node}:IMAGE_TAG (default dev) for deploy/
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./scheduler/cmd/styx-scheduler ./worker/cmd/styx-worker ./clusternode/cmd/styx-node ./deploy/etcd/cmd/styx-etcd
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./scheduler/cmd/styx-scheduler ./worker/cmd/styx-worker ./clusternode/cmd/styx-node ./deploy/etcd/cmd/styx-etcd ./deploy/nats/cmd/styx-nats
 	@rm -rf $(BIN)/image && mkdir -p $(BIN)/image/empty
 	@for r in $(IMAGE_ROLES); do ln -f $(BIN)/styx-$$r $(BIN)/image/styx-$$r; done
 	@for r in $(IMAGE_ROLES); do \
@@ -49,7 +49,7 @@ e2e: deps ## end-to-end test of the compose deployment (needs a Docker engine; b
 	STYX_E2E=1 $(GO) test -count 1 -v -timeout 20m -run '^TestCompose$$' ./deploy/compose/
 
 .PHONY: run
-run: deps build ## run an all-in-one cluster: embedded etcd, a scheduler, two workers, a node and a load generator
+run: deps build ## run an all-in-one cluster: embedded etcd and JetStream, a scheduler, two workers, a node (STYX_NODES=N: N) and a load generator
 	$(BIN)/styx-dev --bin $(BIN)
 
 .PHONY: test

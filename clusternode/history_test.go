@@ -2,7 +2,6 @@ package clusternode
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"net/http/httptest"
 	"net/netip"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/styx-inference/styx/clusternode/internal/fakesched"
 	"github.com/styx-inference/styx/clusternode/internal/store"
 	"github.com/styx-inference/styx/pkg/attacks"
 	"github.com/styx-inference/styx/pkg/features"
@@ -23,6 +21,7 @@ import (
 	"github.com/styx-inference/styx/pkg/model"
 	"github.com/styx-inference/styx/pkg/raven"
 	"github.com/styx-inference/styx/pkg/testwait"
+	"github.com/styx-inference/styx/pkg/verdictlog"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -41,14 +40,16 @@ func historyConfig(t *testing.T, dataDir string) Config {
 	return cfg
 }
 
-var histT0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+// histT0 is recent: a running node's store sweeps verdicts older than
+// its retention (clean verdicts 1 h).
+var histT0 = time.Now().Add(-20 * time.Minute).Truncate(time.Second)
 
 // histEvents are what the node receives, each through its real path, and
-// the same events as a worker's feed would carry them.
+// the same events as a worker's log would carry them.
 type histEvents struct {
 	outcomes []store.Item     // Store.Put: verdicts of the node's own sightings
-	feedV    []store.Item     // Store.ApplyFeed: verdicts from the feed
-	feedA    []attacks.Report // Store.ApplyFeed: attack reports from the feed
+	logV     []store.Item     // Store.ApplyLog: verdicts from the log
+	logA     []attacks.Report // Store.ApplyLog: attack reports from the log
 	posted   string           // POST /v2/attacks: reports taken here
 }
 
@@ -65,17 +66,17 @@ func report(addr string, sec int, k attacks.Kind, reporter string) attacks.Repor
 }
 
 // bucketEvents: five addresses of 88.198.10.0/24 (and one elsewhere in
-// its AS) get verdicts from sightings and from the feed, and attack
-// reports from the feed and from this node's endpoint (one line twice).
+// its AS) get verdicts from sightings and from the log, and attack
+// reports from the log and from this node's endpoint (one line twice).
 func bucketEvents() histEvents {
 	at := func(sec int) string { return histT0.Add(time.Duration(sec) * time.Second).Format(time.RFC3339) }
 	return histEvents{
 		outcomes: []store.Item{verdictItem("88.198.10.1", true, 1), verdictItem("88.198.10.2", false, 2)},
-		feedV: []store.Item{
+		logV: []store.Item{
 			verdictItem("88.198.10.3", true, 3), verdictItem("88.198.10.4", true, 4),
 			verdictItem("88.198.10.5", false, 5), verdictItem("88.198.20.5", true, 6),
 		},
-		feedA: []attacks.Report{
+		logA: []attacks.Report{
 			report("88.198.10.2", 10, attacks.KindProbe, "node-2"),
 			report("88.198.20.5", 11, attacks.KindDDoS, "node-2"),
 		},
@@ -83,14 +84,14 @@ func bucketEvents() histEvents {
 	}
 }
 
-// deliver sends ev to n through the store's Put and ApplyFeed and the
+// deliver sends ev to n through the store's Put and ApplyLog and the
 // attack endpoint.
 func deliver(t *testing.T, n *Node, cfg Config, ev histEvents) {
 	t.Helper()
 	if _, err := n.store.Put(ev.outcomes); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := n.store.ApplyFeed(ev.feedV, ev.feedA, 7); err != nil {
+	if _, _, err := n.store.ApplyLog(verdictlog.StreamProxy, 7, ev.logV, ev.logA); err != nil {
 		t.Fatal(err)
 	}
 	r := httptest.NewRequest("POST", "/v2/attacks", strings.NewReader(ev.posted))
@@ -102,16 +103,16 @@ func deliver(t *testing.T, n *Node, cfg Config, ev histEvents) {
 	}
 }
 
-// workerTable folds ev as a worker folds the feed: one event per
-// revision, the attack reports through its attack table.
+// workerTable folds ev as a worker folds the log: the verdicts in one
+// batch, the attack reports in another, through its attack table.
 func workerTable(t *testing.T, db *locdb.DB, cfg Config, ev histEvents) *history.Table {
 	t.Helper()
 	h := history.New(history.Config{MaxAddrs: cfg.HistoryMax, Locate: locdb.ASNOf(db.Lookup), Attacks: attacks.NewTable(1000)})
-	var evs []*styxv1.FeedEvent
-	for _, it := range append(append([]store.Item{}, ev.outcomes...), ev.feedV...) {
-		evs = append(evs, &styxv1.FeedEvent{Verdict: it.Verdict})
+	var vs []*styxv1.Verdict
+	for _, it := range append(append([]store.Item{}, ev.outcomes...), ev.logV...) {
+		vs = append(vs, it.Verdict)
 	}
-	rs := append([]attacks.Report{}, ev.feedA...)
+	rs := append([]attacks.Report{}, ev.logA...)
 	sc := attacks.NewScanner(strings.NewReader(ev.posted), time.Now(), cfg.ID)
 	for {
 		r, err := sc.Next()
@@ -123,12 +124,12 @@ func workerTable(t *testing.T, db *locdb.DB, cfg Config, ev histEvents) *history
 		}
 		rs = append(rs, r)
 	}
+	var ps []*styxv1.AttackReport
 	for _, r := range rs {
-		evs = append(evs, &styxv1.FeedEvent{Attack: r.Proto()})
+		ps = append(ps, r.Proto())
 	}
-	for i, e := range evs {
-		e.Revision = uint64(i + 1)
-		if _, err := h.Apply(e); err != nil {
+	for _, b := range []*styxv1.LogBatch{{Verdicts: vs}, {Attacks: ps}} {
+		if _, err := h.ApplyBatch(b); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -155,8 +156,8 @@ func schema2Artifact(t *testing.T) []byte {
 }
 
 // A node's history, folded from verdicts and attack reports as they land
-// in its store (sightings, feed, attack endpoint), is what a worker's
-// table folding the same feed holds; the schema 2 engine of the node's
+// in its store (sightings, log, attack endpoint), is what a worker's
+// table folding the same log holds; the schema 2 engine of the node's
 // real-time client reads it for an address never seen before.
 func TestNodeHistoryMatchesWorker(t *testing.T) {
 	cfg := historyConfig(t, t.TempDir())
@@ -279,7 +280,7 @@ func TestNodeHistoryBound(t *testing.T) {
 	if _, err := n.store.Put(items); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := n.store.ApplyFeed(nil, []attacks.Report{report("88.198.50.1", 3, attacks.KindLogin, "node-2")}, 1); err != nil {
+	if _, _, err := n.store.ApplyLog(verdictlog.StreamProxy, 1, nil, []attacks.Report{report("88.198.50.1", 3, attacks.KindLogin, "node-2")}); err != nil {
 		t.Fatal(err)
 	}
 	if z := n.history.Sizes(); z.Addrs != 4 || z.Buckets > 4 || z.ASes > 4 {
@@ -312,49 +313,42 @@ func TestNodeHistoryBound(t *testing.T) {
 
 func itoa(i int) string { return strconv.Itoa(i) }
 
-// The feed, followed by a running node's uplink, reaches the history
-// table as it reaches a worker's: the same events, the same statistics.
-func TestNodeHistoryFollowsFeed(t *testing.T) {
-	cfg := historyConfig(t, t.TempDir())
-	cli := etcdClient(t)
-	f, err := fakesched.Start(fakesched.Config{ID: "styx-1", Answer: fakesched.VerdictFor})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Stop()
-	if err := f.Register(context.Background(), cli, "x"); err != nil {
-		t.Fatal(err)
-	}
+// The log, followed by a running node, reaches the history table as it
+// reaches a worker's: the same batches, the same statistics.
+func TestNodeHistoryFollowsLog(t *testing.T) {
+	etcdClient(t)
+	l := startLog(t)
+	cfg := l.config(historyConfig(t, t.TempDir()))
 	n := startNode(t, cfg).node
-	testwait.For(t, testwait.Timeout, "feed follower", func() bool { return f.FeedFollowers() > 0 })
 
-	var evs []*styxv1.FeedEvent
-	for i, it := range []store.Item{
+	var vs []*styxv1.Verdict
+	for _, it := range []store.Item{
 		verdictItem("88.198.10.1", true, 1), verdictItem("88.198.10.2", true, 2), verdictItem("88.198.10.3", false, 3),
 		verdictItem("88.198.10.1", false, 4), // a later verdict replaces the first
 	} {
-		evs = append(evs, &styxv1.FeedEvent{Revision: uint64(i + 1), Verdict: it.Verdict})
+		vs = append(vs, it.Verdict)
 	}
-	for i, r := range []attacks.Report{
+	rs := []attacks.Report{
 		report("88.198.10.2", 5, attacks.KindProbe, "node-2"),
 		report("88.198.10.3", 6, attacks.KindLogin, "node-2"),
-	} {
-		evs = append(evs, &styxv1.FeedEvent{Revision: uint64(len(evs) + i + 1), Attack: r.Proto()})
+	}
+	var ps []*styxv1.AttackReport
+	for _, r := range rs {
+		ps = append(ps, r.Proto())
 	}
 	w := history.New(history.Config{MaxAddrs: cfg.HistoryMax, Locate: locdb.ASNOf(n.db.Lookup), Attacks: attacks.NewTable(1000)})
-	for _, ev := range evs {
-		if f.Publish(ev) != 1 {
-			t.Fatal("feed event not sent")
-		}
-		if _, err := w.Apply(ev); err != nil {
+	for _, b := range []*styxv1.LogBatch{{Verdicts: vs}, {Attacks: ps}} {
+		if _, err := w.ApplyBatch(b); err != nil {
 			t.Fatal(err)
 		}
 	}
+	l.verdicts(t, vs...)
+	l.attacks(t, rs...)
 	fresh := netip.MustParseAddr("88.198.10.77")
 	asn := locdb.ASNOf(n.db.Lookup)(fresh)
 	want := w.Lookup(fresh, asn)
 	if want.Bucket != (history.Counts{Verdicts: 3, Proxies: 1, Attacks: 2}) {
 		t.Fatalf("worker's stats %+v", want)
 	}
-	testwait.For(t, testwait.Timeout, "the feed folded", func() bool { return n.history.Lookup(fresh, asn) == want })
+	testwait.For(t, testwait.Timeout, "the log folded", func() bool { return n.history.Lookup(fresh, asn) == want })
 }

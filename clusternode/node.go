@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -15,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
@@ -37,11 +40,15 @@ import (
 	"github.com/styx-inference/styx/pkg/registration"
 	"github.com/styx-inference/styx/pkg/rollout"
 	"github.com/styx-inference/styx/pkg/verdict"
+	"github.com/styx-inference/styx/pkg/verdictlog"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
 // StoreFile is the name of the bbolt file under Config.DataDir.
 const StoreFile = "styx-node.db"
+
+// DefaultNATSURL is where the node looks for the verdict log by default.
+const DefaultNATSURL = "nats://127.0.0.1:4222"
 
 // Config configures a Node. DefaultConfig holds the defaults the flags use.
 type Config struct {
@@ -49,6 +56,12 @@ type Config struct {
 	HTTPAddr      string   // query API listen address; port 0 picks one
 	ID            string   // node id; "" means <host>-<http port>
 	DataDir       string   // holds StoreFile
+
+	// NATSURL names the verdict log's NATS JetStream servers
+	// (comma-separated nats:// URLs). The node follows both log streams
+	// into its store from its stored cursors. "" follows no log: the node
+	// then stores only the verdicts of its own sightings.
+	NATSURL string
 
 	DBPath     string // location database
 	DBKeyPath  string // its signing key; "" means locdb.DefaultKeyPath
@@ -77,6 +90,13 @@ type Config struct {
 	AttackEvents     int   // reports kept per address in the store
 	AttackOutboxMax  int   // reports waiting to be forwarded to the leader
 
+	// CleanRetention and ProxyRetention are the retention policy, the
+	// verdict log's too: the store keeps a verdict that found no proxy
+	// CleanRetention from its inference time, a proxy verdict
+	// ProxyRetention, and an attack history ProxyRetention from its newest
+	// report (see store.Retention; it sweeps every minute).
+	CleanRetention, ProxyRetention time.Duration
+
 	// History keeps a history table (pkg/history) of at most HistoryMax
 	// addresses for the schema 2 models the node follows: filled from the
 	// store at start, then from every verdict and attack report the store
@@ -104,9 +124,14 @@ type Config struct {
 	// ReconnectMin and ReconnectMax bound the delay between attempts to
 	// reach the leader (defaults 100 ms and 5 s).
 	ReconnectMin, ReconnectMax time.Duration
+	// LogCheckEvery and LogStallAfter tune the verdict log follower: how
+	// often it reads the streams' heads, and how long it may be connected
+	// and behind without applying anything before it counts as stalled
+	// (defaults 2 s and 15 s, see verdictlog.FollowerConfig).
+	LogCheckEvery, LogStallAfter time.Duration
 	// DirectWorker, when set, is a worker's gRPC address: the node sends
 	// its sightings to that one worker, speaking WorkerService as a
-	// scheduler would, instead of to STYX, and follows no feed. The
+	// scheduler would, instead of to STYX, and follows no log. The
 	// end-to-end benchmark uses it to measure the node's path without the
 	// scheduler hop. Not for a worker that serves a real leader.
 	DirectWorker string
@@ -116,6 +141,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		EtcdEndpoints:    []string{"127.0.0.1:2379"},
+		NATSURL:          DefaultNATSURL,
 		HTTPAddr:         "127.0.0.1:8080",
 		DataDir:          "./styx-node-data",
 		DBPath:           locdb.DefaultPath,
@@ -131,6 +157,8 @@ func DefaultConfig() Config {
 		AttackMaxReports: api.DefaultAttackMaxReports,
 		AttackEvents:     store.DefaultAttackEvents,
 		AttackOutboxMax:  store.DefaultOutboxMax,
+		CleanRetention:   verdictlog.DefaultCleanRetention,
+		ProxyRetention:   verdictlog.DefaultProxyRetention,
 		ThreatsRecent:    threats.DefaultCapacity,
 		FollowModels:     true,
 		History:          true,
@@ -175,17 +203,23 @@ func (c Config) Validate() error {
 	check(c.AttackMaxReports < 1, "attack max reports %d below 1", c.AttackMaxReports)
 	check(c.AttackEvents < 1, "attack events %d below 1", c.AttackEvents)
 	check(c.AttackOutboxMax < 1, "attack outbox max %d below 1", c.AttackOutboxMax)
+	check(c.CleanRetention <= 0, "clean retention %s not positive", c.CleanRetention)
+	check(c.ProxyRetention < c.CleanRetention, "proxy retention %s shorter than clean retention %s", c.ProxyRetention, c.CleanRetention)
 	check(c.History && c.HistoryMax < 1, "history max %d below 1", c.HistoryMax)
 	check(c.ThreatsRecent < 0 || c.ThreatsRecent > threats.MaxCapacity,
 		"threats recent %d outside 0..%d", c.ThreatsRecent, threats.MaxCapacity)
 	check(c.ShutdownTimeout <= 0, "shutdown timeout %s not positive", c.ShutdownTimeout)
 	check(c.ReconnectMin < 0 || (c.ReconnectMax != 0 && c.ReconnectMax < c.ReconnectMin),
 		"reconnect bounds %s..%s", c.ReconnectMin, c.ReconnectMax)
+	check(c.LogCheckEvery < 0 || c.LogStallAfter < 0, "negative log check interval %s or stall time %s", c.LogCheckEvery, c.LogStallAfter)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("clusternode: config: %w", err)
 	}
 	return nil
 }
+
+// followsLog reports whether Run follows the verdict log.
+func (c Config) followsLog() bool { return c.NATSURL != "" && c.DirectWorker == "" }
 
 // followsModels reports whether Run follows the published model (the
 // real-time client), which is what reads the history table.
@@ -222,13 +256,19 @@ type Stats struct {
 	// DuplicateOutcomes counts outcomes for sightings already resolved.
 	DuplicateOutcomes uint64
 
-	Connected  bool   // a Submit stream to the leader is up
-	FeedEvents uint64 // feed events applied (verdicts and attack reports)
-	FeedGaps   uint64 // feed restarts from "now" (revision too old)
+	Connected bool // a Submit stream to the leader is up
+
+	// Log is the verdict log follower's state: connection, stall, and per
+	// stream the sequence applied, the head and the lag (zero when the
+	// node follows no log).
+	Log verdictlog.Status
+	// LogMessages counts the log messages applied, LogVerdicts the
+	// verdicts in them.
+	LogMessages, LogVerdicts uint64
 
 	AttackOutbox     int    // attack reports waiting to be forwarded to the leader
-	AttacksForwarded uint64 // attack reports the leader put on the feed
-	FeedAttacksNew   uint64 // attack reports from the feed new here
+	AttacksForwarded uint64 // attack reports the leader put on the log
+	LogAttacksNew    uint64 // attack reports from the log new here
 }
 
 // Node is a cluster node.
@@ -242,8 +282,14 @@ type Node struct {
 	db      *locdb.DB       // nil when Config.Locator was given
 	engine  *raven.Swap
 	up      *uplink.Uplink
-	handler http.Handler
-	reg     *prometheus.Registry
+	// follower follows the verdict log into the store; set by Run (nil
+	// before, and when the node follows no log).
+	follower atomic.Pointer[verdictlog.Follower]
+	// testBeforeApply, when set (by tests, before Run), runs before each
+	// burst of the log is applied.
+	testBeforeApply func(stream string)
+	handler         http.Handler
+	reg             *prometheus.Registry
 	// leaseLosses counts registration leases lost while running.
 	leaseLosses prometheus.Counter
 
@@ -314,6 +360,7 @@ func New(cfg Config, log zerolog.Logger) (*Node, error) {
 		OutboxMax:    cfg.AttackOutboxMax,
 		OnVerdicts:   chain(landed),
 		OnAttacks:    attacked,
+		Retention:    store.Retention{Clean: cfg.CleanRetention, Proxy: cfg.ProxyRetention},
 	}, n.log); err != nil {
 		return nil, err
 	}
@@ -351,11 +398,12 @@ func New(cfg Config, log zerolog.Logger) (*Node, error) {
 	// replaces the rule live (see Run).
 	n.engine = raven.NewSwap(engine)
 
-	n.up, err = uplink.New(uplink.Config{
+	ucfg := uplink.Config{
 		NodeID:        cfg.ID,
 		Leaders:       n.leaders,
 		DirectWorker:  cfg.DirectWorker,
 		Store:         n.store,
+		Outbox:        n.store,
 		DedupWindow:   cfg.DedupWindow,
 		DedupMax:      cfg.DedupMax,
 		MaxPending:    cfg.MaxPending,
@@ -364,12 +412,19 @@ func New(cfg Config, log zerolog.Logger) (*Node, error) {
 		BackoffMin:    cfg.ReconnectMin,
 		BackoffMax:    cfg.ReconnectMax,
 		OnOutcome:     cfg.OnOutcome,
-	}, n.log)
+	}
+	if cfg.followsLog() {
+		ucfg.LogStatus = n.logReport
+	}
+	n.up, err = uplink.New(ucfg, n.log)
 	if err != nil {
 		return nil, fmt.Errorf("clusternode: %w", err)
 	}
 	if err := n.up.Register(n.reg); err != nil {
 		return nil, fmt.Errorf("clusternode: uplink metrics: %w", err)
+	}
+	if err := n.store.Register(n.reg); err != nil {
+		return nil, fmt.Errorf("clusternode: store metrics: %w", err)
 	}
 	n.leaseLosses = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "styx_node", Name: "lease_losses_total",
@@ -394,19 +449,17 @@ func New(cfg Config, log zerolog.Logger) (*Node, error) {
 	}
 
 	n.handler, err = api.New(api.Config{
-		NodeID:       cfg.ID,
-		Store:        n.store,
-		Locator:      loc,
-		Engine:       n.engine,
-		Sighted:      func(a netip.Addr, t time.Time) { n.up.Offer(a, t) },
-		MaxAddresses: cfg.MaxAddresses,
-		MaxBody:      cfg.MaxBody,
-		Registerer:   n.reg,
-		Gatherer:     n.reg,
-		Health: func() map[string]any {
-			s := n.up.Stats()
-			return map[string]any{"uplink_connected": s.Connected, "pending": s.Pending, "model": n.engine.ModelVersion()}
-		},
+		NodeID:           cfg.ID,
+		Store:            n.store,
+		Locator:          loc,
+		Engine:           n.engine,
+		Sighted:          func(a netip.Addr, t time.Time) { n.up.Offer(a, t) },
+		MaxAddresses:     cfg.MaxAddresses,
+		MaxBody:          cfg.MaxBody,
+		Registerer:       n.reg,
+		Gatherer:         n.reg,
+		Health:           n.health,
+		Unhealthy:        n.unhealthy,
 		AttackToken:      cfg.AttackToken,
 		Attacks:          attackSink{n},
 		AttackMaxBody:    cfg.AttackMaxBody,
@@ -469,11 +522,97 @@ func (n *Node) Stats() Stats {
 		Pending: s.Pending, Resent: s.Resent,
 		Verdicts: s.Verdicts, Expired: s.Expired, Shed: s.Shed, Rejected: s.Rejected,
 		DuplicateOutcomes: s.DuplicateOutcomes,
-		Connected:         s.Connected, FeedEvents: s.FeedEvents, FeedGaps: s.FeedGaps,
+		Connected:         s.Connected,
+		Log:               n.logStatus(),
+		LogMessages:       s.LogMessages, LogVerdicts: s.LogVerdicts,
 		AttackOutbox:     n.store.OutboxLen(),
 		AttacksForwarded: s.AttacksForwarded,
-		FeedAttacksNew:   s.FeedAttacksNew,
+		LogAttacksNew:    s.LogAttacksNew,
 	}
+}
+
+// logStatus is the follower's state (zero without one).
+func (n *Node) logStatus() verdictlog.Status {
+	if f := n.follower.Load(); f != nil {
+		return f.Status()
+	}
+	return verdictlog.Status{}
+}
+
+// logReport is the log position the uplink reports to the leader.
+func (n *Node) logReport() *styxv1.NodeStatus {
+	st := n.logStatus()
+	m, sec := st.Lag()
+	return &styxv1.NodeStatus{LogLagMessages: m, LogLagSeconds: sec, LogConnected: st.Connected, LogStalled: st.Stalled}
+}
+
+// health is what /healthz shows beside its status: the Submit stream, the
+// pending sightings, the model answering queries, and the verdict log
+// follower (absent when the node follows no log).
+func (n *Node) health() map[string]any {
+	s := n.up.Stats()
+	h := map[string]any{"uplink_connected": s.Connected, "pending": s.Pending, "model": n.engine.ModelVersion()}
+	if f := n.follower.Load(); f != nil {
+		st := f.Status()
+		streams := make(map[string]any, len(st.Streams))
+		for _, ss := range st.Streams {
+			streams[ss.Stream] = map[string]any{
+				"applied": ss.Applied, "head": ss.Head,
+				"lag_messages": ss.Lag, "lag_seconds": math.Round(ss.LagSeconds*1000) / 1000,
+			}
+		}
+		h["log"] = map[string]any{"connected": st.Connected, "stalled": st.Stalled, "streams": streams}
+	}
+	return h
+}
+
+// unhealthy makes /healthz a 503 while the verdict log follower is stalled:
+// connected and behind, but applying nothing.
+func (n *Node) unhealthy() string {
+	if f := n.follower.Load(); f != nil && f.Status().Stalled {
+		return "verdict log follower stalled: connected and behind, but applying nothing"
+	}
+	return ""
+}
+
+// applyLog is the follower's Apply: the uplink writes each burst to the
+// store with the stream's cursor.
+func (n *Node) applyLog(stream string, msgs []verdictlog.Message) error {
+	if n.testBeforeApply != nil {
+		n.testBeforeApply(stream)
+	}
+	return n.up.ApplyLog(stream, msgs)
+}
+
+// newFollower connects to the verdict log and builds the follower of both
+// streams, its metrics registered. The caller closes nc once the follower
+// has stopped.
+func (n *Node) newFollower() (*verdictlog.Follower, *nats.Conn, error) {
+	log := logging.For(n.log, "verdictlog")
+	nc, err := verdictlog.Connect(n.cfg.NATSURL, "styx-node-"+n.cfg.ID, log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("clusternode: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("clusternode: jetstream: %w", err)
+	}
+	f, err := verdictlog.NewFollower(verdictlog.FollowerConfig{
+		JS:         js,
+		Cursor:     n.store.Cursor,
+		Apply:      n.applyLog,
+		CheckEvery: n.cfg.LogCheckEvery,
+		StallAfter: n.cfg.LogStallAfter,
+	}, log)
+	if err == nil {
+		err = f.Register(n.reg, "styx_node")
+	}
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("clusternode: verdict log follower: %w", err)
+	}
+	return f, nc, nil
 }
 
 // Attacks returns the attack history the node holds for addr: the number
@@ -499,8 +638,9 @@ func (s attackSink) AddAttacks(rs []attacks.Report) (store.AttackResult, error) 
 }
 
 // Run serves until ctx ends, then shuts down in order: stop accepting HTTP
-// (bounded by ShutdownTimeout), flush and stop the uplink, revoke the
-// registration lease, close the store. It returns nil after a clean stop.
+// (bounded by ShutdownTimeout), flush and stop the uplink, stop following
+// the verdict log and close the NATS connection, revoke the registration
+// lease, close the store. It returns nil after a clean stop.
 func (n *Node) Run(ctx context.Context) (err error) {
 	if !n.started.CompareAndSwap(false, true) {
 		return errors.New("clusternode: Run called twice")
@@ -523,6 +663,18 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	n.cliMu.Lock()
 	n.cli = cli
 	n.cliMu.Unlock()
+
+	var follower *verdictlog.Follower
+	var nc *nats.Conn
+	if n.cfg.followsLog() {
+		if follower, nc, err = n.newFollower(); err != nil {
+			return err
+		}
+		defer nc.Close() // closed after the follower stops; again here on an early return
+		n.follower.Store(follower)
+	} else {
+		n.log.Warn().Msg("following no verdict log: only the verdicts of this node's own sightings are stored")
+	}
 
 	ln, err := net.Listen("tcp", n.cfg.HTTPAddr)
 	if err != nil {
@@ -565,6 +717,16 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	regDone := start(func() error { return registrar.Run(regCtx) })
 	storeCtx, stopStore := context.WithCancel(context.WithoutCancel(ctx))
 	storeDone := start(func() error { return n.store.Run(storeCtx) })
+	logCtx, stopLog := context.WithCancel(context.WithoutCancel(ctx))
+	logDone := start(func() error {
+		if follower == nil {
+			return nil
+		}
+		if err := follower.Run(logCtx); err != nil {
+			n.log.Error().Err(err).Msg("verdict log follower stopped: no verdicts from the log until restart")
+		}
+		return nil
+	})
 
 	// The real-time client: the published model answers queries without
 	// a stored verdict, with the features this node has at hand.
@@ -604,10 +766,17 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	// 2. Flush what is queued to the leader and stop the uplink.
 	stopUplink()
 	<-upDone
-	// 3. Leave: revoke the registration lease.
+	// 3. Stop following the log (a burst being applied is committed or
+	// not at all) and close the connection.
+	stopLog()
+	<-logDone
+	if nc != nil {
+		nc.Close()
+	}
+	// 4. Leave: revoke the registration lease.
 	stopRegistrar()
 	<-regDone
-	// 4. Close the store (the deferred Close flushes last-seen times).
+	// 5. Close the store (the deferred Close flushes last-seen times).
 	stopStore()
 	<-storeDone
 	n.log.Info().Msg("node stopped")

@@ -52,7 +52,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func fixtureDBPath(t *testing.T) string {
+func fixtureDBPath(t testing.TB) string {
 	t.Helper()
 	return locdbtest.WriteTemp(t, &locdbtest.Database{
 		Countries: []locdbtest.Country{{Code: "DE", Continent: "EU", Name: "Germany"}},
@@ -63,7 +63,7 @@ func fixtureDBPath(t *testing.T) string {
 	})
 }
 
-func etcdClient(t *testing.T) *clientv3.Client {
+func etcdClient(t testing.TB) *clientv3.Client {
 	t.Helper()
 	cli, err := etcd.Client()
 	if err != nil {
@@ -76,7 +76,7 @@ func etcdClient(t *testing.T) *clientv3.Client {
 	return cli
 }
 
-func testConfig(t *testing.T, dataDir, dbPath string) Config {
+func testConfig(t testing.TB, dataDir, dbPath string) Config {
 	cfg := DefaultConfig()
 	cfg.EtcdEndpoints = []string{etcd.Endpoint()}
 	cfg.HTTPAddr = "127.0.0.1:0"
@@ -88,6 +88,10 @@ func testConfig(t *testing.T, dataDir, dbPath string) Config {
 	cfg.BatchInterval = 5 * time.Millisecond
 	cfg.ReconnectMin, cfg.ReconnectMax = 10*time.Millisecond, 100*time.Millisecond
 	cfg.ShutdownTimeout = 2 * time.Second
+	cfg.NATSURL = "" // a test that needs the verdict log starts one (startLog)
+	// The tests' events have fixed times (histT0), which the default
+	// retention would sweep from the store of a restarted node.
+	cfg.CleanRetention, cfg.ProxyRetention = 100*365*24*time.Hour, 100*365*24*time.Hour
 	return cfg
 }
 
@@ -97,11 +101,21 @@ type running struct {
 	done   chan error
 }
 
-func startNode(t *testing.T, cfg Config) *running {
+func startNode(t testing.TB, cfg Config) *running {
 	t.Helper()
-	n, err := New(cfg, zerolog.Nop())
+	return startNodeWith(t, cfg, zerolog.Nop(), nil)
+}
+
+// startNodeWith starts a node logging to log; prep, when set, sees the
+// node between New and Run.
+func startNodeWith(t testing.TB, cfg Config, log zerolog.Logger, prep func(*Node)) *running {
+	t.Helper()
+	n, err := New(cfg, log)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if prep != nil {
+		prep(n)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{node: n, cancel: cancel, done: make(chan error, 1)}
@@ -117,7 +131,7 @@ func startNode(t *testing.T, cfg Config) *running {
 	return r
 }
 
-func (r *running) stop(t *testing.T) {
+func (r *running) stop(t testing.TB) {
 	if r.cancel == nil {
 		return
 	}
@@ -309,6 +323,8 @@ func TestConfigValidate(t *testing.T) {
 		{"zero body", func(c *Config) { c.MaxBody = 0 }, "max body"},
 		{"negative threats", func(c *Config) { c.ThreatsRecent = -1 }, "threats recent"},
 		{"huge threats", func(c *Config) { c.ThreatsRecent = 100_001 }, "threats recent"},
+		{"zero clean retention", func(c *Config) { c.CleanRetention = 0 }, "clean retention"},
+		{"proxy retention below clean", func(c *Config) { c.ProxyRetention = c.CleanRetention - time.Second }, "proxy retention"},
 	} {
 		cfg := DefaultConfig()
 		c.mod(&cfg)

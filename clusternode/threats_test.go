@@ -7,7 +7,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -55,7 +54,7 @@ func threatsDBPath(t *testing.T) string {
 	})
 }
 
-type feedVerdict struct {
+type logVerdictOf struct {
 	addr  string
 	proxy bool
 	typ   string
@@ -63,7 +62,7 @@ type feedVerdict struct {
 	ago   time.Duration
 }
 
-// A node gets proxy verdicts through its real paths (the leader's feed and
+// A node gets proxy verdicts through its real paths (the verdict log and
 // outcomes of its own sightings); the threats page, in a real browser,
 // lists exactly the proxies, with type, country, provider and a relative
 // time, shows markup in an AS name as text, and refreshes by itself.
@@ -85,27 +84,24 @@ func TestThreatsPageInBrowser(t *testing.T) {
 	if err := f.Register(context.Background(), cli, "x"); err != nil {
 		t.Fatal(err)
 	}
-	r := startNode(t, testConfig(t, t.TempDir(), threatsDBPath(t)))
+	l := startLog(t)
+	r := startNode(t, l.config(testConfig(t, t.TempDir(), threatsDBPath(t))))
 	n := r.node
-	testwait.For(t, testwait.Timeout, "feed follower", func() bool { return f.FeedFollowers() > 0 && f.Connected() })
+	testwait.For(t, testwait.Timeout, "submit stream", f.Connected)
 
 	now := time.Now()
-	var rev atomic.Uint64
-	rev.Store(100)
-	publish := func(vs ...feedVerdict) {
+	publish := func(vs ...logVerdictOf) {
 		t.Helper()
+		var out []*styxv1.Verdict
 		for _, v := range vs {
-			a := netip.MustParseAddr(v.addr)
-			ev := &styxv1.FeedEvent{Revision: rev.Add(1), Verdict: &styxv1.Verdict{
-				Address: a.AsSlice(), Proxy: v.proxy, Type: v.typ, Port: v.port, Risk: 90,
+			out = append(out, &styxv1.Verdict{
+				Address: netip.MustParseAddr(v.addr).AsSlice(), Proxy: v.proxy, Type: v.typ, Port: v.port, Risk: 90,
 				ModelVersion: "fake-v1", InferredUnixNano: now.Add(-v.ago).UnixNano(),
-			}}
-			if f.Publish(ev) != 1 {
-				t.Fatalf("feed event for %s not taken", v.addr)
-			}
+			})
 		}
+		l.verdicts(t, out...)
 	}
-	feed := []feedVerdict{
+	logged := []logVerdictOf{
 		{"2.57.171.5", true, "Anonymizer", 0, 12 * time.Minute},
 		{"45.66.1.2", true, "SOCKS5", 1080, 3 * time.Hour},
 		{"5.39.10.20", true, "HTTP", 3128, 25 * time.Minute},
@@ -119,8 +115,8 @@ func TestThreatsPageInBrowser(t *testing.T) {
 		{"5.39.0.9", true, "VPN", 0, time.Hour},
 		{"5.39.0.9", false, "", 0, 30 * time.Second}, // cleared by a newer verdict
 	}
-	publish(feed...)
-	testwait.For(t, testwait.Timeout, "feed applied", func() bool { return n.Stats().FeedEvents == uint64(len(feed)) })
+	publish(logged...)
+	testwait.For(t, testwait.Timeout, "log applied", func() bool { return n.Stats().LogVerdicts == uint64(len(logged)) })
 	// Own sightings: their outcomes land through store.Put.
 	if got := n.Submit(netip.MustParseAddr("88.198.1.1"), netip.MustParseAddr("159.89.20.7")); got != 2 {
 		t.Fatalf("Submit took %d", got)
@@ -199,7 +195,7 @@ func TestThreatsPageInBrowser(t *testing.T) {
 
 	// The page refreshes by itself: a verdict that lands now shows up
 	// without a reload.
-	publish(feedVerdict{"45.66.200.1", true, "SOCKS5", 9050, 0})
+	publish(logVerdictOf{"45.66.200.1", true, "SOCKS5", 9050, 0})
 	var fresh []string
 	browsertest.Run(t, ctx, 40*time.Second,
 		chromedp.Poll(countIs(len(want)+1), nil, chromedp.WithPollingTimeout(30*time.Second)),
@@ -214,26 +210,20 @@ func TestThreatsPageInBrowser(t *testing.T) {
 // leader at all, the page lists what it listed before. With
 // ThreatsRecent 0 the page is off.
 func TestThreatsSurviveRestart(t *testing.T) {
-	cli := etcdClient(t)
-	f, err := fakesched.Start(fakesched.Config{ID: "styx-1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Stop()
-	if err := f.Register(context.Background(), cli, "x"); err != nil {
-		t.Fatal(err)
-	}
+	etcdClient(t)
+	l := startLog(t)
 	dataDir, dbPath := t.TempDir(), threatsDBPath(t)
-	r := startNode(t, testConfig(t, dataDir, dbPath))
-	testwait.For(t, testwait.Timeout, "feed follower", func() bool { return f.FeedFollowers() > 0 })
+	r := startNode(t, l.config(testConfig(t, dataDir, dbPath)))
 	inferred := time.Now().Add(-time.Hour)
-	for i, a := range []string{"2.57.171.5", "45.66.1.2", "88.198.3.3"} {
-		f.Publish(&styxv1.FeedEvent{Revision: uint64(10 + i), Verdict: &styxv1.Verdict{
+	var vs []*styxv1.Verdict
+	for _, a := range []string{"2.57.171.5", "45.66.1.2", "88.198.3.3"} {
+		vs = append(vs, &styxv1.Verdict{
 			Address: netip.MustParseAddr(a).AsSlice(), Proxy: a != "88.198.3.3", Type: "VPN", Risk: 80,
 			InferredUnixNano: inferred.UnixNano(),
-		}})
+		})
 	}
-	testwait.For(t, testwait.Timeout, "feed applied", func() bool { return r.node.Stats().FeedEvents == 3 })
+	l.verdicts(t, vs...)
+	testwait.For(t, testwait.Timeout, "log applied", func() bool { return r.node.Stats().LogVerdicts == 3 })
 	listed := func(n *Node) []string {
 		code, m, _ := get(t, n, "/threats.json?n=10")
 		if code != 200 {
@@ -255,8 +245,8 @@ func TestThreatsSurviveRestart(t *testing.T) {
 		t.Fatalf("before restart %v", got)
 	}
 	r.stop(t)
-	f.Stop()
 
+	// Restarted without the log.
 	r2 := startNode(t, testConfig(t, dataDir, dbPath))
 	if got := listed(r2.node); !slices.Equal(got, want) {
 		t.Fatalf("after restart %v, want %v", got, want)

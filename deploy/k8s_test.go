@@ -132,7 +132,7 @@ func splitYAML(t *testing.T, name string, b []byte) [][]byte {
 	}
 }
 
-var imageRef = regexp.MustCompile(`^styx-(scheduler|worker|node):([A-Za-z0-9_][A-Za-z0-9_.-]*)$`)
+var imageRef = regexp.MustCompile(`^styx-(nats|scheduler|worker|node):([A-Za-z0-9_][A-Za-z0-9_.-]*)$`)
 
 func TestKubernetesManifests(t *testing.T) {
 	objs := loadManifests(t)
@@ -141,11 +141,12 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 
 	var (
-		namespace  string
-		configMaps = map[string]*corev1.ConfigMap{}
-		services   []*corev1.Service
-		workloads  []workload
-		pdbs       []*policyv1.PodDisruptionBudget
+		namespace    string
+		configMaps   = map[string]*corev1.ConfigMap{}
+		services     []*corev1.Service
+		workloads    []workload
+		pdbs         []*policyv1.PodDisruptionBudget
+		statefulSets []*appsv1.StatefulSet
 	)
 	for _, o := range objs {
 		switch v := o.obj.(type) {
@@ -165,6 +166,7 @@ func TestKubernetesManifests(t *testing.T) {
 			checkInferenceScheduling(t, o.where, v)
 		case *appsv1.StatefulSet:
 			workloads = append(workloads, workload{o.where, o.kind, v.Name, v.Spec.Selector, v.Spec.Template, v.Spec.VolumeClaimTemplates})
+			statefulSets = append(statefulSets, v)
 			checkGoverningService(t, o.where, v, objs)
 		case *policyv1.PodDisruptionBudget:
 			pdbs = append(pdbs, v)
@@ -180,7 +182,7 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 
 	// Each role runs once, as the kind the brief asks for.
-	wantKind := map[string]string{"scheduler": "Deployment", "worker": "DaemonSet", "node": "StatefulSet"}
+	wantKind := map[string]string{"nats": "StatefulSet", "scheduler": "Deployment", "worker": "DaemonSet", "node": "StatefulSet"}
 	images := map[string]bool{}
 	tags := map[string]bool{}
 	seen := map[string]bool{}
@@ -209,7 +211,7 @@ func TestKubernetesManifests(t *testing.T) {
 			where := fmt.Sprintf("%s: %s %s container %s", w.where, w.kind, w.name, c.Name)
 			m := imageRef.FindStringSubmatch(c.Image)
 			if m == nil {
-				t.Errorf("%s: image %q is not styx-<scheduler|worker|node>:<tag>", where, c.Image)
+				t.Errorf("%s: image %q is not styx-<nats|scheduler|worker|node>:<tag>", where, c.Image)
 				continue
 			}
 			r := m[1]
@@ -244,6 +246,93 @@ func TestKubernetesManifests(t *testing.T) {
 		}
 	}
 	checkKustomization(t, objs, namespace, images)
+	checkNATS(t, statefulSets, workloads, configMaps)
+}
+
+// checkNATS checks the verdict log's StatefulSet: three servers in one
+// cluster whose routes name every pod by its DNS name under the governing
+// Service, a store on each pod's own volume, STYX_NATS_URL naming every
+// pod, and schedulers asking for a stream replica on each server.
+func checkNATS(t *testing.T, sets []*appsv1.StatefulSet, workloads []workload, configMaps map[string]*corev1.ConfigMap) {
+	t.Helper()
+	var ss *appsv1.StatefulSet
+	for _, s := range sets {
+		if len(s.Spec.Template.Spec.Containers) == 1 && strings.HasPrefix(s.Spec.Template.Spec.Containers[0].Image, "styx-nats:") {
+			ss = s
+		}
+	}
+	if ss == nil {
+		t.Error("no StatefulSet runs styx-nats")
+		return
+	}
+	replicas := 1
+	if ss.Spec.Replicas != nil {
+		replicas = int(*ss.Spec.Replicas)
+	}
+	if replicas != 3 {
+		t.Errorf("StatefulSet %s: %d replicas, want 3", ss.Name, replicas)
+	}
+	if ss.Spec.PodManagementPolicy != appsv1.ParallelPodManagement {
+		t.Errorf("StatefulSet %s: podManagementPolicy %q, want Parallel (the servers elect a leader together)", ss.Name, ss.Spec.PodManagementPolicy)
+	}
+	c := ss.Spec.Template.Spec.Containers[0]
+	args := map[string]string{}
+	for _, a := range c.Args {
+		k, v, _ := strings.Cut(a, "=")
+		args[k] = v
+	}
+	var routes, urls []string
+	for i := range replicas {
+		host := fmt.Sprintf("%s-%d.%s", ss.Name, i, ss.Spec.ServiceName)
+		routes = append(routes, "nats://"+host+":6222")
+		urls = append(urls, "nats://"+host+":4222")
+	}
+	if got := strings.Split(args["--routes"], ","); !slices.Equal(got, routes) {
+		t.Errorf("StatefulSet %s: --routes=%s, want %s", ss.Name, args["--routes"], strings.Join(routes, ","))
+	}
+	if args["--name"] != "$(POD_NAME)" || args["--cluster_name"] == "" || args["--http_port"] != "8222" {
+		t.Errorf("StatefulSet %s: want --name=$(POD_NAME), a --cluster_name and --http_port=8222, got %v", ss.Name, args)
+	}
+	store := args["--store_dir"]
+	mounted := false
+	for _, m := range c.VolumeMounts {
+		if m.MountPath == store && slices.ContainsFunc(ss.Spec.VolumeClaimTemplates, func(p corev1.PersistentVolumeClaim) bool { return p.Name == m.Name }) {
+			mounted = true
+		}
+	}
+	if store == "" || !mounted {
+		t.Errorf("StatefulSet %s: --store_dir=%q is not a volume claimed per pod", ss.Name, store)
+	}
+	for _, e := range c.Env {
+		if strings.HasPrefix(e.Name, "STYX_") {
+			t.Errorf("StatefulSet %s: %s: styx-nats reads no STYX_* variable", ss.Name, e.Name)
+		}
+	}
+
+	cm := configMaps["styx-config"]
+	if cm == nil {
+		t.Error("no ConfigMap styx-config")
+		return
+	}
+	if got := strings.Split(cm.Data["STYX_NATS_URL"], ","); !slices.Equal(got, urls) {
+		t.Errorf("ConfigMap styx-config: STYX_NATS_URL=%q, want %s", cm.Data["STYX_NATS_URL"], strings.Join(urls, ","))
+	}
+	for _, w := range workloads {
+		for _, ct := range w.tpl.Spec.Containers {
+			if !strings.HasPrefix(ct.Image, "styx-scheduler:") {
+				continue
+			}
+			got := ""
+			for _, e := range ct.Env {
+				if e.Name == "STYX_LOG_REPLICAS" {
+					got = e.Value
+				}
+			}
+			if got != fmt.Sprint(replicas) {
+				t.Errorf("%s %s: STYX_LOG_REPLICAS=%q, want %d (a stream replica on each NATS server)", w.kind, w.name, got, replicas)
+			}
+		}
+	}
 }
 
 // checkContainer checks a container's environment, ports, probes and
@@ -281,7 +370,9 @@ func checkContainer(t *testing.T, where, r string, c corev1.Container, volumes m
 			names = append(names, k)
 		}
 	}
-	checkVars(t, where, r, names)
+	if r != "nats" { // styx-nats takes nats-server's flags, not STYX_* variables
+		checkVars(t, where, r, names)
+	}
 
 	ports := map[string]int32{}
 	numbers := map[int32]bool{}

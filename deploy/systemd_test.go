@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
 )
 
 const systemdDir = "systemd"
@@ -63,6 +65,7 @@ func TestSystemdUnits(t *testing.T) {
 		"styx-scheduler.service": {"scheduler", "/usr/local/bin/styx-scheduler serve"},
 		"styx-node.service":      {"node", "/usr/local/bin/styx-node serve"},
 		"styx-worker@.service":   {"worker", "/usr/local/bin/styx-worker --numa-node %i"},
+		"styx-nats.service":      {"nats", "/usr/local/bin/styx-nats -c /etc/styx/nats.conf"},
 	}
 	files, _ := filepath.Glob(filepath.Join(systemdDir, "*.service"))
 	if len(files) != len(units) {
@@ -99,6 +102,10 @@ func TestSystemdUnits(t *testing.T) {
 				k, _, _ := strings.Cut(kv, "=")
 				vars = append(vars, k)
 			}
+		}
+		if want.role == "nats" {
+			checkNATSConf(t, filepath.Join(systemdDir, "nats.conf"), u.get("Service", "StateDirectory"))
+			continue
 		}
 		checkVars(t, path, want.role, vars)
 	}
@@ -144,7 +151,7 @@ func TestSystemdUnits(t *testing.T) {
 			args = append(args, filepath.Join(dir, name))
 		}
 	}
-	for _, b := range []string{"styx-scheduler", "styx-node", "styx-worker"} {
+	for _, b := range []string{"styx-scheduler", "styx-node", "styx-worker", "styx-nats"} {
 		if err := os.WriteFile(filepath.Join(bin, b), []byte("#!/bin/sh\n"), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -153,6 +160,29 @@ func TestSystemdUnits(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+// checkNATSConf checks the example configuration of styx-nats.service with
+// nats-server's own parser: JetStream stores in the unit's StateDirectory,
+// and the server is one of a cluster of three, with monitoring on (the
+// healthcheck's port).
+func checkNATSConf(t *testing.T, path, stateDir string) {
+	t.Helper()
+	opts, err := server.ProcessConfigFile(path)
+	if err != nil {
+		t.Errorf("%s: %v", path, err)
+		return
+	}
+	if !opts.JetStream || opts.StoreDir != "/var/lib/"+stateDir {
+		t.Errorf("%s: jetstream %v, store_dir %q; want JetStream in /var/lib/%s (the unit's StateDirectory)", path, opts.JetStream, opts.StoreDir, stateDir)
+	}
+	if opts.ServerName == "" || opts.Cluster.Name == "" || opts.Cluster.Port == 0 || len(opts.Routes) != 3 {
+		t.Errorf("%s: server_name %q, cluster %q on port %d with %d routes; want a named server in a named cluster of three",
+			path, opts.ServerName, opts.Cluster.Name, opts.Cluster.Port, len(opts.Routes))
+	}
+	if opts.HTTPPort != 8222 {
+		t.Errorf("%s: monitoring port %d, want 8222 (styx-nats healthcheck's default)", path, opts.HTTPPort)
 	}
 }
 

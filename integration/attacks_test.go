@@ -57,6 +57,7 @@ func startAttackNode(t *testing.T, c *cluster, db *locdb.DB, id, dataDir string)
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.DataDir = dataDir
 	cfg.LeaseTTL = 2 * time.Second
+	cfg.NATSURL = c.nats.URL()
 	cfg.Locator = db
 	cfg.AttackToken = attackToken
 	cfg.ReconnectMin, cfg.ReconnectMax = 10*time.Millisecond, 200*time.Millisecond
@@ -138,8 +139,8 @@ func sameHistory(got map[string]any, want map[string]float64) bool {
 }
 
 // A report posted to node A reaches node B's risk=2 answer and the
-// worker's attack table through the leader's feed; a node that was away
-// resumes the feed from its revision and gets the reports it missed.
+// worker's attack table through the verdict log; a node that was away
+// resumes the log from its cursors and gets the reports it missed.
 func TestAttackReportsReachEveryNodeAndWorker(t *testing.T) {
 	db := openDB(t)
 	c := newCluster(t, nil)
@@ -155,12 +156,11 @@ func TestAttackReportsReachEveryNodeAndWorker(t *testing.T) {
 	b := startAttackNode(t, c, db, "node-b", bDir)
 	defer func() { b.stop(t) }()
 
-	// Barrier: both followers (node B, the worker) follow the feed from
-	// "now" once connected, so send warm-up reports until both have one.
+	// Warm-up: a report that both followers (node B, the worker) apply.
 	warm := "198.51.100.200"
 	base := time.Now().Add(-time.Hour).Truncate(time.Second)
 	tries := 0
-	testwait.For(t, 20*time.Second, "node B and the worker following the feed", func() bool {
+	testwait.For(t, 20*time.Second, "node B and the worker following the log", func() bool {
 		if n, _ := table.Attacks(netip.MustParseAddr(warm)); n > 0 && attackHistory(t, b, warm) != nil {
 			return true
 		}
@@ -193,7 +193,7 @@ func TestAttackReportsReachEveryNodeAndWorker(t *testing.T) {
 	if cnt, ok := table.Counts(netip.MustParseAddr("2001:db8:50::1")); !ok || cnt.ByKind[attacks.KindCommentSpam] != 1 {
 		t.Fatalf("worker counts %+v", cnt)
 	}
-	// Node A saw its own reports come back on the feed: counted once.
+	// Node A saw its own reports come back in the log: counted once.
 	if h := attackHistory(t, a, "203.0.113.50"); !sameHistory(h, want50) {
 		t.Fatalf("node A's history %v", h)
 	}
@@ -201,25 +201,27 @@ func TestAttackReportsReachEveryNodeAndWorker(t *testing.T) {
 	// Node B goes away; node A takes more reports meanwhile.
 	b.stop(t)
 	postAttacks(t, a, "192.0.2.77,"+at(200)+",ddos\n192.0.2.77,"+at(201)+",ddos\n203.0.113.50,"+at(202)+",login\n")
-	testwait.For(t, 15*time.Second, "the reports on the feed (the worker has them)", func() bool {
+	testwait.For(t, 15*time.Second, "the reports in the log (the worker has them)", func() bool {
 		n, _ := table.Attacks(netip.MustParseAddr("192.0.2.77"))
 		m, _ := table.Attacks(netip.MustParseAddr("203.0.113.50"))
 		return n == 2 && m == 4
 	})
-	// The worker can see the reports on the feed before node A has the
+	// The worker can see the reports in the log before node A has the
 	// leader's answer, which empties its outbox: wait for that too.
 	testwait.For(t, 15*time.Second, "node A's attack outbox empty", func() bool {
 		return a.Stats().AttackOutbox == 0
 	})
 
-	// Back on the same data directory: it resumes from its stored revision.
+	// Back on the same data directory: it resumes from its stored cursors.
 	b = startAttackNode(t, c, db, "node-b", bDir)
 	testwait.For(t, 15*time.Second, "node B catching up", func() bool {
 		return sameHistory(attackHistory(t, b, "192.0.2.77"), map[string]float64{"Total": 2, "Denial of Service": 2}) &&
 			sameHistory(attackHistory(t, b, "203.0.113.50"), map[string]float64{"Total": 4, "Vulnerability Probing": 1, "Login Attempt": 3})
 	})
-	if st := b.Stats(); st.FeedGaps != 0 {
-		t.Fatalf("node B restarted the feed from now (%d gaps) instead of resuming", st.FeedGaps)
+	for _, st := range b.Stats().Log.Streams {
+		if st.Skipped != 0 {
+			t.Fatalf("node B skipped %d messages of %s", st.Skipped, st.Stream)
+		}
 	}
 	total, byKind, last, err := b.Attacks(netip.MustParseAddr("192.0.2.77"))
 	if err != nil || total != 2 || byKind[attacks.KindDDoS] != 2 || !last.Equal(base.Add(201*time.Second)) {

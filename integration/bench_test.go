@@ -39,8 +39,11 @@ const benchBatch = 1024
 //     store) whose uplink speaks WorkerService to the worker itself
 //     (clusternode.Config.DirectWorker), without the scheduler hop;
 //   - node via STYX: the same node code -> STYX -> worker -> outcomes back
-//     to the node, which also follows the verdict feed, as it does in
-//     production.
+//     to the node, which also follows the verdict log, as it does in
+//     production;
+//   - catch-up: a node that joins afterwards replays every verdict of the
+//     two paths through STYX from the log into its empty store; its rate
+//     is compared with the rate node via STYX made verdicts.
 //
 // It reports sightings/s and CPU microseconds per sighting (the whole
 // process: every part runs in it) for each, and the ratios of each path
@@ -69,10 +72,19 @@ func BenchmarkEndToEnd(b *testing.B) {
 		})
 		c.addWorker("bench-w", raven.Nop{}, 0)
 		clientStyx := measure(func() { runSubmit(b, c.sched.GRPCAddr(), 1_000_000) })
-		// The node joins only now: it follows the verdict feed into its
+		// The node joins only now: it follows the verdict log into its
 		// store, work that must not count against the bare client's path.
 		nodeStyx := measure(startE2ENode(b, c, db, "bench-node", 2_000_000, nil))
+		// Catch-up: a node that joins now replays every verdict the two
+		// paths through STYX made from the log into its empty store.
+		heads := logHeads(b, c.nats.URL())
+		inLog := 2 * benchSightings
+		catchUp := measure(func() {
+			n := c.addNode("bench-catchup", newOutcomes(), func(cfg *clusternode.Config) { cfg.Locator = db })
+			waitApplied(b, n, 5*time.Minute, heads)
+		})
 		c.close()
+		catchUpRate := float64(inLog) / catchUp.wall.Seconds()
 
 		b.ReportMetric(clientDirect.rate(), "client-direct-sightings/s")
 		b.ReportMetric(clientStyx.rate(), "client-styx-sightings/s")
@@ -82,6 +94,9 @@ func BenchmarkEndToEnd(b *testing.B) {
 		b.ReportMetric(nodeStyx.rate()/nodeDirect.rate(), "node-styx/direct")
 		b.ReportMetric(clientStyx.cpuMicros(), "client-styx-cpu-µs/sighting")
 		b.ReportMetric(nodeStyx.cpuMicros(), "node-styx-cpu-µs/sighting")
+		b.ReportMetric(catchUpRate, "catch-up-verdicts/s")
+		b.ReportMetric(catchUpRate/nodeStyx.rate(), "catch-up/production")
+		b.ReportMetric(float64(catchUp.cpu.Microseconds())/float64(inLog), "catch-up-cpu-µs/verdict")
 		fmt.Fprintf(os.Stderr, "end to end, %d sightings, batches of %d, one worker, no-op engine, GOMAXPROCS %d\n",
 			benchSightings, benchBatch, runtime.GOMAXPROCS(0))
 		for _, r := range []struct {
@@ -96,6 +111,8 @@ func BenchmarkEndToEnd(b *testing.B) {
 			fmt.Fprintf(os.Stderr, "  %-43s %9.0f sightings/s  %6.2f CPU µs/sighting  %.2fx its direct path\n",
 				r.name, r.m.rate(), r.m.cpuMicros(), r.m.rate()/r.base.rate())
 		}
+		fmt.Fprintf(os.Stderr, "  %-43s %9.0f verdicts/s   %6.2f CPU µs/verdict   %.1fx the rate node via STYX made them\n",
+			"catch-up (a new node replays the log)", catchUpRate, float64(catchUp.cpu.Microseconds())/float64(inLog), catchUpRate/nodeStyx.rate())
 	}
 }
 

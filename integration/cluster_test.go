@@ -14,6 +14,7 @@ import (
 
 	"github.com/styx-inference/styx/clusternode"
 	"github.com/styx-inference/styx/pkg/embedetcd"
+	"github.com/styx-inference/styx/pkg/embednats/natstest"
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/raven"
 	"github.com/styx-inference/styx/pkg/testwait"
@@ -28,6 +29,7 @@ import (
 // 127.0.0.1.
 type cluster struct {
 	tb    testing.TB
+	nats  *natstest.Server // the verdict log
 	etcd  *embedetcd.Server
 	cli   *clientv3.Client
 	sched *scheduler.Scheduler
@@ -41,9 +43,11 @@ func newCluster(tb testing.TB, mod func(*scheduler.Config)) *cluster {
 	return c
 }
 
-// newEtcdOnly starts the cluster's etcd and nothing else.
+// newEtcdOnly starts the cluster's etcd and its verdict log (JetStream),
+// and nothing else.
 func newEtcdOnly(tb testing.TB) *cluster {
 	tb.Helper()
+	ns := natstest.Start(tb) // stopped after c.close, which is registered later
 	srv, err := embedetcd.Start(embedetcd.Config{Dir: tb.TempDir(), ClientAddr: "127.0.0.1:0"})
 	if err != nil {
 		tb.Fatal(err)
@@ -53,7 +57,7 @@ func newEtcdOnly(tb testing.TB) *cluster {
 		srv.Close()
 		tb.Fatal(err)
 	}
-	c := &cluster{tb: tb, etcd: srv, cli: cli}
+	c := &cluster{tb: tb, nats: ns, etcd: srv, cli: cli}
 	c.stops = append(c.stops, func() { cli.Close(); srv.Close() })
 	tb.Cleanup(c.close)
 	return c
@@ -67,6 +71,7 @@ func (c *cluster) startScheduler(mod func(*scheduler.Config)) {
 	cfg.Etcd = c.cli
 	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.LeaseTTL = 2 * time.Second
+	cfg.NATSURL = c.nats.URL()
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -120,6 +125,7 @@ func (c *cluster) addWorkerWith(id string, mod func(*worker.Config)) *worker.Wor
 	cfg.Host = "host-" + id
 	cfg.LeaseTTL = 2 * time.Second
 	cfg.DrainTimeout = 5 * time.Second
+	cfg.NATSURL = c.nats.URL()
 	mod(&cfg)
 	w, err := worker.New(cfg, quiet(c.tb))
 	if err != nil {
@@ -164,6 +170,7 @@ func (c *cluster) addNode(id string, o *outcomes, mod func(*clusternode.Config))
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.DataDir = c.tb.TempDir()
 	cfg.LeaseTTL = 2 * time.Second
+	cfg.NATSURL = c.nats.URL()
 	cfg.OnOutcome = o.record
 	if mod != nil {
 		mod(&cfg)

@@ -3,6 +3,7 @@ package integration
 import (
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -15,10 +16,12 @@ import (
 	"github.com/styx-inference/styx/worker"
 )
 
-// Two workers follow a real scheduler's feed into their history tables:
-// after verdicts (made by the workers themselves, for a node's sightings)
-// and attack reports (posted to the node) arrive, both compute the same
+// Two workers follow the verdict log into their history tables: after
+// verdicts (made by the workers themselves, for a node's sightings) and
+// attack reports (posted to the node) arrive, both compute the same
 // history features for an address of that /24, never seen before or seen.
+// A third worker started afterwards (a restarted worker) rebuilds the same
+// table from what the log holds.
 func TestWorkersFoldTheSameHistory(t *testing.T) {
 	db := openDB(t)
 	// A /24 inside an anonymous-proxy network (the rule calls its
@@ -55,10 +58,9 @@ func TestWorkersFoldTheSameHistory(t *testing.T) {
 	node := startAttackNode(t, c, db, "node-h", t.TempDir())
 	defer node.stop(t)
 
-	// Barrier: both workers follow the feed from "now" once connected; a
-	// fresh warm-up address a round until both have folded one.
+	// Warm-up: a fresh address a round until both workers have folded one.
 	wa := warm.Prefix.Addr()
-	testwait.For(t, time.Minute, "both workers following the feed", func() bool {
+	testwait.For(t, time.Minute, "both workers following the log", func() bool {
 		wa = wa.Next()
 		node.Submit(wa)
 		time.Sleep(100 * time.Millisecond)
@@ -116,4 +118,27 @@ func TestWorkersFoldTheSameHistory(t *testing.T) {
 		t.Fatalf("%s (never seen): %+v", fresh, f)
 	}
 	t.Logf("history features of %s on both workers: %v; of %s: %v", fresh, vecs[0], seen, vecs[1])
+
+	late := c.addWorkerWith("w3", func(cfg *worker.Config) {
+		cfg.EngineName, cfg.DBPath, cfg.SkipVerify, cfg.Capacity = worker.EngineRule, locdb.DefaultPath, true, 2
+		cfg.FollowModels = false
+	}).History()
+	testwait.For(t, time.Minute, "the late worker's history of "+target.Prefix.String(), func() bool {
+		return late.Bucket(history.BucketKey(fresh)) == want && late.Sizes().Addrs == tables[0].Sizes().Addrs
+	})
+	for i, a := range []netip.Addr{fresh, seen} {
+		x := make([]float32, features.CountHistory)
+		features.WriteHistory(late.Lookup(a, target.ASN), x)
+		if !slices.Equal(x[features.Count:], vecs[i]) {
+			t.Fatalf("the late worker's features of %s %v, want %v", a, x[features.Count:], vecs[i])
+		}
+	}
+	entries := func(tb *history.Table) map[netip.Addr]history.Entry {
+		out := map[netip.Addr]history.Entry{}
+		tb.Each(func(e history.Entry) bool { out[e.Addr] = e; return true })
+		return out
+	}
+	if got, want := entries(late), entries(tables[0]); !reflect.DeepEqual(got, want) {
+		t.Fatalf("the late worker's table (%d addresses) differs from its peer's (%d)", len(got), len(want))
+	}
 }

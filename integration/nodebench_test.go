@@ -498,6 +498,7 @@ func startBenchNode(b *testing.B, c *cluster) *clusternode.Node {
 	cfg := clusternode.DefaultConfig()
 	cfg.ID = "bench-node"
 	cfg.EtcdEndpoints = []string{c.etcd.Endpoint()}
+	cfg.NATSURL = c.nats.URL()
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.DataDir = b.TempDir()
 	n, err := clusternode.New(cfg, zerolog.New(zerolog.NewTestWriter(b)).Level(zerolog.ErrorLevel))

@@ -35,6 +35,7 @@ import (
 	"github.com/styx-inference/styx/clusternode"
 	"github.com/styx-inference/styx/pkg/childproc"
 	"github.com/styx-inference/styx/pkg/embedetcd"
+	"github.com/styx-inference/styx/pkg/embednats/natstest"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/leader"
 	"github.com/styx-inference/styx/pkg/locdb"
@@ -60,7 +61,8 @@ const (
 type procCluster struct {
 	t    *testing.T
 	bin  string
-	dir  string // logs and data
+	dir  string           // logs and data
+	nats *natstest.Server // the verdict log, restartable
 	etcd *embedetcd.Server
 	cli  *clientv3.Client
 	http *http.Client
@@ -73,6 +75,7 @@ func newProcCluster(t *testing.T) *procCluster {
 	t.Helper()
 	bin := binaries(t)
 	dir := t.TempDir()
+	ns := natstest.Start(t) // stopped after c.close, which is registered later
 	srv, err := embedetcd.Start(embedetcd.Config{Dir: filepath.Join(dir, "etcd"), ClientAddr: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +86,7 @@ func newProcCluster(t *testing.T) *procCluster {
 		t.Fatal(err)
 	}
 	c := &procCluster{
-		t: t, bin: bin, dir: dir, etcd: srv, cli: cli,
+		t: t, bin: bin, dir: dir, nats: ns, etcd: srv, cli: cli,
 		http: &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
 	}
 	t.Cleanup(c.close)
@@ -267,6 +270,7 @@ func (c *procCluster) startScheduler(id string, extra ...string) *procScheduler 
 		"--lease-ttl=" + procTTL.String(),
 		"--batch-size=256",
 		"--batch-interval=5ms",
+		"--nats-url=" + c.nats.URL(),
 		"--log-level=info",
 	}, extra...)
 	ch := c.start("scheduler-"+id, "styx-scheduler", args...)
@@ -408,6 +412,7 @@ func (c *procCluster) startWorker(id string, batchDelay time.Duration, extra ...
 		"--batch-delay=" + batchDelay.String(),
 		"--capacity=4",
 		"--drain-timeout=5s",
+		"--nats-url=" + c.nats.URL(),
 		"--log-level=info",
 	}, extra...)
 	ch := c.start("worker-"+id, "styx-worker", args...)
@@ -478,6 +483,7 @@ func (c *procCluster) startNode(id string) *procNode {
 	cfg.DBPath = locdb.DefaultPath
 	cfg.SkipVerify = true // the signature is not what these tests are about
 	cfg.LeaseTTL = procTTL
+	cfg.NATSURL = c.nats.URL()
 	cfg.BatchInterval = 5 * time.Millisecond
 	cfg.ReconnectMin, cfg.ReconnectMax = 20*time.Millisecond, 250*time.Millisecond
 	cfg.ShutdownTimeout = 2 * time.Second

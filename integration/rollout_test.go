@@ -10,8 +10,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/styx-inference/styx/clusternode"
 	"github.com/styx-inference/styx/pkg/features/featurestest"
@@ -25,7 +23,7 @@ import (
 	"github.com/styx-inference/styx/worker"
 )
 
-// versions counts the verdicts on the leader's feed by model version.
+// versions counts the verdicts in the verdict log by model version.
 type versions struct {
 	mu     sync.Mutex
 	counts map[string]int
@@ -42,35 +40,19 @@ func (v *versions) snapshot() map[string]int {
 	return out
 }
 
-func followFeed(ctx context.Context, t *testing.T, addr string, v *versions) <-chan struct{} {
-	done := make(chan struct{})
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := styxv1.NewSchedulerServiceClient(conn).Feed(ctx, &styxv1.FeedRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		defer close(done)
-		defer conn.Close()
-		for {
-			ev, err := st.Recv()
-			if err != nil {
-				return
-			}
-			if vd := ev.GetVerdict(); vd != nil {
-				v.mu.Lock()
-				v.counts[vd.ModelVersion]++
-				if vd.Error != "" {
-					v.errors++
-				}
-				v.mu.Unlock()
+// followLog counts the verdicts of the verdict log by model version until
+// ctx ends; the channel closes then.
+func followLog(ctx context.Context, t *testing.T, url string, v *versions) <-chan struct{} {
+	return readLog(ctx, t, url, func(b *styxv1.LogBatch) {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		for _, vd := range b.GetVerdicts() {
+			v.counts[vd.ModelVersion]++
+			if vd.Error != "" {
+				v.errors++
 			}
 		}
-	}()
-	return done
+	})
 }
 
 // tinyModels trains one small model on dbPath and returns two artifacts of
@@ -144,7 +126,7 @@ func TestModelRolloutWhileSightingsFlow(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	v := &versions{counts: map[string]int{}}
-	feedDone := followFeed(ctx, t, c.sched.GRPCAddr(), v)
+	feedDone := followLog(ctx, t, c.nats.URL(), v)
 
 	// A steady stream of sightings for the whole test.
 	var submitted int

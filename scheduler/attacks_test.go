@@ -2,19 +2,26 @@ package scheduler_test
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/styx-inference/styx/pkg/attacks"
+	"github.com/styx-inference/styx/pkg/embednats/natstest"
 	"github.com/styx-inference/styx/pkg/testwait"
+	"github.com/styx-inference/styx/pkg/verdictlog"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
+	"github.com/styx-inference/styx/scheduler"
 )
 
 func schedClient(t *testing.T, addr string) styxv1.SchedulerServiceClient {
@@ -27,28 +34,19 @@ func schedClient(t *testing.T, addr string) styxv1.SchedulerServiceClient {
 	return styxv1.NewSchedulerServiceClient(conn)
 }
 
-// The leader puts valid attack reports on the feed once, rejects invalid
-// ones with a reason, and a standby refuses them.
-func TestReportAttacksOnTheFeed(t *testing.T) {
+// The leader publishes valid attack reports to the verdict log once,
+// rejects invalid ones with a reason, and a standby refuses them.
+func TestReportAttacksToTheLog(t *testing.T) {
 	srv, _ := startEtcd(t)
-	s1 := startScheduler(t, srv.Endpoint(), "s1", nil)
+	ns := natstest.Start(t)
+	withLog := func(c *scheduler.Config) { c.NATSURL = ns.URL() }
+	s1 := startScheduler(t, srv.Endpoint(), "s1", withLog)
 	testwait.For(t, 10*time.Second, "leadership", s1.IsLeader)
-	s2 := startScheduler(t, srv.Endpoint(), "s2", nil)
+	s2 := startScheduler(t, srv.Endpoint(), "s2", withLog)
 	leaderC, standbyC := schedClient(t, s1.GRPCAddr()), schedClient(t, s2.GRPCAddr())
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	// From the current revision, not "now": the streams may start after
-	// the reports arrive.
-	from := s1.Current().Feed().Revision()
-	all, err := leaderC.Feed(ctx, &styxv1.FeedRequest{FromRevision: from})
-	if err != nil {
-		t.Fatal(err)
-	}
-	only, err := leaderC.Feed(ctx, &styxv1.FeedRequest{FromRevision: from, AttacksOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
 	rep := func(a string, sec int64, k attacks.Kind, reporter string) *styxv1.AttackReport {
 		return attacks.Report{Addr: netip.MustParseAddr(a), Time: time.Now().Add(time.Duration(sec) * time.Second), Kind: k, Reporter: reporter}.Proto()
 	}
@@ -75,26 +73,20 @@ func TestReportAttacksOnTheFeed(t *testing.T) {
 			t.Errorf("error %d %q, want %q", i, resp.Errors[i], want)
 		}
 	}
-	// Sent again (the node lost the answer): nothing new on the feed.
+	// Sent again (the node lost the answer): nothing new in the log.
 	resp, err = leaderC.ReportAttacks(ctx, &styxv1.ReportAttacksRequest{NodeId: "node-1", Reports: []*styxv1.AttackReport{good}})
 	if err != nil || resp.Accepted != 0 || resp.Duplicates != 1 {
 		t.Fatalf("again: %+v %v", resp, err)
 	}
-	for name, st := range map[string]styxv1.SchedulerService_FeedClient{"all": all, "attacks only": only} {
-		var got []*styxv1.AttackReport
-		for len(got) < 2 {
-			ev, err := st.Recv()
-			if err != nil {
-				t.Fatalf("%s: %v", name, err)
-			}
-			if ev.GetAttack() == nil {
-				t.Fatalf("%s: unexpected event %v", name, ev)
-			}
-			got = append(got, ev.GetAttack())
-		}
-		if got[0].GetReporter() != "node-1" || got[1].GetReporter() != "node-1" || got[1].GetKind() != "probe" {
-			t.Fatalf("%s: %v", name, got)
-		}
+	got := readLog(t, ns.URL(), []string{verdictlog.StreamProxy}, items(2))
+	if len(got) != 1 || len(got[0].GetAttacks()) != 2 {
+		t.Fatalf("log holds %v, want one batch of 2 reports", got)
+	}
+	if r := got[0].GetAttacks(); r[0].GetReporter() != "node-1" || r[1].GetReporter() != "node-1" || r[1].GetKind() != "probe" {
+		t.Fatalf("published %v", r)
+	}
+	if st, ok := s1.LogStats(); !ok || st.Attacks != 2 || st.Messages != 1 {
+		t.Fatalf("publisher stats %+v", st)
 	}
 
 	testwait.For(t, 10*time.Second, "the standby knows the leader", func() bool { li, ok := s2.Leader(); return ok && li.ID == "s1" })
@@ -108,4 +100,62 @@ func TestReportAttacksOnTheFeed(t *testing.T) {
 	if _, err := leaderC.ReportAttacks(ctx, &styxv1.ReportAttacksRequest{NodeId: "a/b"}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("bad node id: %v, want INVALID_ARGUMENT", err)
 	}
+}
+
+// items is a readLog condition: at least n verdicts and attack reports.
+func items(n int) func([]*styxv1.LogBatch) bool {
+	return func(bs []*styxv1.LogBatch) bool {
+		got := 0
+		for _, b := range bs {
+			got += len(b.GetVerdicts()) + len(b.GetAttacks())
+		}
+		return got >= n
+	}
+}
+
+// readLog reads streams from their start until done holds for the batches
+// read, waiting up to 30 s, and returns the batches.
+func readLog(t *testing.T, url string, streams []string, done func([]*styxv1.LogBatch) bool) []*styxv1.LogBatch {
+	t.Helper()
+	nc, err := verdictlog.Connect(url, "test", zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu  sync.Mutex
+		out []*styxv1.LogBatch
+	)
+	f, err := verdictlog.NewFollower(verdictlog.FollowerConfig{
+		JS: js, Streams: streams,
+		Cursor: func(string) (uint64, error) { return 0, nil },
+		Apply: func(_ string, msgs []verdictlog.Message) error {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, m := range msgs {
+				out = append(out, m.Batch)
+			}
+			return nil
+		},
+	}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); _ = f.Run(ctx) }()
+	testwait.For(t, 30*time.Second, fmt.Sprintf("the log in %v", streams), func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return done(out)
+	})
+	cancel()
+	<-stopped
+	mu.Lock()
+	defer mu.Unlock()
+	return out
 }

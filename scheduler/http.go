@@ -24,7 +24,13 @@ func (s *Scheduler) httpHandler(h *api.Server) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		// The process serves: 200. A log that cannot be published to is
+		// named (and in the metrics), but restarting the scheduler would
+		// not fix it, so it does not fail the check.
 		fmt.Fprintln(w, "ok")
+		if st, ok := s.LogStats(); ok && st.Failing {
+			fmt.Fprintf(w, "verdict log: publishing failing, %d batches queued, %d dropped\n", st.Queued, st.Dropped)
+		}
 	})
 	mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, r *http.Request) {
 		st, err := h.Status(r.Context(), &styxv1.StatusRequest{})
@@ -81,6 +87,7 @@ var (
 	descInFlight = prometheus.NewDesc("styx_pool_in_flight", "Addresses out on workers.", nil, nil)
 	descOldest   = prometheus.NewDesc("styx_pool_oldest_age_seconds", "Age of the oldest pending address.", nil, nil)
 	descCoverage = prometheus.NewDesc("styx_pool_coverage_ratio", "Examined / (examined + shed + expired).", nil, nil)
+	descRecent   = prometheus.NewDesc("styx_pool_recent", "Verdicts in the recent-verdict (dedup) window (at most --recent-max).", nil, nil)
 	descCounter  = prometheus.NewDesc("styx_scheduler_events_total", "Events this term, by kind.", []string{"kind"}, nil)
 	descCap      = prometheus.NewDesc("styx_scheduler_worker_capacity", "Credits a worker grants in all (batches it may hold at once).", []string{"worker_id"}, nil)
 	descCredits  = prometheus.NewDesc("styx_scheduler_worker_credits", "Credits a worker still grants the leader (batches it may still receive).", []string{"worker_id"}, nil)
@@ -89,15 +96,40 @@ var (
 	descWBatches = prometheus.NewDesc("styx_scheduler_worker_batches_total", "Batches a worker answered this term.", []string{"worker_id"}, nil)
 	descWRate    = prometheus.NewDesc("styx_scheduler_worker_addresses_per_second", "A worker's throughput as the leader measures it (answered addresses, averaged over about 10 s).", []string{"worker_id"}, nil)
 	descWorkers  = prometheus.NewDesc("styx_scheduler_workers", "Workers the leader knows, by state (connecting, ready, draining, down).", []string{"state"}, nil)
+
+	descNodeLag     = prometheus.NewDesc("styx_scheduler_node_log_lag_messages", "Messages a connected node said it is behind the verdict log.", []string{"node_id"}, nil)
+	descNodeLagSec  = prometheus.NewDesc("styx_scheduler_node_log_lag_seconds", "Seconds a connected node said it is behind the verdict log.", []string{"node_id"}, nil)
+	descNodeStalled = prometheus.NewDesc("styx_scheduler_node_log_stalled", "1 when a connected node said its log follower is stalled.", []string{"node_id"}, nil)
+
+	descLogMsgs    = prometheus.NewDesc("styx_scheduler_log_messages_total", "Batches stored in the verdict log by this scheduler.", nil, nil)
+	descLogItems   = prometheus.NewDesc("styx_scheduler_log_published_total", "Verdicts and attack reports stored in the verdict log, by kind.", []string{"kind"}, nil)
+	descLogRetries = prometheus.NewDesc("styx_scheduler_log_publish_retries_total", "Rounds of publishes tried again (no acknowledgement, or an error).", nil, nil)
+	descLogDropped = prometheus.NewDesc("styx_scheduler_log_publish_dropped_total", "Batches dropped because the publish queue was full (alert on it).", nil, nil)
+	descLogQueued  = prometheus.NewDesc("styx_scheduler_log_publish_queue", "Batches waiting to be published.", nil, nil)
+	descLogFailing = prometheus.NewDesc("styx_scheduler_log_publish_failing", "1 from a failed publish until the next one succeeds.", nil, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLeader, descTerm, descPending, descInFlight, descOldest, descCoverage, descCounter, descCredits, descWInFl, descWAddrs, descWBatches, descWRate, descWorkers, descCap} {
+	for _, d := range []*prometheus.Desc{descRecent, descLeader, descTerm, descPending, descInFlight, descOldest, descCoverage, descCounter, descCredits, descWInFl, descWAddrs, descWBatches, descWRate, descWorkers, descCap,
+		descLogMsgs, descLogItems, descLogRetries, descLogDropped, descLogQueued, descLogFailing, descNodeLag, descNodeLagSec, descNodeStalled} {
 		ch <- d
 	}
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	if st, ok := c.s.LogStats(); ok {
+		failing := 0.0
+		if st.Failing {
+			failing = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descLogMsgs, prometheus.CounterValue, float64(st.Messages))
+		ch <- prometheus.MustNewConstMetric(descLogItems, prometheus.CounterValue, float64(st.Verdicts), "verdicts")
+		ch <- prometheus.MustNewConstMetric(descLogItems, prometheus.CounterValue, float64(st.Attacks), "attack_reports")
+		ch <- prometheus.MustNewConstMetric(descLogRetries, prometheus.CounterValue, float64(st.Retries))
+		ch <- prometheus.MustNewConstMetric(descLogDropped, prometheus.CounterValue, float64(st.Dropped))
+		ch <- prometheus.MustNewConstMetric(descLogQueued, prometheus.GaugeValue, float64(st.Queued))
+		ch <- prometheus.MustNewConstMetric(descLogFailing, prometheus.GaugeValue, failing)
+	}
 	co := c.s.Current()
 	if co == nil {
 		ch <- prometheus.MustNewConstMetric(descLeader, prometheus.GaugeValue, 0)
@@ -110,6 +142,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(ps.InFlight))
 	ch <- prometheus.MustNewConstMetric(descOldest, prometheus.GaugeValue, age.Seconds())
 	ch <- prometheus.MustNewConstMetric(descCoverage, prometheus.GaugeValue, api.Coverage(ps))
+	ch <- prometheus.MustNewConstMetric(descRecent, prometheus.GaugeValue, float64(ps.Recent))
 	for k, v := range map[string]uint64{
 		"sightings": ps.Received, "unique": ps.Unique, "deduplicated": ps.Deduplicated, "examined": ps.Examined,
 		"shed": ps.Shed, "expired": ps.Expired, "batches": ctr.Batches, "results": ctr.Results,
@@ -119,10 +152,26 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		"drain_requests": ctr.DrainRequests, "workers_drained": ctr.WorkersDrained,
 		"outcomes_dropped": ctr.OutcomesDropped, "attack_reports": ctr.AttackReports,
 		"attack_duplicates": ctr.AttackDuplicates, "attack_rejected": ctr.AttackRejected,
+		"recent_evicted_age": ps.RecentEvictedAge, "recent_evicted_count": ps.RecentEvictedCount,
 	} {
 		ch <- prometheus.MustNewConstMetric(descCounter, prometheus.CounterValue, float64(v), k)
 	}
-	ws, err := co.State().Snapshot().Workers(nil)
+	snap := co.State().Snapshot()
+	if subs, err := snap.Submitters(nil); err == nil {
+		for _, n := range subs {
+			if !n.Connected || n.Log.At.IsZero() {
+				continue
+			}
+			stalled := 0.0
+			if n.Log.Stalled {
+				stalled = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descNodeLag, prometheus.GaugeValue, float64(n.Log.Lag), n.NodeID)
+			ch <- prometheus.MustNewConstMetric(descNodeLagSec, prometheus.GaugeValue, n.Log.LagSeconds, n.NodeID)
+			ch <- prometheus.MustNewConstMetric(descNodeStalled, prometheus.GaugeValue, stalled, n.NodeID)
+		}
+	}
+	ws, err := snap.Workers(nil)
 	if err != nil {
 		return
 	}

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -31,6 +33,7 @@ import (
 	"github.com/styx-inference/styx/pkg/logging"
 	"github.com/styx-inference/styx/pkg/registration"
 	"github.com/styx-inference/styx/pkg/retry"
+	"github.com/styx-inference/styx/pkg/verdictlog"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 	"github.com/styx-inference/styx/scheduler/internal/api"
 	"github.com/styx-inference/styx/scheduler/internal/coordinator"
@@ -62,7 +65,13 @@ type Config struct {
 	MaxRecent      int
 	MaxFailures    int
 	MaxSubmitBatch int
-	FeedSize       int
+	// NATSURL names the verdict log's JetStream servers (comma-separated
+	// nats:// URLs). Empty: no log; verdicts reach only the nodes that
+	// asked for them (tests of the scheduler alone), and a warning says so.
+	NATSURL string
+	// LogPolicy is the retention policy of the log's streams, which the
+	// scheduler creates or updates at start.
+	LogPolicy verdictlog.Policy
 	// HTTPToken, when set, is required by every HTTP route but /healthz
 	// (bearer header, or a cookie set by ?token= on a page load).
 	HTTPToken string
@@ -83,10 +92,11 @@ func DefaultConfig() Config {
 		MaxPending:     1 << 20,
 		MaxAge:         time.Hour,
 		DedupWindow:    10 * time.Minute,
-		MaxRecent:      1 << 20,
+		MaxRecent:      1_000_000,
 		MaxFailures:    3,
 		MaxSubmitBatch: 16384,
-		FeedSize:       1 << 16,
+		NATSURL:        "nats://127.0.0.1:4222",
+		LogPolicy:      verdictlog.DefaultPolicy(),
 		OutQueue:       1024,
 		Shed:           pool.Policy{Mode: pool.ShedSample, SampleN: 5},
 	}
@@ -106,6 +116,11 @@ func (c Config) Validate() error {
 	if c.MaxFailures < 1 {
 		return errors.New("max failures < 1")
 	}
+	if c.NATSURL != "" {
+		if err := c.LogPolicy.Validate(); err != nil {
+			return err
+		}
+	}
 	return c.coordinatorConfig(1).Validate()
 }
 
@@ -121,7 +136,6 @@ func (c Config) coordinatorConfig(term int64) coordinator.Config {
 		},
 		MaxFailures:    uint32(c.MaxFailures),
 		MaxSubmitBatch: c.MaxSubmitBatch,
-		FeedSize:       c.FeedSize,
 		OutQueue:       c.OutQueue,
 		Dialer:         dialWorker,
 	}
@@ -149,6 +163,10 @@ type Scheduler struct {
 	roleMu sync.Mutex
 	roleCh chan struct{}
 	visual *visual.Hub
+
+	// publisher publishes every term's verdicts and attack reports to
+	// the log (nil without Config.NATSURL); set by Run before it campaigns.
+	publisher *verdictlog.Publisher
 
 	ready    chan struct{}
 	grpcAddr string
@@ -221,8 +239,40 @@ const grpcStopTimeout = 5 * time.Second
 // Run serves until ctx ends. Shutdown order: stop the coordinator (node
 // streams end; nodes re-send to the new leader), report NOT_SERVING, resign
 // leadership (a standby takes over at once instead of after the TTL), stop
-// gRPC gracefully with a deadline, stop HTTP, close etcd.
+// gRPC gracefully with a deadline, stop HTTP, publish what is queued for
+// the log (at most 5 s), close NATS and etcd.
 func (s *Scheduler) Run(ctx context.Context) error {
+	var (
+		pubWG sync.WaitGroup
+		nc    *nats.Conn
+	)
+	// The publisher outlives the coordinator: it is stopped last, then it
+	// publishes what is still queued, then the connection closes.
+	pctx, pcancel := context.WithCancel(context.Background())
+	defer func() {
+		pcancel()
+		pubWG.Wait()
+		if nc != nil {
+			nc.Close()
+		}
+	}()
+	if s.cfg.NATSURL == "" {
+		s.log.Warn().Msg("no verdict log (--nats-url empty): verdicts reach only the nodes that asked for them")
+	} else {
+		var err error
+		nc, err = verdictlog.Connect(s.cfg.NATSURL, "styx-scheduler "+s.cfg.ID, s.log)
+		if err != nil {
+			return err
+		}
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return fmt.Errorf("jetstream: %w", err)
+		}
+		s.publisher = verdictlog.NewPublisher(js, verdictlog.PublisherConfig{}, s.log)
+		pubWG.Add(2)
+		go func() { defer pubWG.Done(); _ = s.publisher.Run(pctx) }()
+		go func() { defer pubWG.Done(); s.ensureStreams(pctx, js) }()
+	}
 	cli := s.cfg.Etcd
 	if cli == nil {
 		var err error
@@ -351,6 +401,9 @@ func (s *Scheduler) lead(ctx context.Context, cli *clientv3.Client, sess *concur
 	log := s.log.With().Int64(logging.Term, term).Logger()
 	cc := s.cfg.coordinatorConfig(term)
 	cc.Pool.Policy = *s.policy.Load()
+	if s.publisher != nil {
+		cc.Log = s.publisher
+	}
 	co, err := coordinator.New(cc, s.base)
 	if err != nil {
 		log.Error().Err(err).Msg("start coordinator")
@@ -377,6 +430,39 @@ func (s *Scheduler) lead(ctx context.Context, cli *clientv3.Client, sess *concur
 	s.current.Store(nil)
 	s.roleChanged()
 	log.Info().Msg("no longer leading")
+}
+
+// ensureStreams creates or updates the log's streams, retrying until it
+// succeeds: the publisher's batches wait in its queue meanwhile.
+func (s *Scheduler) ensureStreams(ctx context.Context, js jetstream.JetStream) {
+	bo := retry.NewBackoff(250*time.Millisecond, 5*time.Second)
+	for {
+		ectx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := verdictlog.Ensure(ectx, js, s.cfg.LogPolicy)
+		cancel()
+		if err == nil {
+			p := s.cfg.LogPolicy
+			s.log.Info().Dur("clean_retention", p.CleanRetention).Dur("proxy_retention", p.ProxyRetention).
+				Int("replicas", p.Replicas).Msg("verdict log streams ready")
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn().Err(err).Msg("verdict log streams not ready, retrying")
+		if !retry.Sleep(ctx, bo.NextBackOff()) {
+			return
+		}
+	}
+}
+
+// LogStats returns the verdict log publisher's counters (ok false without
+// a log).
+func (s *Scheduler) LogStats() (st verdictlog.PublisherStats, ok bool) {
+	if s.publisher == nil {
+		return st, false
+	}
+	return s.publisher.Stats(), true
 }
 
 // watchPolicy follows /styx/config/shedding and applies it live; while the

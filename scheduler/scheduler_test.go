@@ -21,9 +21,11 @@ import (
 	"github.com/styx-inference/styx/pkg/columns"
 	"github.com/styx-inference/styx/pkg/embedetcd"
 	"github.com/styx-inference/styx/pkg/embedetcd/etcdtest"
+	"github.com/styx-inference/styx/pkg/embednats/natstest"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/leader"
 	"github.com/styx-inference/styx/pkg/testwait"
+	"github.com/styx-inference/styx/pkg/verdictlog"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 	"github.com/styx-inference/styx/scheduler"
 	"github.com/styx-inference/styx/scheduler/internal/pool"
@@ -63,6 +65,7 @@ func startScheduler(t *testing.T, etcdEndpoint, id string, mod func(*scheduler.C
 	cfg.LeaseTTL = 2 * time.Second
 	cfg.BatchSize = 256
 	cfg.BatchInterval = 5 * time.Millisecond
+	cfg.NATSURL = "" // no verdict log unless the test starts one
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -334,6 +337,12 @@ func (n *fakeNode) session(ctx context.Context, addr string) error {
 	}
 	wm, err := st.Recv()
 	if err != nil {
+		return err
+	}
+	// It reports a log position, as a real node does every few seconds.
+	if err := st.Send(&styxv1.SubmitRequest{Msg: &styxv1.SubmitRequest_Status{Status: &styxv1.NodeStatus{
+		LogLagMessages: 3, LogLagSeconds: 0.25, LogConnected: true,
+	}}}); err != nil {
 		return err
 	}
 	maxBatch := int(wm.GetWelcome().GetMaxBatch())
@@ -641,11 +650,16 @@ func statusOf(s *runningScheduler) (*styxv1.StatusResponse, error) {
 	return styxv1.NewAdminServiceClient(conn).Status(ctx, &styxv1.StatusRequest{})
 }
 
+// A leader stops half-way: the standby takes over, every sighting still
+// gets one outcome, and both terms publish to the same log streams, which
+// end up holding a verdict for every address.
 func TestFailoverLosesNothing(t *testing.T) {
 	srv, cli := startEtcd(t)
-	s1 := startScheduler(t, srv.Endpoint(), "s1", nil)
+	ns := natstest.Start(t)
+	withLog := func(c *scheduler.Config) { c.NATSURL = ns.URL() }
+	s1 := startScheduler(t, srv.Endpoint(), "s1", withLog)
 	testwait.For(t, 10*time.Second, "s1 leads", s1.IsLeader)
-	s2 := startScheduler(t, srv.Endpoint(), "s2", nil)
+	s2 := startScheduler(t, srv.Endpoint(), "s2", withLog)
 	startFakeWorker(t, cli, "w1", 2, 5*time.Millisecond)
 	startFakeWorker(t, cli, "w2", 2, 5*time.Millisecond)
 	n := newFakeNode("node-1", cli)
@@ -663,6 +677,21 @@ func TestFailoverLosesNothing(t *testing.T) {
 	st, err := statusOf(s2)
 	if err != nil || !st.Leader || st.LeaderId != "s2" {
 		t.Fatalf("status after failover: %v %v", st, err)
+	}
+	var distinct map[string]bool
+	terms := map[int64]bool{}
+	readLog(t, ns.URL(), verdictlog.Streams, func(bs []*styxv1.LogBatch) bool {
+		distinct = map[string]bool{}
+		for _, b := range bs {
+			terms[b.GetTerm()] = true
+			for _, v := range b.GetVerdicts() {
+				distinct[string(v.GetAddress())] = true
+			}
+		}
+		return len(distinct) == total
+	})
+	if len(terms) != 2 {
+		t.Fatalf("the log holds batches of terms %v, want both leaders'", terms)
 	}
 }
 

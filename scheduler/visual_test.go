@@ -207,6 +207,7 @@ func TestVisualiserInBrowser(t *testing.T) {
 	waitJS(t, ctx, "s1 leads on its page", `document.body.dataset.role === "leader" && document.body.dataset.leader === "s1"`, 20*time.Second)
 	waitJS(t, ctx, "both workers ready", rowState("host-a-numa0")+` === "ready" && `+rowState("host-a-numa1")+` === "ready"`, 20*time.Second)
 	waitJS(t, ctx, "verdicts flowing", `Number(document.getElementById("f-vps").textContent.replace(/k$/, "000")) > 0`, 20*time.Second)
+	waitJS(t, ctx, "the node and its log lag", `(() => { const r = document.querySelector("#nodes tbody tr"); return r && r.cells[0].textContent === "node-1" && r.cells[1].textContent === "3" && r.cells[3].textContent === "catching up"; })()`, 20*time.Second)
 	waitJS(t, ctx, "the table counting batches", `Number(document.querySelector('tr[data-worker="host-a-numa0"]').cells[6].textContent) > 10`, 20*time.Second)
 
 	startFakeWorker(t, cli, "host-b", 4, 5*time.Millisecond, onHost("host-b", -1, "0-3"))

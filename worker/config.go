@@ -26,6 +26,9 @@ import (
 // NUMA node (see Supervise).
 const AllNodes = "all"
 
+// DefaultNATSURL is the verdict log's default NATS server.
+const DefaultNATSURL = "nats://127.0.0.1:4222"
+
 // Engine names.
 const (
 	EngineRule = "rule"
@@ -84,13 +87,18 @@ type Config struct {
 	DrainTimeout time.Duration
 	// MetricsAddr serves Prometheus /metrics over HTTP when not "".
 	MetricsAddr string
-	// AttackFeed follows the leader's feed of attack reports into an
-	// in-memory table of AttackTableMax addresses at most, which an engine
-	// implementing attacks.HistoryUser receives.
+	// AttackFeed follows the verdict log's attack reports (NATS
+	// JetStream at NATSURL, pkg/verdictlog) into an in-memory table of
+	// AttackTableMax addresses at most, which an engine implementing
+	// attacks.HistoryUser receives. The table is rebuilt at every start
+	// from what the log's retention holds.
 	AttackFeed     bool
 	AttackTableMax int
+	// NATSURL is the verdict log's NATS server (a comma-separated list of
+	// URLs for a cluster); used with AttackFeed.
+	NATSURL string
 	// History, with AttackFeed and the rule engine (a location database),
-	// follows the whole feed, verdicts too, into a history table of
+	// follows the verdicts of the log too into a history table of
 	// HistoryMax addresses at most (pkg/history): the per-address attack
 	// history and the per-bucket and per-AS statistics that schema 2
 	// models read.
@@ -148,6 +156,7 @@ func DefaultConfig() Config {
 		AttackFeed:     true,
 		FollowModels:   true,
 		AttackTableMax: attacks.DefaultTableMax,
+		NATSURL:        DefaultNATSURL,
 		History:        true,
 		HistoryMax:     history.DefaultMaxAddrs,
 
@@ -180,9 +189,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "on stop, how long to wait for in-flight batches before leaving")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", c.MetricsAddr, `HTTP address serving Prometheus /metrics ("" = off)`)
 	fs.BoolVar(&c.FollowModels, "follow-models", c.FollowModels, "with --engine=rule, run the model /styx/models/current names (checksum verified, swapped between batches) and any canary; the rule answers until a model is published (--follow-models=false: the rule only)")
-	fs.BoolVar(&c.AttackFeed, "attack-feed", c.AttackFeed, "follow the leader's attack reports into an in-memory table the engine can read (--attack-feed=false: off)")
+	fs.BoolVar(&c.AttackFeed, "attack-feed", c.AttackFeed, "follow the attack reports of the verdict log (NATS JetStream, --nats-url) into an in-memory table the engine can read, rebuilt at every start from what the log holds (--attack-feed=false: off)")
+	fs.StringVar(&c.NATSURL, "nats-url", c.NATSURL, "NATS server of the verdict log, with --attack-feed (a comma-separated list for a cluster)")
 	fs.IntVar(&c.AttackTableMax, "attack-table-max", c.AttackTableMax, "addresses the attack table holds at most (the ones attacked longest ago go first)")
-	fs.BoolVar(&c.History, "history", c.History, "with --attack-feed and --engine=rule, follow the leader's verdicts too and keep per-address, per-/24 (/48) and per-AS statistics for schema 2 models (--history=false: attack reports only)")
+	fs.BoolVar(&c.History, "history", c.History, "with --attack-feed and --engine=rule, follow the verdicts of the verdict log too and keep per-address, per-/24 (/48) and per-AS statistics for schema 2 models (--history=false: attack reports only)")
 	fs.IntVar(&c.HistoryMax, "history-max", c.HistoryMax, "addresses the history holds at most (the ones updated longest ago go first, with their share of their bucket's and AS's statistics)")
 	fs.BoolVar(&c.Probe, "probe", c.Probe, "probe every address the engine does not already call a proxy for an open HTTP CONNECT, SOCKS5 or SOCKS4 proxy (this dials the examined addresses; needs --probe-target)")
 	fs.Var((*portsValue)(&c.ProbePorts), "probe-ports", "ports probed on every address, a comma-separated list")
@@ -247,6 +257,9 @@ func (c Config) Validate() error {
 	}
 	if c.BatchDelay < 0 {
 		errs = append(errs, fmt.Errorf("batch delay %s, want >= 0", c.BatchDelay))
+	}
+	if c.AttackFeed && strings.TrimSpace(c.NATSURL) == "" {
+		errs = append(errs, errors.New("--attack-feed needs --nats-url"))
 	}
 	if c.AttackFeed && c.AttackTableMax < 1 {
 		errs = append(errs, fmt.Errorf("attack table max %d, want >= 1", c.AttackTableMax))

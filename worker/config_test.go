@@ -37,6 +37,8 @@ func TestConfigValidate(t *testing.T) {
 		{"rule without database", func(c *Config) { c.DBPath = "" }, "location database"},
 		{"negative delay", func(c *Config) { c.BatchDelay = -time.Second }, "batch delay"},
 		{"no drain timeout", func(c *Config) { c.DrainTimeout = 0 }, "drain timeout"},
+		{"attack feed without nats", func(c *Config) { c.NATSURL = " " }, "nats-url"},
+		{"no attack feed needs no nats", func(c *Config) { c.AttackFeed = false; c.NATSURL = "" }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -69,6 +71,7 @@ func TestFlagsAndEnvironment(t *testing.T) {
 		"STYX_ETCD_ENDPOINTS": "10.0.0.1:2379, 10.0.0.2:2379",
 		"STYX_CAPACITY":       "7",
 		"STYX_LISTEN_ADDR":    "127.0.0.1:9999", // the command line wins
+		"STYX_NATS_URL":       "nats://10.0.0.3:4222",
 	}
 	if err := fs.Parse([]string{"--listen-addr=127.0.0.1:7000", "--numa-node=1", "--drain-timeout=3s"}); err != nil {
 		t.Fatal(err)
@@ -79,12 +82,12 @@ func TestFlagsAndEnvironment(t *testing.T) {
 	if !slices.Equal(c.EtcdEndpoints, []string{"10.0.0.1:2379", "10.0.0.2:2379"}) {
 		t.Errorf("EtcdEndpoints = %q", c.EtcdEndpoints)
 	}
-	if c.Capacity != 7 || c.ListenAddr != "127.0.0.1:7000" || c.NUMANode != "1" || c.DrainTimeout != 3*time.Second {
+	if c.Capacity != 7 || c.ListenAddr != "127.0.0.1:7000" || c.NUMANode != "1" || c.DrainTimeout != 3*time.Second || c.NATSURL != "nats://10.0.0.3:4222" {
 		t.Errorf("config %+v", c)
 	}
 	// Flags set either way are forwarded to children, except the per-child ones.
 	got := ForwardArgs(fs)
-	want := []string{"--capacity=7", "--drain-timeout=3s", "--etcd-endpoints=10.0.0.1:2379,10.0.0.2:2379", "--listen-addr=127.0.0.1:7000"}
+	want := []string{"--capacity=7", "--drain-timeout=3s", "--etcd-endpoints=10.0.0.1:2379,10.0.0.2:2379", "--listen-addr=127.0.0.1:7000", "--nats-url=nats://10.0.0.3:4222"}
 	if !slices.Equal(got, want) {
 		t.Errorf("ForwardArgs = %q, want %q", got, want)
 	}

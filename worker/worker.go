@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -31,13 +32,13 @@ import (
 	"github.com/styx-inference/styx/pkg/grpcstop"
 	"github.com/styx-inference/styx/pkg/history"
 	"github.com/styx-inference/styx/pkg/keyspace"
-	"github.com/styx-inference/styx/pkg/leader"
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/logging"
 	"github.com/styx-inference/styx/pkg/modelengine"
 	"github.com/styx-inference/styx/pkg/raven"
 	"github.com/styx-inference/styx/pkg/registration"
 	"github.com/styx-inference/styx/pkg/rollout"
+	"github.com/styx-inference/styx/pkg/verdictlog"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 	"github.com/styx-inference/styx/worker/internal/attackfeed"
 	"github.com/styx-inference/styx/worker/internal/numa"
@@ -81,8 +82,9 @@ type Worker struct {
 	advertise   string
 	id          string
 	metricsAddr string
-	attacks     *attacks.Table // nil when the attack feed is off
-	history     *history.Table // nil without History, the attack feed or a database
+	attacks     *attacks.Table       // nil when the attack feed is off
+	history     *history.Table       // nil without History, the attack feed or a database
+	feed        *attackfeed.Follower // nil when the attack feed is off
 }
 
 // New checks cfg and returns a Worker; Run starts it. NUMANode AllNodes is
@@ -147,13 +149,26 @@ func (w *Worker) AttackTable() *attacks.Table {
 	return w.attacks
 }
 
-// History is the table the feed folds verdicts and attack reports into
-// (nil when History or AttackFeed is off, without a location database, or
-// before Ready).
+// History is the table the verdict log's verdicts and attack reports are
+// folded into (nil when History or AttackFeed is off, without a location
+// database, or before Ready).
 func (w *Worker) History() *history.Table {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.history
+}
+
+// LogStatus is the state of the attack feed's verdict log follower: the
+// NATS connection, and per stream the sequence applied and the lag. ok is
+// false when AttackFeed is off, or before Ready.
+func (w *Worker) LogStatus() (st verdictlog.Status, ok bool) {
+	w.mu.Lock()
+	f := w.feed
+	w.mu.Unlock()
+	if f == nil {
+		return verdictlog.Status{}, false
+	}
+	return f.Status(), true
 }
 
 // MetricsAddr is the bound /metrics address ("" when off or before Ready).
@@ -183,8 +198,10 @@ func (w *Worker) Leave() { w.left.Do(func() { close(w.leave) }) }
 // engine the attack table when it implements attacks.HistoryUser (every
 // engine the model follower installs later is wrapped and handed the
 // table alike), serve gRPC (WorkerService, health, reflection), follow
-// the leader's feed (attack reports, and verdicts too into the history
-// table with History), register in etcd.
+// the verdict log from the start of its retention (attack reports, and
+// verdicts too into the history table with History; the NATS connection
+// retries in the background, so a worker starts while NATS is down and
+// its lag shows in the styx_worker_log_* metrics), register in etcd.
 //
 // Shutdown order, on ctx end or Leave (a scheduler's Drain):
 //  1. drain: mark the service draining (no credit, new batches refused),
@@ -198,8 +215,9 @@ func (w *Worker) Leave() { w.left.Do(func() { close(w.leave) }) }
 //  4. end the remaining sessions (UNAVAILABLE) and GracefulStop the gRPC
 //     server, falling back to Stop after a deadline;
 //  5. stop the examining pool, the probe's steering loop, the attack
-//     feed, the /metrics server;
-//  6. close state: the location database, the etcd client if owned.
+//     feed's log follower, the /metrics server;
+//  6. close state: the NATS connection, the etcd client if owned, the
+//     location database.
 func (w *Worker) Run(ctx context.Context) error {
 	first := false
 	w.ran.Do(func() { first = true })
@@ -382,11 +400,18 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	var follower *attackfeed.Follower
 	if table != nil {
-		follower, err = attackfeed.New(attackfeed.Config{
-			Leaders: func(ctx context.Context) <-chan keyspace.LeaderInfo { return leader.Observe(ctx, cli) },
-			Table:   table,
-			History: hist,
-		}, subLog)
+		// Connect returns at once and keeps trying: the worker serves
+		// while NATS is down, and its tables fill once it is up.
+		nc, err := verdictlog.Connect(cfg.NATSURL, "styx-worker "+id, logging.For(subLog, "attackfeed"))
+		if err != nil {
+			return err
+		}
+		defer nc.Close() // step 6: after the follower has stopped (wg.Wait)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return fmt.Errorf("verdict log: %w", err)
+		}
+		follower, err = attackfeed.New(attackfeed.Config{JS: js, Table: table, History: hist}, subLog)
 		if err != nil {
 			return err
 		}
@@ -450,7 +475,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	})
 
 	w.mu.Lock()
-	w.addr, w.advertise, w.id, w.attacks, w.history = bound, advertise, id, table, hist
+	w.addr, w.advertise, w.id, w.attacks, w.history, w.feed = bound, advertise, id, table, hist, follower
 	if metricsLis != nil {
 		w.metricsAddr = metricsLis.Addr().String()
 	}
@@ -533,7 +558,8 @@ wait:
 		cancel()
 	}
 	wg.Wait()
-	// 6. Close state (deferred: the engine's database, the etcd client).
+	// 6. Close state (deferred: the NATS connection, the etcd client, the
+	// engine's database).
 	log.Info().Msg("worker stopped")
 	return runErr
 }
@@ -591,7 +617,7 @@ func (w *Worker) openEngine() (raven.Engine, *locdb.DB, func(), error) {
 	return raven.NewRule(db), db, func() { closeLogged(w.log, "close location database", db) }, nil
 }
 
-// asnOf is the history's Locate over db: the AS of an address's network.
+// closeLogged closes c and logs a failure as a warning.
 func closeLogged(log zerolog.Logger, what string, c io.Closer) {
 	if err := c.Close(); err != nil {
 		log.Warn().Err(err).Msg(what)

@@ -60,6 +60,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("styx-node serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	endpoints := fs.String("etcd-endpoints", strings.Join(cfg.EtcdEndpoints, ","), "etcd client endpoints, comma separated")
+	fs.StringVar(&cfg.NATSURL, "nats-url", cfg.NATSURL, "the verdict log's NATS JetStream servers, comma-separated nats:// URLs; the node follows the log into its store (\"\": no log, only the verdicts of its own sightings are stored)")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "query API listen address (host:port; port 0 picks one)")
 	fs.StringVar(&cfg.ID, "id", "", "node id, unique in the cluster (default <host>-<http port>)")
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory of the node's verdict store ("+clusternode.StoreFile+")")
@@ -82,9 +83,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.AttackMaxReports, "attack-max-reports", cfg.AttackMaxReports, "report lines per POST /v2/attacks request at most")
 	fs.IntVar(&cfg.AttackEvents, "attack-events", cfg.AttackEvents, "attack reports kept per address (the counts per kind cover every report)")
 	fs.IntVar(&cfg.AttackOutboxMax, "attack-outbox-max", cfg.AttackOutboxMax, "attack reports waiting to be forwarded to the leader at most; beyond, POST /v2/attacks answers 503")
+	fs.DurationVar(&cfg.CleanRetention, "clean-retention", cfg.CleanRetention, "the store keeps verdicts that found no proxy this long from their inference time, and last-seen times of addresses without a verdict (the verdict log's policy; swept every minute)")
+	fs.DurationVar(&cfg.ProxyRetention, "proxy-retention", cfg.ProxyRetention, "the store keeps proxy verdicts this long from their inference time, and attack histories from their newest report (at least --clean-retention)")
 	fs.IntVar(&cfg.ThreatsRecent, "threats-recent", cfg.ThreatsRecent, "newest proxy verdicts kept in memory for the public threats page (GET /threats, /threats.json), which shows a random sample of them (0: page off)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	fs.Usage = envflag.Usage(fs, "STYX", "usage: styx-node [serve] [flags]\n       styx-node lookup [--json] [--db PATH] ADDR...   (see styx-node lookup -h)\n       styx-node import-attacks [--node URL] [--token T] FILE...   (see styx-node import-attacks -h)\n       styx-node export-verdicts [--data-dir DIR] [--probe-confirmed] [--out FILE|-]   (see styx-node export-verdicts -h)\n       styx-node healthcheck [--http-addr A] [--timeout D]\n\nAnswers proxy queries over HTTP (GET /v2/{ip}, POST /v2/) and streams newly seen addresses to STYX.\nWith --attack-token, accepts attack reports (POST /v2/attacks) and shares them with every node and worker.\nGET /threats is a public page (and /threats.json its data) listing a random sample of the addresses post-processing most recently found to be proxies.")
+	fs.Usage = envflag.Usage(fs, "STYX", "usage: styx-node [serve] [flags]\n       styx-node lookup [--json] [--db PATH] ADDR...   (see styx-node lookup -h)\n       styx-node import-attacks [--node URL] [--token T] FILE...   (see styx-node import-attacks -h)\n       styx-node export-verdicts [--data-dir DIR] [--probe-confirmed] [--out FILE|-]   (see styx-node export-verdicts -h)\n       styx-node healthcheck [--http-addr A] [--timeout D]\n\nAnswers proxy queries over HTTP (GET /v2/{ip}, POST /v2/) and streams newly seen addresses to STYX;\nfollows the verdict log (--nats-url) into its store.\nWith --attack-token, accepts attack reports (POST /v2/attacks) and shares them with every node and worker.\nGET /threats is a public page (and /threats.json its data) listing a random sample of the addresses post-processing most recently found to be proxies.")
 	if err := envflag.Parse(fs, "STYX", args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0

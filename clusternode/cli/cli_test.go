@@ -16,8 +16,10 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/styx-inference/styx/pkg/embedetcd/etcdtest"
+	"github.com/styx-inference/styx/pkg/embednats/natstest"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/locdb/locdbtest"
+	"github.com/styx-inference/styx/pkg/testwait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -40,7 +42,7 @@ func TestUsage(t *testing.T) {
 	}{
 		{"help", []string{"help"}, nil, 0, []string{"usage: styx-node [serve]", "export-verdicts", "healthcheck"}, nil},
 		{"serve help is the default", []string{"-h"}, nil, 0, nil, []string{"STYX_<FLAG>", "-etcd-endpoints", "-attack-token", "styx-node healthcheck"}},
-		{"serve help", []string{"serve", "--help"}, nil, 0, nil, []string{"STYX_<FLAG>", "-threats-recent"}},
+		{"serve help", []string{"serve", "--help"}, nil, 0, nil, []string{"STYX_<FLAG>", "-threats-recent", "-nats-url", "nats://127.0.0.1:4222"}},
 		{"lookup help", []string{"lookup", "-h"}, nil, 0, []string{"lookup"}, nil},
 		{"import help", []string{"import-attacks", "-h"}, nil, 0, nil, []string{"Usage: styx-node import-attacks"}},
 		{"export help", []string{"export-verdicts", "-h"}, nil, 0, []string{"export-verdicts"}, nil},
@@ -143,17 +145,19 @@ func waitLog(t *testing.T, lines <-chan map[string]any, message string) map[stri
 }
 
 // TestServeAndSubcommands runs `styx-node serve` configured from the
-// environment, then the subcommands against it: healthcheck, lookup,
-// import-attacks from stdin, and export-verdicts once it stopped.
+// environment, following the verdict log, then the subcommands against it:
+// healthcheck, lookup, import-attacks from stdin, and export-verdicts once
+// it stopped.
 func TestServeAndSubcommands(t *testing.T) {
 	_, cli := etcdtest.Start(t)
+	nats := natstest.Start(t)
 	db := locationDB(t)
 	dataDir := t.TempDir()
 	const token = "cli-test-attack-token"
 	for k, v := range map[string]string{
 		"STYX_ID": "cli-node", "STYX_ETCD_ENDPOINTS": cli.Endpoints()[0], "STYX_HTTP_ADDR": "127.0.0.1:0",
 		"STYX_DATA_DIR": dataDir, "STYX_DB": db, "STYX_SKIP_VERIFY": "true", "STYX_LEASE_TTL": "2s",
-		"STYX_ATTACK_TOKEN": token, "STYX_FOLLOW_MODELS": "false",
+		"STYX_ATTACK_TOKEN": token, "STYX_FOLLOW_MODELS": "false", "STYX_NATS_URL": nats.URL(),
 	} {
 		t.Setenv(k, v)
 	}
@@ -178,6 +182,19 @@ func TestServeAndSubcommands(t *testing.T) {
 	if code, _, stderr := run(t, "", "healthcheck", "--http-addr", addr); code != 0 {
 		t.Fatalf("healthcheck: exit %d: %s", code, stderr)
 	}
+	// The node follows the log at STYX_NATS_URL (no streams yet: connected,
+	// nothing to apply).
+	testwait.For(t, testwait.Timeout, "log connected on /healthz", func() bool {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var h struct {
+			Log struct{ Connected bool } `json:"log"`
+		}
+		return json.NewDecoder(resp.Body).Decode(&h) == nil && h.Log.Connected
+	})
 	if code, stdout, stderr := run(t, "", "lookup", "--db", db, "--skip-verify", "192.0.2.1"); code != 0 || !strings.Contains(stdout, "EXAMPLE") {
 		t.Fatalf("lookup: exit %d\n%s\n%s", code, stdout, stderr)
 	}

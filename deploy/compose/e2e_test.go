@@ -4,9 +4,14 @@ package compose_test
 // starts the stack of docker-compose.yml under a project name of its own,
 // sends sightings through both cluster nodes, scales the workers from 3 to
 // 5, kills a worker and the leading scheduler with SIGKILL, and checks that
-// every sighting ended in a worker's verdict. It runs only with STYX_E2E=1
-// (make e2e) and a Docker engine; the stack, its volumes and its images are
-// removed at the end, also when the test fails.
+// every sighting ended in a worker's verdict. Then, under load again, it
+// kills one of the three JetStream servers (the leader of the clean
+// stream), checks that both nodes keep applying the verdict log without a
+// stall, starts the server again, and checks that nothing was lost: every
+// sighting has its verdict, both nodes hold every verdict, and the three
+// servers hold the same streams. It runs only with STYX_E2E=1 (make e2e)
+// and a Docker engine; the stack, its volumes and its images are removed at
+// the end, also when the test fails.
 //
 // The addresses are real ones sampled from the location database, used as
 // data only: nothing dials them (the workers run the rule engine, without
@@ -43,6 +48,7 @@ import (
 	"github.com/styx-inference/styx/pkg/addrsample"
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/testwait"
+	"github.com/styx-inference/styx/pkg/verdictlog"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -59,8 +65,10 @@ const override = `services:
 const e2ePoll = 250 * time.Millisecond
 
 var (
-	schedulers = []string{"scheduler-a", "scheduler-b"}
-	nodes      = []string{"node-a", "node-b"}
+	schedulers  = []string{"scheduler-a", "scheduler-b"}
+	nodes       = []string{"node-a", "node-b"}
+	natsServers = []string{"nats-1", "nats-2", "nats-3"}
+	logStreams  = []string{"STYX_CLEAN", "STYX_PROXY"}
 )
 
 func TestCompose(t *testing.T) {
@@ -134,7 +142,7 @@ func TestCompose(t *testing.T) {
 	}
 
 	// 1. The cluster forms: a leader with three ready workers, both nodes
-	// connected to it.
+	// connected to it and to the verdict log.
 	var first *styxv1.StatusResponse
 	testwait.Every(t, 90*time.Second, e2ePoll, "a leader with 3 ready workers and both nodes connected", func() bool {
 		st, _ := leaderStatus(schedulers)
@@ -142,7 +150,11 @@ func TestCompose(t *testing.T) {
 			return false
 		}
 		for _, n := range nodes {
-			if h, err := api[n].health(); err != nil || h["uplink_connected"] != true {
+			h, err := api[n].health()
+			if err != nil || h["uplink_connected"] != true {
+				return false
+			}
+			if lg, _ := h["log"].(map[string]any); lg == nil || lg["connected"] != true {
 				return false
 			}
 		}
@@ -327,6 +339,260 @@ func TestCompose(t *testing.T) {
 		}
 	}
 	progress("%d addresses in all, each answered with a worker's verdict", total(sent))
+
+	// 6. Under load, kill one of the three JetStream servers: the leader of
+	// the clean stream, the one the leader publishes most to. The streams
+	// keep a quorum of two, so publishing goes on, and both nodes keep
+	// applying the log without a stall. Then start the server again.
+	js := map[string]*natsMonitor{}
+	for _, n := range natsServers {
+		js[n] = &natsMonitor{name: n, base: "http://" + s.port(n, 8222), client: &http.Client{Timeout: 5 * time.Second}}
+	}
+	victimNATS := js[natsServers[0]].streamLeader(verdictlog.StreamClean)
+	if !slices.Contains(natsServers, victimNATS) {
+		t.Fatalf("%s /jsz names no leader of %s among %v (%q)", natsServers[0], verdictlog.StreamClean, natsServers, victimNATS)
+	}
+	stalls := func() float64 {
+		sum := 0.0
+		for _, n := range nodes {
+			m := api[n].mustMetrics(t)
+			sum += m["styx_node_log_stalls_total"] + m["styx_node_log_stalled"]
+		}
+		return sum
+	}
+	applied := func(n string) float64 { return sumByPrefix(api[n].mustMetrics(t), "styx_node_log_messages_total{") }
+	stallsBefore := stalls()
+	startLoad := func() (stop func()) {
+		loadCtx, cancel := context.WithCancel(ctx)
+		var done sync.WaitGroup
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			tick := time.NewTicker(100 * time.Millisecond)
+			defer tick.Stop()
+			for i := 0; ; i++ {
+				select {
+				case <-loadCtx.Done():
+					return
+				case <-tick.C:
+				}
+				n := nodes[i%len(nodes)]
+				mu.Lock()
+				batch := addrs.next(60)
+				mu.Unlock()
+				if err := api[n].query(batch); err != nil {
+					mu.Lock()
+					loadErr = errors.Join(loadErr, err)
+					mu.Unlock()
+					continue
+				}
+				mu.Lock()
+				sent[n] = append(sent[n], batch...)
+				mu.Unlock()
+			}
+		}()
+		return func() { cancel(); done.Wait() }
+	}
+	stopLoad2 := startLoad()
+	defer stopLoad2()
+	testwait.Every(t, 30*time.Second, e2ePoll, "both nodes applying log messages under load", func() bool {
+		for _, n := range nodes {
+			if applied(n) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	victimContainer := s.containers(victimNATS)[0]
+	atKill := map[string]float64{}
+	for _, n := range nodes {
+		atKill[n] = applied(n)
+	}
+	s.kill(victimContainer)
+	progress("killed JetStream server %s (SIGKILL), the clean stream's leader; log messages applied then: %v", victimNATS, atKill)
+	// Both nodes apply a good many messages published after the kill (at
+	// least 40: some seconds of load), and no follower stalls meanwhile.
+	testwait.Every(t, 60*time.Second, e2ePoll, "both nodes applying log messages with a JetStream server down", func() bool {
+		if st := stalls(); st != stallsBefore {
+			t.Fatalf("a verdict log follower stalled with %s down (stalls and stalled, summed over the nodes: %.0f, before %.0f)", victimNATS, st, stallsBefore)
+		}
+		for _, n := range nodes {
+			if applied(n) < atKill[n]+40 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, n := range nodes {
+		progress("%s applied %.0f log messages since the kill", n, applied(n)-atKill[n])
+	}
+	if out, err := exec.Command("docker", "start", victimContainer).CombinedOutput(); err != nil {
+		t.Fatalf("docker start %s: %v: %s", victimContainer, err, out)
+	}
+	testwait.Every(t, 90*time.Second, e2ePoll, victimNATS+" healthy again", func() bool {
+		out, err := exec.Command("docker", "inspect", "--format", "{{.State.Health.Status}}", victimContainer).Output()
+		return err == nil && strings.TrimSpace(string(out)) == "healthy"
+	})
+	// A restarted container gets another published port.
+	js[victimNATS].base = "http://" + s.port(victimNATS, 8222)
+	progress("%s started again and healthy", victimNATS)
+	time.Sleep(3 * time.Second) // some load with all three servers up again
+	stopLoad2()
+	mu.Lock()
+	if loadErr != nil {
+		t.Errorf("queries failed around the JetStream server kill: %v", loadErr)
+	}
+	mu.Unlock()
+	if st := stalls(); st != stallsBefore {
+		t.Errorf("a verdict log follower stalled (stalls and stalled, summed over the nodes: %.0f, before %.0f)", st, stallsBefore)
+	}
+
+	// 7. Nothing lost: every sighting ended in a verdict, the three servers
+	// hold the same streams, both nodes applied all of them, and each node
+	// answers every address either node asked for from its own store.
+	waitResolved(t, api, sent, progress)
+	var heads map[string]uint64
+	seen := map[string]map[string]uint64{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("last sequences seen on the JetStream servers: %v", seen)
+		}
+	})
+	testwait.Every(t, 60*time.Second, e2ePoll, "the three JetStream servers holding the same streams", func() bool {
+		heads = nil
+		same := true
+		for _, n := range natsServers {
+			h := js[n].lastSeqs()
+			seen[n] = h
+			switch {
+			case len(h) != len(logStreams):
+				same = false
+			case heads == nil:
+				heads = h
+			case !maps.Equal(h, heads):
+				same = false
+			}
+		}
+		return same
+	})
+	progress("every JetStream server holds the streams up to %v", heads)
+	testwait.Every(t, 60*time.Second, e2ePoll, "both nodes at the streams' heads", func() bool {
+		for _, n := range nodes {
+			m := api[n].mustMetrics(t)
+			for _, st := range logStreams {
+				if uint64(m[`styx_node_log_applied_sequence{stream="`+st+`"}`]) != heads[st] {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	for _, n := range nodes {
+		var all []netip.Addr
+		for _, other := range nodes {
+			all = append(all, sent[other]...)
+		}
+		api[n].checkFromStore(t, all)
+	}
+	if after, _ := leaderStatus(survivors); after != nil {
+		m, err := schedulerMetrics("http://" + s.port(after.SchedulerId, 7080))
+		if err != nil {
+			t.Errorf("%s /metrics: %v", after.SchedulerId, err)
+		} else {
+			if d := m["styx_scheduler_log_publish_dropped_total"]; d != 0 {
+				t.Errorf("%s dropped %.0f log batches", after.SchedulerId, d)
+			}
+			progress("%s: %.0f log messages published, %.0f publishes tried again", after.SchedulerId,
+				m["styx_scheduler_log_messages_total"], m["styx_scheduler_log_publish_retries_total"])
+		}
+	}
+	progress("%d addresses in all; each node holds the verdict of every one", total(sent))
+}
+
+// natsMonitor is a JetStream server's monitoring port, published on
+// 127.0.0.1.
+type natsMonitor struct {
+	name, base string
+	client     *http.Client
+}
+
+// jsz is the part of nats-server's /jsz?streams=true the test reads.
+type jsz struct {
+	AccountDetails []struct {
+		Streams []struct {
+			Name    string `json:"name"`
+			Cluster *struct {
+				Leader string `json:"leader"`
+			} `json:"cluster"`
+			State struct {
+				LastSeq uint64 `json:"last_seq"`
+			} `json:"state"`
+		} `json:"stream_detail"`
+	} `json:"account_details"`
+}
+
+func (m *natsMonitor) jsz() (*jsz, error) {
+	resp, err := m.client.Get(m.base + "/jsz?accounts=true&streams=true")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s /jsz: %s", m.name, resp.Status)
+	}
+	var j jsz
+	return &j, json.NewDecoder(resp.Body).Decode(&j)
+}
+
+// streamLeader is the server that leads stream, or "".
+func (m *natsMonitor) streamLeader(stream string) string {
+	j, err := m.jsz()
+	if err != nil {
+		return ""
+	}
+	for _, a := range j.AccountDetails {
+		for _, st := range a.Streams {
+			if st.Name == stream && st.Cluster != nil {
+				return st.Cluster.Leader
+			}
+		}
+	}
+	return ""
+}
+
+// lastSeqs is the last sequence of each STYX stream on this server, or nil.
+func (m *natsMonitor) lastSeqs() map[string]uint64 {
+	j, err := m.jsz()
+	if err != nil {
+		return nil
+	}
+	out := map[string]uint64{}
+	for _, a := range j.AccountDetails {
+		for _, st := range a.Streams {
+			if slices.Contains(logStreams, st.Name) {
+				out[st.Name] = st.State.LastSeq
+			}
+		}
+	}
+	return out
+}
+
+// schedulerMetrics reads a scheduler's /metrics (the same text format as
+// a node's).
+func schedulerMetrics(base string) (map[string]float64, error) {
+	n := &nodeAPI{name: "scheduler", base: base, client: &http.Client{Timeout: 5 * time.Second}}
+	return n.metrics()
+}
+
+// sumByPrefix sums the metrics whose name{labels} key starts with prefix.
+func sumByPrefix(m map[string]float64, prefix string) float64 {
+	sum := 0.0
+	for k, v := range m {
+		if strings.HasPrefix(k, prefix) {
+			sum += v
+		}
+	}
+	return sum
 }
 
 // stack is one compose project.
@@ -354,12 +620,12 @@ func newStack(t *testing.T, cmd []string) *stack {
 	return s
 }
 
-// buildImages builds the four images under the project's tag and removes
+// buildImages builds the five images under the project's tag and removes
 // them when the test ends.
 func (s *stack) buildImages() {
 	t := s.t
 	t.Cleanup(func() {
-		for _, r := range []string{"etcd", "scheduler", "worker", "node"} {
+		for _, r := range []string{"etcd", "nats", "scheduler", "worker", "node"} {
 			if out, err := exec.Command("docker", "rmi", "styx-"+r+":"+s.project).CombinedOutput(); err != nil {
 				t.Logf("docker rmi styx-%s:%s: %v: %s", r, s.project, err, out)
 			}

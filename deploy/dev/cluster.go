@@ -1,15 +1,18 @@
 // Package dev runs an all-in-one STYX cluster on one machine: an embedded
-// etcd, one scheduler, N workers and one cluster node as child processes
-// (the built binaries), and a load generator that sends the node queries for
-// addresses taken from the location database. It is what `make run` starts.
+// etcd, an embedded NATS server with JetStream (the verdict log), one
+// scheduler, workers and cluster nodes as child processes (the built
+// binaries), and a load generator that sends the nodes queries for addresses
+// taken from the location database. It is what `make run` starts.
 package dev
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,6 +29,7 @@ import (
 	"github.com/styx-inference/styx/pkg/addrsample"
 	"github.com/styx-inference/styx/pkg/childproc"
 	"github.com/styx-inference/styx/pkg/embedetcd"
+	"github.com/styx-inference/styx/pkg/embednats"
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/retry"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
@@ -34,11 +38,14 @@ import (
 // Config says what to start and where.
 type Config struct {
 	BinDir     string        // holds styx-scheduler, styx-worker, styx-node
-	DataDir    string        // etcd data, node store, child logs
+	DataDir    string        // etcd data, JetStream files, node stores, child logs
 	EtcdAddr   string        // embedded etcd client address
+	NATSAddr   string        // embedded NATS (JetStream) client address
+	NATSURL    string        // an external NATS server with JetStream to use instead; "" embeds one
 	SchedGRPC  string        // scheduler gRPC listen address
 	SchedHTTP  string        // scheduler HTTP listen address
-	NodeHTTP   string        // cluster node query API listen address
+	NodeHTTP   string        // first cluster node's query API listen address; the others count up from its port
+	Nodes      int           // cluster node processes
 	Workers    int           // worker processes
 	DBPath     string        // location database
 	Rate       int           // addresses per second the load generator queries; 0 = none
@@ -52,9 +59,11 @@ func DefaultConfig() Config {
 	return Config{
 		BinDir:     "bin",
 		EtcdAddr:   "127.0.0.1:2379",
+		NATSAddr:   "127.0.0.1:4222",
 		SchedGRPC:  "127.0.0.1:7070",
 		SchedHTTP:  "127.0.0.1:7080",
 		NodeHTTP:   "127.0.0.1:8080",
+		Nodes:      1,
 		Workers:    2,
 		DBPath:     locdb.DefaultPath,
 		Rate:       5000,
@@ -70,10 +79,17 @@ func (c Config) Validate() error {
 		return errors.New("data dir is required")
 	case c.Workers < 1:
 		return fmt.Errorf("workers must be at least 1, got %d", c.Workers)
+	case c.Nodes < 1:
+		return fmt.Errorf("nodes must be at least 1, got %d", c.Nodes)
+	case c.NATSAddr == "" && c.NATSURL == "":
+		return errors.New("nats address is required")
 	case c.Rate < 0:
 		return fmt.Errorf("rate must not be negative, got %d", c.Rate)
 	case c.Interval <= 0:
 		return fmt.Errorf("interval must be positive, got %s", c.Interval)
+	}
+	if _, err := c.nodes(); err != nil {
+		return err
 	}
 	for _, b := range []string{"styx-scheduler", "styx-worker", "styx-node"} {
 		if _, err := os.Stat(filepath.Join(c.BinDir, b)); err != nil {
@@ -81,6 +97,40 @@ func (c Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// devNode is one cluster node styx-dev starts.
+type devNode struct {
+	id      string // --id
+	name    string // the child's name, and its log's
+	http    string // query API listen address
+	dataDir string // store directory
+}
+
+// nodes lays out the cluster nodes. The first is dev-node on NodeHTTP with
+// its store in <data-dir>/node, as when styx-dev started one node only, so
+// that an existing data directory keeps its store; node i (from 2) is
+// dev-node-i on NodeHTTP's port + i-1, its store in <data-dir>/node-i.
+func (c Config) nodes() ([]devNode, error) {
+	host, portStr, err := net.SplitHostPort(c.NodeHTTP)
+	if err != nil {
+		return nil, fmt.Errorf("node http address %q: %w", c.NodeHTTP, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 1 || port+c.Nodes-1 > 65535 {
+		return nil, fmt.Errorf("node http address %q: a fixed port with room for %d nodes above it is needed", c.NodeHTTP, c.Nodes)
+	}
+	out := make([]devNode, c.Nodes)
+	for i := range out {
+		n := devNode{id: "dev-node", name: "node", http: net.JoinHostPort(host, strconv.Itoa(port+i))}
+		if i > 0 {
+			suffix := "-" + strconv.Itoa(i+1)
+			n.id, n.name = n.id+suffix, n.name+suffix
+		}
+		n.dataDir = filepath.Join(c.DataDir, n.name)
+		out[i] = n
+	}
+	return out, nil
 }
 
 // child is one running STYX process.
@@ -122,25 +172,43 @@ func (c *child) stop(grace time.Duration) error {
 }
 
 // Run starts the cluster, drives load and prints summaries to out until ctx
-// ends or cfg.Duration passes, then stops everything, children first.
+// ends or cfg.Duration passes, then stops everything: the children in the
+// reverse of start order (nodes, workers, scheduler), then NATS, then etcd.
 func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	nodes, err := cfg.nodes()
+	if err != nil {
 		return err
 	}
 	logDir := filepath.Join(cfg.DataDir, "logs")
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		return err
 	}
+	// The deferred stops run last in, first out: children, NATS, etcd.
 	etcd, err := embedetcd.Start(embedetcd.Config{Dir: filepath.Join(cfg.DataDir, "etcd"), ClientAddr: cfg.EtcdAddr})
 	if err != nil {
 		return fmt.Errorf("etcd on %s: %w", cfg.EtcdAddr, err)
 	}
 	defer etcd.Close()
 	fmt.Fprintf(out, "etcd        %s (embedded)\n", etcd.Endpoint())
+	natsURL := cfg.NATSURL
+	if natsURL == "" {
+		nats, err := embednats.Start(embednats.Config{Dir: filepath.Join(cfg.DataDir, "nats"), Addr: cfg.NATSAddr})
+		if err != nil {
+			return fmt.Errorf("nats on %s: %w", cfg.NATSAddr, err)
+		}
+		defer nats.Close()
+		natsURL = nats.URL()
+		fmt.Fprintf(out, "nats        %s (embedded, JetStream: the verdict log)\n", natsURL)
+	} else {
+		fmt.Fprintf(out, "nats        %s (external, JetStream: the verdict log)\n", natsURL)
+	}
 
 	var children []*child
 	defer func() {
-		// Stop in the reverse of start order: the node first, the scheduler last.
+		// Stop in the reverse of start order: the nodes first, the scheduler last.
 		for i := len(children) - 1; i >= 0; i-- {
 			if err := children[i].stop(cfg.StopPeriod); err != nil && !errors.Is(err, context.Canceled) {
 				fmt.Fprintf(out, "%s: %v (log: %s)\n", children[i].name, err, children[i].log)
@@ -167,7 +235,8 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		return c, nil
 	}
 	ep := "--etcd-endpoints=" + etcd.Endpoint()
-	sched, err := start("scheduler", "styx-scheduler", "serve", "--id=dev-scheduler", ep,
+	logURL := "--nats-url=" + natsURL
+	sched, err := start("scheduler", "styx-scheduler", "serve", "--id=dev-scheduler", ep, logURL,
 		"--grpc-addr="+cfg.SchedGRPC, "--http-addr="+cfg.SchedHTTP)
 	if err != nil {
 		return err
@@ -178,31 +247,39 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	fmt.Fprintf(out, "scheduler   gRPC %s, visualiser http://%s/ (log %s)\n", cfg.SchedGRPC, cfg.SchedHTTP, sched.log)
 	for i := range cfg.Workers {
 		id := "dev-worker-" + strconv.Itoa(i+1)
-		w, err := start(id, "styx-worker", "--id="+id, ep, "--listen-addr=127.0.0.1:0", "--db="+cfg.DBPath)
+		w, err := start(id, "styx-worker", "--id="+id, ep, logURL, "--listen-addr=127.0.0.1:0", "--db="+cfg.DBPath)
 		if err != nil {
 			return err
 		}
 		w.mayLeave = true
 		fmt.Fprintf(out, "worker      %s (log %s)\n", id, w.log)
 	}
-	node, err := start("node", "styx-node", "serve", "--id=dev-node", ep, "--http-addr="+cfg.NodeHTTP,
-		"--data-dir="+filepath.Join(cfg.DataDir, "node"), "--db="+cfg.DBPath)
-	if err != nil {
-		return err
+	var bases []string
+	for _, n := range nodes {
+		c, err := start(n.name, "styx-node", "serve", "--id="+n.id, ep, logURL, "--http-addr="+n.http,
+			"--data-dir="+n.dataDir, "--db="+cfg.DBPath)
+		if err != nil {
+			return err
+		}
+		if err := waitHTTP(ctx, "http://"+n.http+"/healthz", c); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "node        %s: query API http://%s/v2/{ip}?vpn=1&asn=1, threats page http://%s/threats (log %s)\n", n.id, n.http, n.http, c.log)
+		bases = append(bases, "http://"+n.http)
 	}
-	if err := waitHTTP(ctx, "http://"+cfg.NodeHTTP+"/healthz", node); err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "node        query API http://%s/v2/{ip}?vpn=1&asn=1, threats page http://%s/threats (log %s)\n", cfg.NodeHTTP, cfg.NodeHTTP, node.log)
 
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 	nets, err := sampleNetworks(cfg.DBPath, 100_000, rng)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "load        %d addresses/s, random ones inside %d networks sampled from the location database (data only: nothing dials them)\n", cfg.Rate, len(nets))
+	spread := ""
+	if len(bases) > 1 {
+		spread = fmt.Sprintf(", spread over the %d nodes", len(bases))
+	}
+	fmt.Fprintf(out, "load        %d addresses/s%s, random ones inside %d networks sampled from the location database (data only: nothing dials them)\n", cfg.Rate, spread, len(nets))
 	fmt.Fprintf(out, "data        %s\n", locdb.Attribution)
-	fmt.Fprintf(out, "try         curl 'http://%s/v2/%s?vpn=1&asn=1'\n", cfg.NodeHTTP, addrsample.In(nets[0], rng))
+	fmt.Fprintf(out, "try         curl 'http://%s/v2/%s?vpn=1&asn=1'\n", nodes[0].http, addrsample.In(nets[0], rng))
 	fmt.Fprintln(out, "Ctrl-C stops everything.")
 
 	if cfg.Duration > 0 {
@@ -210,11 +287,11 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
 		defer cancel()
 	}
-	ld := &load{base: "http://" + cfg.NodeHTTP, nets: nets, rate: cfg.Rate}
+	ld := &load{bases: bases, nets: nets, rate: cfg.Rate}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); ld.run(ctx) }()
-	err = report(ctx, cfg, out, ld, children)
+	err = report(ctx, cfg, out, ld, children, bases)
 	wg.Wait()
 	return err
 }
@@ -251,9 +328,10 @@ func tail(path string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// report prints one summary line per interval from the scheduler's status,
-// and notes a child that exits on its own.
-func report(ctx context.Context, cfg Config, out io.Writer, ld *load, children []*child) error {
+// report prints one summary line per interval from the scheduler's status
+// and the nodes' verdict log lag, and notes a child that exits on its own.
+func report(ctx context.Context, cfg Config, out io.Writer, ld *load, children []*child, nodes []string) error {
+	metricsClient := &http.Client{Timeout: time.Second}
 	conn, err := grpc.NewClient(cfg.SchedGRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
@@ -305,12 +383,67 @@ func report(ctx context.Context, cfg Config, out io.Writer, ld *load, children [
 				prevRecv, prevVerd = last.Received, last.Verdicts
 			}
 			q := ld.queries.Load()
-			fmt.Fprintf(out, "%6.0fs  queries/s %7.0f  sightings/s %7.0f  verdicts/s %7.0f  pool %6d  in flight %5d  coverage %5.1f%%  shed %d  workers %d  proxies %d\n",
+			fmt.Fprintf(out, "%6.0fs  queries/s %7.0f  sightings/s %7.0f  verdicts/s %7.0f  pool %6d  in flight %5d  coverage %5.1f%%  shed %d  workers %d  proxies %d  log lag %s\n",
 				now.Sub(began).Seconds(), rate(q, lastQueries), rate(p.Received, prevRecv), rate(p.Verdicts, prevVerd),
-				p.Pending, p.InFlight, 100*p.Coverage, p.Shed, len(st.Workers), ld.proxies.Load())
+				p.Pending, p.InFlight, 100*p.Coverage, p.Shed, len(st.Workers), ld.proxies.Load(), logLags(ctx, metricsClient, nodes))
 			last, lastAt, lastQueries = p, now, q
 		}
 	}
+}
+
+// logLags is each node's verdict log lag, in messages summed over the
+// streams, read from its /metrics and joined with "/" in node order: "?"
+// for a node that did not answer, and "!" after the count of a node whose
+// follower reports itself stalled.
+func logLags(ctx context.Context, client *http.Client, bases []string) string {
+	parts := make([]string, len(bases))
+	for i, base := range bases {
+		parts[i] = "?"
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+		if err != nil {
+			continue
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			continue
+		}
+		lag, stalled, ok := parseLogLag(resp.Body)
+		resp.Body.Close()
+		if ok {
+			parts[i] = strconv.FormatFloat(lag, 'f', 0, 64)
+			if stalled {
+				parts[i] += "!"
+			}
+		}
+	}
+	return strings.Join(parts, "/")
+}
+
+// parseLogLag sums styx_node_log_lag_messages over its streams and reads
+// styx_node_log_stalled from a Prometheus text exposition; ok is false when
+// no lag is exported.
+func parseLogLag(r io.Reader) (lag float64, stalled, ok bool) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 || strings.HasPrefix(line, "#") {
+			continue
+		}
+		metric, _, _ := strings.Cut(line[:i], "{")
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		switch metric {
+		case "styx_node_log_lag_messages":
+			lag, ok = lag+v, true
+		case "styx_node_log_stalled":
+			stalled = v != 0
+		}
+	}
+	return lag, stalled, ok
 }
 
 func summary(p *styxv1.PoolStatus, ld *load) string {

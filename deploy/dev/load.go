@@ -34,12 +34,13 @@ func sampleNetworks(path string, n int, rng *rand.Rand) ([]netip.Prefix, error) 
 	return out, nil
 }
 
-// load sends the node query batches at a steady rate: every 100 ms, a
-// tenth of the rate, as POST /v2/ requests of perRequest addresses.
+// load sends the nodes query batches at a steady rate: every 100 ms, a
+// tenth of the rate, as POST /v2/ requests of perRequest addresses, each
+// request to the next node in turn.
 type load struct {
-	base string
-	nets []netip.Prefix // each query asks for a random address inside one of these
-	rate int
+	bases []string       // the nodes' query API base URLs
+	nets  []netip.Prefix // each query asks for a random address inside one of these
+	rate  int
 
 	queries atomic.Uint64 // addresses answered
 	errors  atomic.Uint64 // requests that failed
@@ -56,6 +57,7 @@ func (l *load) run(ctx context.Context) {
 	defer tick.Stop()
 	var owed float64
 	var list strings.Builder
+	next := 0 // the node the next request goes to
 	for {
 		select {
 		case <-ctx.Done():
@@ -73,7 +75,8 @@ func (l *load) run(ctx context.Context) {
 				}
 				list.WriteString(addrsample.In(l.nets[rng.IntN(len(l.nets))], rng).String())
 			}
-			l.query(ctx, client, list.String(), n)
+			l.query(ctx, client, l.bases[next], list.String(), n)
+			next = (next + 1) % len(l.bases)
 		}
 		if owed > float64(l.rate) {
 			owed = float64(l.rate) // the node is slower than the rate: do not build a backlog
@@ -83,9 +86,9 @@ func (l *load) run(ctx context.Context) {
 
 var proxyYes = []byte(`"proxy":"yes"`)
 
-func (l *load) query(ctx context.Context, client *http.Client, ips string, n int) {
+func (l *load) query(ctx context.Context, client *http.Client, base, ips string, n int) {
 	body := url.Values{"ips": {ips}}.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.base+"/v2/?vpn=1&asn=1", strings.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v2/?vpn=1&asn=1", strings.NewReader(body))
 	if err != nil {
 		l.errors.Add(1)
 		return

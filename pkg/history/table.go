@@ -3,6 +3,7 @@ package history
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/bits"
 	"net/netip"
 	"sync"
@@ -39,7 +40,7 @@ type Config struct {
 // Counts are the statistics of a bucket or an AS.
 type Counts struct {
 	Verdicts uint32 // addresses with a verdict
-	Proxies  uint32 // of those, the ones whose latest verdict says proxy
+	Proxies  uint32 // of those, the ones whose newest verdict says proxy
 	Attacks  uint32 // attack reports against its addresses
 }
 
@@ -63,7 +64,8 @@ type Stats struct {
 	AS         Counts // the other addresses of its AS (zero when asn is 0)
 	// Clock is the table's time: the newest event time folded (Unix
 	// nanoseconds, 0 before any). Recency is measured against it, so that
-	// it depends on the feed alone, not on when or where it is read.
+	// it depends on what was folded alone, not on when or where it is
+	// read.
 	Clock int64
 }
 
@@ -73,10 +75,13 @@ type Entry struct {
 	Bucket     uint64 // BucketKey(Addr)
 	ASN        uint32
 	Verdict    bool // a verdict was folded
-	Proxy      bool // the latest verdict says proxy
+	Proxy      bool // the verdict held (the newest) says proxy
 	Attacks    uint32
 	Kinds      uint8 // bit k: a report of attacks.Kind k
 	LastAttack int64
+	// VerdictAt is the inference time of the verdict held (Unix
+	// nanoseconds; 0 when unknown or none).
+	VerdictAt int64
 }
 
 // Contribution is what the entry adds to its bucket's and AS's Counts.
@@ -132,7 +137,8 @@ type agg struct {
 	refs uint32
 }
 
-// Table is safe for concurrent use. Folds (Apply, AddVerdict, AddAttack)
+// Table is safe for concurrent use. Folds (ApplyBatch, AddVerdict,
+// AddAttack, AddAttackHistory)
 // are serialised by one mutex, which also guards the folding side's
 // records (entries, the recency list, the references of buckets and
 // ASes). What lookups read lives in 64 shards, each a read-write lock over
@@ -146,10 +152,9 @@ type agg struct {
 type Table struct {
 	cfg Config
 
-	mu         sync.Mutex // serialises folds; guards everything down to rev
+	mu         sync.Mutex // serialises folds; guards entries, head and tail
 	entries    map[netip.Addr]*addrEntry
 	head, tail *addrEntry // most and least recently updated
-	rev        uint64
 
 	clock   atomic.Int64
 	applied atomic.Uint64
@@ -199,58 +204,92 @@ func (t *Table) addrShard(a netip.Addr) *shard { return &t.shards[addrHash(a)%sh
 func (t *Table) bucketShard(k uint64) *shard   { return &t.shards[mix(k)%shards] }
 func (t *Table) asShard(asn uint32) *shard     { return &t.shards[mix(uint64(asn)|1<<40)%shards] }
 
-// ErrNotAddress is returned for an event whose address is not 4 or 16 bytes.
+// ErrNotAddress is returned for a verdict whose address is not 4 or 16
+// bytes.
 var ErrNotAddress = errors.New("history: not an IPv4 or IPv6 address")
 
-// Apply folds one feed event: a verdict (one with an error is skipped), an
-// attack report, or a progress event (its revision only). An event whose
-// revision is not above the last one folded is a replay and is ignored;
-// revision 0 (not from a feed) is always folded. It reports whether the
-// event changed the table.
-func (t *Table) Apply(ev *styxv1.FeedEvent) (bool, error) {
+// Folded says what ApplyBatch did with a batch.
+type Folded struct {
+	Verdicts int // verdicts that changed the table
+	Stale    int // verdicts not newer than the one held: nothing changed
+	Attacks  int // attack reports counted
+	Ignored  int // attack reports the attack table did not count (duplicates), and verdicts with an error
+	Invalid  int // verdicts and reports that did not decode: skipped
+}
+
+// Add returns f plus o.
+func (f Folded) Add(o Folded) Folded {
+	return Folded{
+		Verdicts: f.Verdicts + o.Verdicts, Stale: f.Stale + o.Stale, Attacks: f.Attacks + o.Attacks,
+		Ignored: f.Ignored + o.Ignored, Invalid: f.Invalid + o.Invalid,
+	}
+}
+
+// ApplyBatch folds one message of the verdict log: its verdicts (see
+// AddVerdict; one with an error is not a verdict and is skipped), then its
+// attack reports (see AddAttack), under one lock. An item that does not
+// decode is skipped and counted as Invalid; the error then names the first
+// one, and everything else in the batch is folded all the same.
+//
+// The verdict rule does not depend on the order of the batches, so the log's
+// two streams may be interleaved in any way; attack reports are counted in
+// the order they come (the attack table drops one it holds already), which
+// is the order of their stream.
+func (t *Table) ApplyBatch(b *styxv1.LogBatch) (Folded, error) {
+	var f Folded
+	var first error
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if rev := ev.GetRevision(); rev != 0 {
-		if rev <= t.rev {
-			return false, nil
-		}
-		t.rev = rev
-	}
-	if v := ev.GetVerdict(); v != nil {
+	for _, v := range b.GetVerdicts() {
 		if v.GetError() != "" {
-			return false, nil
+			f.Ignored++
+			continue
 		}
 		a, ok := netip.AddrFromSlice(v.GetAddress())
 		if !ok {
-			return false, ErrNotAddress
+			f.Invalid++
+			if first == nil {
+				first = fmt.Errorf("verdict: %w", ErrNotAddress)
+			}
+			continue
 		}
-		t.addVerdictLocked(a.Unmap(), v.GetProxy(), v.GetInferredUnixNano())
-		return true, nil
+		if t.addVerdictLocked(a.Unmap(), v.GetProxy(), v.GetInferredUnixNano()) {
+			f.Verdicts++
+		} else {
+			f.Stale++
+		}
 	}
-	if p := ev.GetAttack(); p != nil {
+	for _, p := range b.GetAttacks() {
 		r, err := attacks.FromProto(p)
 		if err != nil {
-			return false, err
+			f.Invalid++
+			if first == nil {
+				first = fmt.Errorf("attack report: %w", err)
+			}
+			continue
 		}
-		return t.addAttackLocked(r), nil
+		if t.addAttackLocked(r) {
+			f.Attacks++
+		} else {
+			f.Ignored++
+		}
 	}
-	return false, nil
-}
-
-// Revision is the revision of the last feed event folded.
-func (t *Table) Revision() uint64 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.rev
+	if first != nil {
+		return f, fmt.Errorf("history: %d item(s) of log batch %d.%d skipped, the first: %w", f.Invalid, b.GetTerm(), b.GetSeq(), first)
+	}
+	return f, nil
 }
 
 // AddVerdict folds a verdict on addr made at (Unix nanoseconds; 0 when
-// unknown). The address's latest verdict counts: a second verdict replaces
-// the first in its bucket's and AS's counts.
-func (t *Table) AddVerdict(addr netip.Addr, proxy bool, at int64) {
+// unknown). Per address the table holds the verdict with the newest
+// inference time: an older one changes nothing, and of two made at the same
+// time the proxy one is held. So the verdict held, and with it the
+// bucket's and AS's counts, are the same whatever order the verdicts come
+// in. It reports whether the verdict changed the table.
+func (t *Table) AddVerdict(addr netip.Addr, proxy bool, at int64) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.addVerdictLocked(addr.Unmap(), proxy, at)
+	return t.addVerdictLocked(addr.Unmap(), proxy, at)
 }
 
 // AddAttack folds an attack report; it reports false when the attack
@@ -281,11 +320,28 @@ func (t *Table) AddAttackHistory(addr netip.Addr, n uint32, kinds uint8, last in
 	})
 }
 
-func (t *Table) addVerdictLocked(a netip.Addr, proxy bool, at int64) {
+// newer reports whether a verdict (proxy, at) replaces the one e holds:
+// it is newer, or as new and a proxy where the held one is not. This
+// total order makes the verdict held independent of the order of folds.
+func newer(e *Entry, proxy bool, at int64) bool {
+	switch {
+	case !e.Verdict || at > e.VerdictAt:
+		return true
+	case at < e.VerdictAt:
+		return false
+	}
+	return proxy && !e.Proxy
+}
+
+func (t *Table) addVerdictLocked(a netip.Addr, proxy bool, at int64) bool {
+	if e := t.entries[a]; e != nil && !newer(&e.Entry, proxy, at) {
+		return false // not even its recency changes
+	}
 	t.tick(at)
 	t.update(a, func(e *Entry) {
-		e.Verdict, e.Proxy = true, proxy
+		e.Verdict, e.Proxy, e.VerdictAt = true, proxy, at
 	})
+	return true
 }
 
 func (t *Table) addAttackLocked(r attacks.Report) bool {

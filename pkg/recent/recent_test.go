@@ -1,7 +1,11 @@
 package recent
 
 import (
+	"fmt"
 	"math"
+	"math/bits"
+	"net/netip"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -202,18 +206,16 @@ func order[V any](t *testing.T, s *Set[string, V]) []string {
 		if n.prev != prev {
 			t.Fatalf("node %d (%q): prev %d, want %d", i, n.key, n.prev, prev)
 		}
-		if j, ok := s.idx[n.key]; !ok || j != i {
-			t.Fatalf("index of %q: %d, %v, want %d", n.key, j, ok, i)
-		}
 		fwd = append(fwd, n.key)
 		prev = i
 	}
 	if s.tail != prev {
 		t.Fatalf("tail %d, want %d", s.tail, prev)
 	}
-	if len(fwd) != len(s.idx) {
-		t.Fatalf("%d keys linked, %d indexed", len(fwd), len(s.idx))
+	if len(fwd) != s.Len() {
+		t.Fatalf("%d keys linked, Len %d", len(fwd), s.Len())
 	}
+	checkIndex(t, s)
 	free := 0
 	for i := s.free; i != none; i = s.nodes[i].next {
 		if s.nodes[i].key != "" {
@@ -225,6 +227,44 @@ func order[V any](t *testing.T, s *Set[string, V]) []string {
 		t.Fatalf("%d free + %d held != %d nodes", free, len(fwd), len(s.nodes))
 	}
 	return fwd
+}
+
+// checkIndex checks the index against the keys linked: each is found at
+// its node, every slot in use names a linked node under its key's tag and
+// lies at the end of an unbroken run from its home, and at most 3/4 of the
+// slots, a power of two, are in use.
+func checkIndex[K comparable, V any](t *testing.T, s *Set[K, V]) {
+	t.Helper()
+	linked := 0
+	for i := s.head; i != none; i = s.nodes[i].next {
+		if _, j := s.lookup(s.nodes[i].key, s.tag(s.nodes[i].key)); j != i {
+			t.Fatalf("key %v of node %d: index finds node %d", s.nodes[i].key, i, j)
+		}
+		linked++
+	}
+	size := len(s.slots)
+	if size < minSlots || size&(size-1) != 0 {
+		t.Fatalf("index of %d slots", size)
+	}
+	used := 0
+	for j, e := range s.slots {
+		if e == 0 {
+			continue
+		}
+		used++
+		i := int32(uint32(e)) - 1
+		if i < 0 || int(i) >= len(s.nodes) || uint32(e>>32) != s.tag(s.nodes[i].key) {
+			t.Fatalf("slot %d: %#x names node %d of %d, or under another tag", j, e, i, len(s.nodes))
+		}
+		for k := int(uint32(e>>32)) & (size - 1); k != j; k = (k + 1) & (size - 1) {
+			if s.slots[k] == 0 {
+				t.Fatalf("slot %d: empty slot %d between it and its home", j, k)
+			}
+		}
+	}
+	if used != linked || used != s.Len() || 4*used > 3*size {
+		t.Fatalf("%d slots of %d in use, %d keys linked, Len %d", used, size, linked, s.Len())
+	}
 }
 
 // Memory is bounded by MaxLen: dropped nodes are reused, and nothing
@@ -256,8 +296,23 @@ func TestNodesReused(t *testing.T) {
 }
 
 // A long run against a plain model: a slice of (key, value, time) kept in
-// put order.
+// put order. Besides the set's own hash, the keys' hashes are made to
+// collide: a few homes at the end of the index (probes wrap around), and
+// one tag for every key (only the keys tell them apart).
 func TestSetAgainstModel(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		hash func(int) uint64
+	}{
+		{"maphash", nil},
+		{"three homes at the end", func(k int) uint64 { return uint64(k%3) + 13 }},
+		{"one tag", func(int) uint64 { return 1<<40 | 15 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) { runAgainstModel(t, tc.hash) })
+	}
+}
+
+func runAgainstModel(t *testing.T, hash func(int) uint64) {
 	type ent struct {
 		k  int
 		v  int
@@ -268,8 +323,23 @@ func TestSetAgainstModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if hash != nil {
+		s.hash = hash
+	}
 	var model []ent
 	var want Evictions
+	// Every value put is let go of once, when it is replaced or dropped:
+	// OnDrop's fn is checked against the model before each step's change.
+	released := make(map[int]bool)
+	s.OnDrop(func(k, v int) {
+		if released[v] {
+			t.Fatalf("value %d of key %d released twice", v, k)
+		}
+		if j := slices.IndexFunc(model, func(e ent) bool { return e.v == v }); j < 0 || model[j].k != k {
+			t.Fatalf("released value %d of key %d, not held as such; model %+v", v, k, model)
+		}
+		released[v] = true
+	})
 	expire := func(now int64) int {
 		n := 0
 		for len(model) > 0 && now-model[0].at > maxAge {
@@ -285,11 +355,13 @@ func TestSetAgainstModel(t *testing.T) {
 	for i := range 20_000 {
 		now += int64(rnd(12))
 		k := int(rnd(16))
+		before, drops := len(released), 0
 		switch rnd(4) {
 		case 0:
 			got := s.Sweep(now)
-			if w := expire(now); got != w {
-				t.Fatalf("op %d: Sweep = %d, want %d", i, got, w)
+			drops = expire(now)
+			if got != drops {
+				t.Fatalf("op %d: Sweep = %d, want %d", i, got, drops)
 			}
 		case 1:
 			v, ok := s.Get(now, k)
@@ -300,17 +372,66 @@ func TestSetAgainstModel(t *testing.T) {
 			}
 		default:
 			s.Put(now, k, i)
-			expire(now)
+			drops = expire(now) + 1 // the key's old value, or the oldest key's
 			if j := slices.IndexFunc(model, func(e ent) bool { return e.k == k }); j >= 0 {
 				model = slices.Delete(model, j, j+1)
 			} else if len(model) == maxLen {
 				model = model[1:]
 				want.ByCount++
+			} else {
+				drops--
 			}
 			model = append(model, ent{k, i, now})
 		}
+		if got := len(released) - before; got != drops {
+			t.Fatalf("op %d: %d values released, want %d", i, got, drops)
+		}
+		checkIndex(t, s)
 		if s.Len() != len(model) || s.Evictions() != want {
 			t.Fatalf("op %d: len %d, evictions %+v; model len %d, evictions %+v", i, s.Len(), s.Evictions(), len(model), want)
+		}
+	}
+}
+
+// The index grows with the keys held, to the least power of two (at least
+// 8) of which they fill at most 3/4, and not with the keys that went
+// through the set: churn leaves it as it was. The nodes stop at MaxLen.
+func TestIndexSize(t *testing.T) {
+	const maxLen = 100
+	s, err := New[int, int](Limits{MaxLen: maxLen, MaxAge: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := func(n int) int {
+		size := minSlots
+		for 4*n > 3*size {
+			size *= 2
+		}
+		return size
+	}
+	for i := range maxLen {
+		s.Put(0, i, i)
+		if len(s.slots) != want(i+1) {
+			t.Fatalf("%d keys: %d slots, want %d", i+1, len(s.slots), want(i+1))
+		}
+		// The nodes double from 8, up to MaxLen.
+		if c := 8 << bits.Len(uint(i/8)); cap(s.nodes) != min(c, maxLen) {
+			t.Fatalf("%d keys: nodes of capacity %d, want %d", i+1, cap(s.nodes), min(c, maxLen))
+		}
+	}
+	if cap(s.nodes) != maxLen {
+		t.Fatalf("full set: nodes of capacity %d, want %d", cap(s.nodes), maxLen)
+	}
+	for i := maxLen; i < 100_000; i++ {
+		s.Put(int64(i/10+i/10_000*2000), i, i) // by count, and every 10,000 by age
+	}
+	checkIndex(t, s)
+	if ev := s.Evictions(); len(s.slots) != want(maxLen) || cap(s.nodes) != maxLen || ev.ByAge == 0 || ev.ByCount == 0 {
+		t.Fatalf("after churn: %d slots, nodes of capacity %d, evictions %+v", len(s.slots), cap(s.nodes), ev)
+	}
+	for i := range 99_900 {
+		if _, ok := s.Get(int64(99_999/10+9*2000), i); ok {
+			t.Fatalf("key %d still held", i)
 		}
 	}
 }
@@ -327,4 +448,84 @@ func BenchmarkPutGet(b *testing.B) {
 			s.Put(now, k, struct{}{})
 		}
 	}
+}
+
+// TestOnDrop checks what OnDrop's fn is told, step by step: each value
+// the set lets go of (evicted by age or count, or replaced), and nothing
+// for a Get or a Put of a new key into room.
+func TestOnDrop(t *testing.T) {
+	s, err := New[string, int](Limits{MaxLen: 2, MaxAge: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	s.OnDrop(func(k string, v int) {
+		if _, i := s.lookup(k, s.tag(k)); i != none && s.nodes[i].val == v {
+			t.Errorf("%s=%d released while still held", k, v)
+		}
+		got = append(got, fmt.Sprintf("%s=%d", k, v))
+	})
+	for i, st := range []struct {
+		do   func()
+		want []string
+	}{
+		{func() { s.Put(0, "a", 1) }, nil},
+		{func() { s.Put(1, "b", 2) }, nil},
+		{func() { s.Get(1, "a") }, nil},
+		{func() { s.Put(2, "a", 3) }, []string{"a=1"}},                     // replaced
+		{func() { s.Put(3, "c", 4) }, []string{"b=2"}},                     // by count
+		{func() { s.Sweep(13) }, []string{"a=3"}},                          // by age
+		{func() { s.Get(20, "c") }, nil},                                   // expired, but Get drops nothing
+		{func() { s.Put(20, "d", 5) }, []string{"c=4"}},                    // by age, on the put
+		{func() { s.Put(31, "e", 6) }, []string{"d=5"}},                    // by age, on the put
+		{func() { s.Put(31, "f", 7); s.Put(31, "g", 8) }, []string{"e=6"}}, // by count
+	} {
+		got = nil
+		st.do()
+		if !slices.Equal(got, st.want) {
+			t.Fatalf("step %d: released %v, want %v", i, got, st.want)
+		}
+	}
+}
+
+// BenchmarkBytesPerKey reports the heap a full set of a million keys
+// holds per key, after three million went through it (every key put
+// once and evicted by count: a window's churn). The keys are those of a
+// node's dedup window (an address, no value) and of the scheduler's
+// recent verdicts (16 address bytes and a 16-byte record).
+func BenchmarkBytesPerKey(b *testing.B) {
+	const n = 1_000_000
+	type record [2]uint64 // the size of the scheduler's
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	b.Run("netip.Addr,struct{}", func(b *testing.B) {
+		var per float64
+		for b.Loop() {
+			before := heap()
+			s, _ := New[netip.Addr, struct{}](Limits{MaxLen: n, MaxAge: time.Hour})
+			for i := range 3 * n {
+				s.Put(int64(i), netip.AddrFrom4([4]byte{byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}), struct{}{})
+			}
+			per = float64(heap()-before) / float64(s.Len())
+			runtime.KeepAlive(s)
+		}
+		b.ReportMetric(per, "bytes/key")
+	})
+	b.Run("[16]byte,record", func(b *testing.B) {
+		var per float64
+		for b.Loop() {
+			before := heap()
+			s, _ := New[[16]byte, record](Limits{MaxLen: n, MaxAge: time.Hour})
+			for i := range 3 * n {
+				s.Put(int64(i), [16]byte{12: byte(i >> 24), 13: byte(i >> 16), 14: byte(i >> 8), 15: byte(i)}, record{})
+			}
+			per = float64(heap()-before) / float64(s.Len())
+			runtime.KeepAlive(s)
+		}
+		b.ReportMetric(per, "bytes/key")
+	})
 }

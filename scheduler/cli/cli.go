@@ -68,7 +68,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	id := fs.String("id", scheduler.DefaultID(), "scheduler id (unique in the cluster)")
 	etcd := fs.String("etcd-endpoints", strings.Join(d.EtcdEndpoints, ","), "etcd endpoints, comma-separated")
-	fs.StringVar(&d.GRPCAddr, "grpc-addr", d.GRPCAddr, "gRPC listen address (cluster nodes' Submit and Feed streams, admin; the leader dials the workers)")
+	fs.StringVar(&d.GRPCAddr, "grpc-addr", d.GRPCAddr, "gRPC listen address (cluster nodes' Submit streams and attack reports, admin; the leader dials the workers)")
 	fs.StringVar(&d.HTTPAddr, "http-addr", d.HTTPAddr, "HTTP listen address (visualiser at /, status page /status, /api/status, /metrics, /healthz)")
 	fs.StringVar(&d.HTTPToken, "http-token", "", "when set, every HTTP route but /healthz needs this token: \"Authorization: Bearer <token>\", or open the visualiser once with ?token=<token> (sets an HttpOnly cookie); prefer STYX_HTTP_TOKEN to keep it out of the process list")
 	fs.StringVar(&d.AdvertiseAddr, "advertise-addr", "", "gRPC address others dial (default: the bound gRPC address, the host name replacing an unspecified IP)")
@@ -78,10 +78,15 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.IntVar(&d.MaxPending, "max-pending", d.MaxPending, "most addresses waiting in the pool (memory bound)")
 	fs.DurationVar(&d.MaxAge, "max-age", d.MaxAge, "a sighting older than this expires with a notice")
 	fs.DurationVar(&d.DedupWindow, "dedup-window", d.DedupWindow, "a verdict answers repeated sightings of its address for this long")
+	fs.IntVar(&d.MaxRecent, "recent-max", d.MaxRecent, "verdicts the dedup window holds at most, whatever the rate (about 65 bytes each; 0: no window); when full the oldest goes, and its address is examined again when sighted")
+	fs.StringVar(&d.NATSURL, "nats-url", d.NATSURL, "the verdict log's NATS JetStream servers, comma-separated nats:// URLs (empty: no log, verdicts reach only the nodes that asked)")
+	fs.DurationVar(&d.LogPolicy.CleanRetention, "clean-retention", d.LogPolicy.CleanRetention, "the log keeps verdicts that found no proxy this long")
+	fs.DurationVar(&d.LogPolicy.ProxyRetention, "proxy-retention", d.LogPolicy.ProxyRetention, "the log keeps proxy verdicts and attack reports this long")
+	fs.IntVar(&d.LogPolicy.Replicas, "log-replicas", d.LogPolicy.Replicas, "replicas of each log stream (3 on a 3-server JetStream cluster)")
 	fs.IntVar(&d.MaxFailures, "max-failures", d.MaxFailures, "worker failures a batch may suffer before it is split to isolate a poison address")
 	shed := fs.String("shed", "sample:5", "shedding policy when the fleet cannot keep up: sample:N (admit 1 in N new addresses once half full), newest, oldest; /styx/config/shedding overrides it live")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	fs.Usage = envflag.Usage(fs, "STYX", "styx-scheduler serve [flags]\n\nRuns a STYX scheduler: campaigns for leadership in etcd; the leader watches /styx/workers/,\ndials every worker, and hands out batches of the addresses cluster nodes stream to it.")
+	fs.Usage = envflag.Usage(fs, "STYX", "styx-scheduler serve [flags]\n\nRuns a STYX scheduler: campaigns for leadership in etcd; the leader watches /styx/workers/,\ndials every worker, hands out batches of the addresses cluster nodes stream to it, and\npublishes every verdict and attack report to the verdict log (NATS JetStream).")
 	if err := envflag.Parse(fs, "STYX", args); err != nil {
 		if err == flag.ErrHelp {
 			return 0

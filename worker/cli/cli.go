@@ -16,7 +16,9 @@ const synopsis = `styx-worker: the STYX Raven post-processing server.
 
 Serves styx.v1.WorkerService on gRPC (with health and reflection), registers
 under /styx/workers/<id> on an etcd lease, and examines the batches the STYX
-leader sends. On SIGTERM or SIGINT, or when the leader sends it a Drain
+leader sends. Unless --attack-feed=false, it rebuilds its attack and history
+tables at start from the verdict log (NATS JetStream, --nats-url) and follows
+it. On SIGTERM or SIGINT, or when the leader sends it a Drain
 ('styx-scheduler fleet drain'), it drains (gRPC health NOT_SERVING, no new
 batches, answers the ones it holds, up to --drain-timeout), revokes its lease
 and stops. It exits with 0 after a drain, 1 on a failure, 2 on a usage error.

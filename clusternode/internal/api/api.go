@@ -60,6 +60,10 @@ type Config struct {
 	Gatherer   prometheus.Gatherer
 	// Health, when set, adds fields to /healthz (e.g. uplink state).
 	Health func() map[string]any
+	// Unhealthy, when set, is asked on every /healthz: a reason ("" when
+	// healthy) makes the answer a 503 with status "unhealthy" and that
+	// reason, Health's fields still shown.
+	Unhealthy func() string
 	// AttackToken enables POST /v2/attacks for requests that carry it as
 	// a bearer token; "" disables the endpoint (403). Attacks takes the
 	// reports; AttackMaxBody and AttackMaxReports bound one request
@@ -241,14 +245,23 @@ func (a *API) timed(route string, h http.Handler) http.Handler {
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
 
 func (a *API) serveHealth(w http.ResponseWriter, r *http.Request) {
-	o := object{fv("status", "ok"), fv("node", a.cfg.NodeID)}
+	status, code, reason := "ok", http.StatusOK, ""
+	if a.cfg.Unhealthy != nil {
+		if reason = a.cfg.Unhealthy(); reason != "" {
+			status, code = "unhealthy", http.StatusServiceUnavailable
+		}
+	}
+	o := object{fv("status", status), fv("node", a.cfg.NodeID)}
+	if reason != "" {
+		o = append(o, fv("reason", reason))
+	}
 	if a.cfg.Health != nil {
 		h := a.cfg.Health()
 		for _, k := range slices.Sorted(maps.Keys(h)) {
 			o = append(o, fv(k, h[k]))
 		}
 	}
-	a.writeJSON(w, http.StatusOK, o, true)
+	a.writeJSON(w, code, o, true)
 }
 
 // Header values every query answer carries, shared between responses

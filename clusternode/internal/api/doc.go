@@ -4,7 +4,7 @@
 //	GET  /v2/{ip}?vpn=1&asn=1&risk=1&seen=1&days=7&node=1&time=1&short=1&p=0
 //	POST /v2/?flags...   body: ips=1.2.3.4,2001:db8::1 (form-encoded)
 //	POST /v2/attacks     attack reports (bearer token; see below)
-//	GET  /healthz
+//	GET  /healthz        200, or 503 while Config.Unhealthy names a reason
 //	GET  /metrics        (Prometheus)
 //	GET  /threats        the public threats page (with /threats.js, /threats.css)
 //	GET  /threats.json?n=N  its data

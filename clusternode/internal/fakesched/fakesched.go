@@ -2,9 +2,11 @@
 // node's tests: real gRPC on 127.0.0.1:0, registered as the STYX leader by
 // putting its LeaderInfo under the election prefix. It records what it
 // receives, answers Hello with a Welcome and every SightingBatch with an
-// Ack, accepts attack reports (ReportAttacks), and sends outcomes and feed
-// events when the test says so (or, with Config.Answer, answers every
-// sighting at once). Not for production use.
+// Ack, accepts attack reports (ReportAttacks), and sends outcomes when the
+// test says so (or, with Config.Answer, answers every sighting at once).
+// It publishes nothing to the verdict log: a test that needs verdicts on
+// the log publishes them itself (verdictlog.Publisher on an embedded NATS
+// server). Not for production use.
 package fakesched
 
 import (
@@ -36,9 +38,6 @@ type Config struct {
 	// Answer, when set, is called for every sighting received; a non-nil
 	// Outcome is sent back at once (after the Ack).
 	Answer func(columns.Sighting) *columns.Outcome
-	// FeedFloor: a Feed request with 0 < from_revision < FeedFloor gets
-	// OUT_OF_RANGE.
-	FeedFloor uint64
 }
 
 // Server is a running fake scheduler.
@@ -58,12 +57,19 @@ type Server struct {
 	received  map[uint64]int // sighting id -> times received
 	sightings map[uint64]columns.Sighting
 	batches   []int
-	feedReqs  []uint64
-	subs      map[chan *styxv1.FeedEvent]struct{}
 
 	attacks     []*styxv1.AttackReport
 	attackCalls int
 	attacksDown bool
+
+	statuses []*styxv1.NodeStatus // log status reports, in order
+}
+
+// Statuses returns the log status reports received so far.
+func (s *Server) Statuses() []*styxv1.NodeStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*styxv1.NodeStatus(nil), s.statuses...)
 }
 
 type session struct {
@@ -90,7 +96,6 @@ func Start(cfg Config) (*Server, error) {
 		done:      make(chan struct{}),
 		received:  map[uint64]int{},
 		sightings: map[uint64]columns.Sighting{},
-		subs:      map[chan *styxv1.FeedEvent]struct{}{},
 	}
 	styxv1.RegisterSchedulerServiceServer(s.srv, s)
 	go func() {
@@ -182,9 +187,15 @@ func (s *Server) Submit(stream styxv1.SchedulerService_SubmitServer) error {
 	for {
 		select {
 		case r := <-in:
+			if st := r.GetStatus(); st != nil {
+				s.mu.Lock()
+				s.statuses = append(s.statuses, st)
+				s.mu.Unlock()
+				continue
+			}
 			b := r.GetSightings()
 			if b == nil {
-				return status.Error(codes.InvalidArgument, "expected a sighting batch")
+				return status.Error(codes.InvalidArgument, "expected a sighting batch or a status")
 			}
 			sgs, err := columns.Sightings(b)
 			if err != nil {
@@ -231,35 +242,6 @@ func (s *Server) Submit(stream styxv1.SchedulerService_SubmitServer) error {
 				return nil
 			}
 			return err
-		}
-	}
-}
-
-// Feed implements SchedulerService.
-func (s *Server) Feed(req *styxv1.FeedRequest, stream styxv1.SchedulerService_FeedServer) error {
-	s.mu.Lock()
-	s.feedReqs = append(s.feedReqs, req.GetFromRevision())
-	s.mu.Unlock()
-	if r := req.GetFromRevision(); r != 0 && r < s.cfg.FeedFloor {
-		return status.Errorf(codes.OutOfRange, "revision %d is older than %d", r, s.cfg.FeedFloor)
-	}
-	ch := make(chan *styxv1.FeedEvent, 1024)
-	s.mu.Lock()
-	s.subs[ch] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.subs, ch)
-		s.mu.Unlock()
-	}()
-	for {
-		select {
-		case ev := <-ch:
-			if err := stream.Send(ev); err != nil {
-				return err
-			}
-		case <-stream.Context().Done():
-			return nil
 		}
 	}
 }
@@ -325,21 +307,6 @@ func (s *Server) Disconnect() {
 	}
 }
 
-// Publish sends ev to every feed follower; it returns how many got it.
-func (s *Server) Publish(ev *styxv1.FeedEvent) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for ch := range s.subs {
-		select {
-		case ch <- ev:
-			n++
-		default:
-		}
-	}
-	return n
-}
-
 // Connected reports whether a Submit stream is up.
 func (s *Server) Connected() bool {
 	s.mu.Lock()
@@ -396,20 +363,6 @@ func (s *Server) Batches() []int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]int(nil), s.batches...)
-}
-
-// FeedRequests returns the from_revision of every Feed call.
-func (s *Server) FeedRequests() []uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]uint64(nil), s.feedReqs...)
-}
-
-// FeedFollowers counts open Feed streams.
-func (s *Server) FeedFollowers() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.subs)
 }
 
 // VerdictFor returns a VERDICT outcome for sg (proxy, type "VPN", risk 80,

@@ -8,7 +8,7 @@
 // store returns them in. Folder then keeps it current: its Landed and
 // Attacked are the store's OnVerdicts and OnAttacks hooks, which see every
 // verdict that changes the store and every attack report it counts (the
-// node's own and the feed's) in commit order. Folding happens on the
+// node's own and the log's) in commit order. Folding happens on the
 // store's writers (the uplink, the attack endpoint), never on a query;
 // queries read the table through its lock-light Lookup.
 //

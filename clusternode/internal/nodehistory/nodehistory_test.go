@@ -61,7 +61,7 @@ func fillStore(tb testing.TB, s *store.Store, n int) {
 				rs = append(rs, attacks.Report{Addr: a, Time: at, Kind: attacks.KindProbe, Reporter: "node-1"})
 			}
 		}
-		if _, _, err := s.ApplyFeed(items, rs, uint64(lo+1)); err != nil {
+		if _, _, err := s.ApplyLog("STYX_PROXY", uint64(lo+1), items, rs); err != nil {
 			tb.Fatal(err)
 		}
 	}

@@ -80,7 +80,7 @@ func (h AttackHistory) Last() time.Time {
 	return h.Events[len(h.Events)-1].Time
 }
 
-// AttackResult counts what AddAttacks (or a feed burst) did with reports.
+// AttackResult counts what AddAttacks (or a log burst) did with reports.
 type AttackResult struct {
 	New        int // counted and kept: they were not known
 	Duplicates int // already known (the same address, time, kind and reporter)
@@ -170,7 +170,7 @@ func decodeHistory(b []byte) (AttackHistory, error) {
 }
 
 // applyAttack adds r to its address's history. The rule, the same on every
-// node, so that nodes applying the feed in its order converge: a report
+// node, so that nodes applying the log in its order converge: a report
 // already kept is a duplicate; a report older than every kept one of a
 // full history is ignored (it could not be recognised if it came again);
 // any other is counted and kept, and the oldest kept one goes when the

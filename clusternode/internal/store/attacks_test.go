@@ -90,9 +90,9 @@ func TestOutboxFull(t *testing.T) {
 	if h, _ := s.Attacks(a); h.Total() != 2 {
 		t.Fatalf("a refused batch was partly written: %+v", h)
 	}
-	// Reports from the feed do not enter the outbox, full or not.
-	if _, ar, err := s.ApplyFeed(nil, []attacks.Report{report(a, 5, attacks.KindDDoS, "n2")}, 1<<32|1); err != nil || ar.New != 1 {
-		t.Fatalf("apply feed: %+v %v", ar, err)
+	// Reports from the log do not enter the outbox, full or not.
+	if _, ar, err := s.ApplyLog(testStream, 1, nil, []attacks.Report{report(a, 5, attacks.KindDDoS, "n2")}); err != nil || ar.New != 1 {
+		t.Fatalf("apply log: %+v %v", ar, err)
 	}
 	if s.OutboxLen() != 2 {
 		t.Fatalf("outbox %d, want 2", s.OutboxLen())
@@ -101,7 +101,7 @@ func TestOutboxFull(t *testing.T) {
 
 // A history keeps the newest AttackEvents reports; a report older than
 // all of a full history is ignored, so replaying a whole log changes
-// nothing, and nodes applying the feed in the same order converge.
+// nothing, and nodes applying the log in the same order converge.
 func TestAttackHistoryBound(t *testing.T) {
 	s, err := Open(Config{Path: filepath.Join(t.TempDir(), "node.db"), AttackEvents: 5}, zerolog.Nop())
 	if err != nil {
@@ -113,9 +113,11 @@ func TestAttackHistoryBound(t *testing.T) {
 	for i := range 20 {
 		log = append(log, report(a, int64(i), attacks.KindLogin, "n1"))
 	}
+	var seq uint64
 	apply := func(rs []attacks.Report) AttackResult {
 		t.Helper()
-		_, ar, err := s.ApplyFeed(nil, rs, 0)
+		seq++ // the log replayed: the same reports in new messages
+		_, ar, err := s.ApplyLog(testStream, seq, nil, rs)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -159,7 +161,7 @@ func TestDecodeHistoryRejectsGarbage(t *testing.T) {
 }
 
 // OnAttacks gets the reports that were new, from AddAttacks and from the
-// feed; ScanAttacks reads every history back.
+// log; ScanAttacks reads every history back.
 func TestOnAttacksAndScan(t *testing.T) {
 	var got []attacks.Report
 	s, err := Open(Config{Path: filepath.Join(t.TempDir(), "node.db"), OnAttacks: func(rs []attacks.Report) {
@@ -174,7 +176,7 @@ func TestOnAttacksAndScan(t *testing.T) {
 	if _, err := s.AddAttacks([]attacks.Report{r1, r1}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.ApplyFeed(nil, []attacks.Report{r1, r2, r3}, 5); err != nil {
+	if _, _, err := s.ApplyLog(testStream, 5, nil, []attacks.Report{r1, r2, r3}); err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 3 || got[0].Key() != r1.Key() || got[1].Key() != r2.Key() || got[2].Key() != r3.Key() {

@@ -9,10 +9,12 @@ import (
 // present is a Bloom filter of the addresses that have a stored verdict.
 // The query path asks bbolt only about addresses the filter may hold; an
 // address never examined (what a node is asked about first) is answered
-// without a read transaction. Verdicts are never deleted, so the filter
-// only grows: bits are set before the transaction that stores the verdict
-// commits, so a reader that finds the verdict committed also finds its
-// bits. A failed commit leaves bits set, which only costs a read.
+// without a read transaction. The filter only grows: bits are set before
+// the transaction that stores the verdict commits, so a reader that finds
+// the verdict committed also finds its bits. A failed commit leaves bits
+// set, and so does a verdict the retention sweep deletes (a filter cannot
+// unset one address's bits): either only costs a read, until the next
+// start builds the filter from the keys again.
 //
 // It is sized at open for presentBitsPerKey bits per stored verdict
 // (at least presentMinBits, at most presentMaxBits). With 3 probes (each

@@ -52,7 +52,7 @@ func TestPresentNoFalseNegatives(t *testing.T) {
 }
 
 // LookupVerdict reads bbolt only for addresses that may have a verdict:
-// every stored one (from Put and from the feed, before and after a
+// every stored one (from Put and from the log, before and after a
 // reopen) is found, and absent ones rarely cost a read.
 func TestLookupSkipsAbsentAddresses(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "node.db")
@@ -67,7 +67,7 @@ func TestLookupSkipsAbsentAddresses(t *testing.T) {
 	if _, err := s.Put(items[:500]); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.ApplyFeed(items[500:], nil, 1); err != nil {
+	if _, _, err := s.ApplyLog(testStream, 1, items[500:], nil); err != nil {
 		t.Fatal(err)
 	}
 	check := func(s *Store) {

@@ -25,7 +25,7 @@ const DefaultReadOnlyTimeout = 500 * time.Millisecond
 // it neither creates the file nor its buckets. bbolt shares the file lock
 // between readers but a running node holds it exclusively, so when the lock
 // is not granted within timeout (0: DefaultReadOnlyTimeout) the error wraps
-// ErrInUse. Only the read methods (Lookup, ForEachVerdict, Revision, Len)
+// ErrInUse. Only the read methods (Lookup, ForEachVerdict, Cursor, Len)
 // may be used on the returned Store; Close it as usual.
 func OpenReadOnly(path string, timeout time.Duration, log zerolog.Logger) (*Store, error) {
 	if path == "" {

@@ -29,8 +29,9 @@ var (
 	bucketSeen     = []byte("seen")
 	bucketMeta     = []byte("meta")
 
-	keyFeedRevision = []byte("feed_revision")
-	keySightingHWM  = []byte("sighting_hwm")
+	keySightingHWM = []byte("sighting_hwm")
+	// keyLogCursor prefixes a verdict log stream's cursor: "log_seq/<stream>".
+	keyLogCursor = "log_seq/"
 )
 
 // initialMmapSize is the address space bbolt maps at open (not memory:
@@ -64,20 +65,26 @@ type Config struct {
 	// OutboxMax bounds the attack reports waiting to be forwarded to the
 	// leader. Default 1,000,000.
 	OutboxMax int
-	// OnVerdicts, when set, is called after every Put or ApplyFeed that
+	// OnVerdicts, when set, is called after every Put or ApplyLog that
 	// changed the store, with each verdict that did, in write order,
 	// outside the transaction. Calls arrive in commit order (see
 	// OnAttacks). It must not block nor call back into the store's
 	// writers.
 	OnVerdicts func([]Landed)
-	// OnAttacks, when set, is called after every AddAttacks or ApplyFeed
+	// OnAttacks, when set, is called after every AddAttacks or ApplyLog
 	// that counted new attack reports, with those reports in the order
 	// they were applied, outside the transaction (after OnVerdicts for an
-	// ApplyFeed). With either hook set, a write and its hooks hold a mutex
+	// ApplyLog). With either hook set, a write and its hooks hold a mutex
 	// together, so that the hooks see the writes in commit order: what
 	// they fold ends as what the store holds. The same rules as
 	// OnVerdicts apply.
 	OnAttacks func([]attacks.Report)
+	// Retention is how long verdicts, attack histories and last-seen
+	// times are kept (see Sweep); the zero Retention keeps everything.
+	Retention Retention
+	// SweepEvery is how often Run deletes what Retention no longer keeps
+	// (it also sweeps at once). Default DefaultSweepEvery, one minute.
+	SweepEvery time.Duration
 }
 
 // Validate reports a configuration error.
@@ -94,7 +101,10 @@ func (c Config) Validate() error {
 	if c.AttackEvents < 0 || c.OutboxMax < 0 {
 		return fmt.Errorf("store: negative attack events %d or outbox max %d", c.AttackEvents, c.OutboxMax)
 	}
-	return nil
+	if c.SweepEvery < 0 {
+		return fmt.Errorf("store: negative sweep interval %s", c.SweepEvery)
+	}
+	return c.Retention.Validate()
 }
 
 // Entry is what the store knows about one address.
@@ -126,7 +136,7 @@ type Store struct {
 	db  *bolt.DB
 	log zerolog.Logger
 
-	// hookMu serialises Put, ApplyFeed and AddAttacks with their hooks
+	// hookMu serialises Put, ApplyLog and AddAttacks with their hooks
 	// (only when a hook is set). Lock order: hookMu, then bbolt's writer
 	// lock; mu is never held with either.
 	hookMu sync.Mutex
@@ -151,6 +161,12 @@ type Store struct {
 	// lookups that read bbolt.
 	verdicts     *present
 	verdictReads atomic.Uint64
+
+	// expired counts what retention sweeps deleted. betweenSweepTxns,
+	// when set (by tests only), runs between a sweep's read transaction
+	// and the write transaction that deletes what it found.
+	expired          expiredCounts
+	betweenSweepTxns func()
 
 	closeOnce sync.Once
 	closeErr  error
@@ -222,7 +238,7 @@ func Normalize(addr netip.Addr) netip.Addr { return addr.Unmap().WithZone("") }
 func encodeVerdict(v *styxv1.Verdict) ([]byte, error) {
 	c := v
 	if len(v.GetAddress()) > 0 {
-		// Verdicts from the feed name their address; outcomes do not, and
+		// Verdicts from the log name their address; outcomes do not, and
 		// need no copy.
 		c = proto.CloneOf(v)
 		c.Address = nil
@@ -401,35 +417,66 @@ func (s *Store) Put(items []Item) (changed int, err error) {
 	return changed, nil
 }
 
-// ApplyFeed writes verdicts and attack reports from the feed and raises
-// the stored feed revision to rev, in one transaction. changed counts the
-// verdicts that changed the store.
-func (s *Store) ApplyFeed(items []Item, reports []attacks.Report, rev uint64) (changed int, ar AttackResult, err error) {
+// ApplyLog applies one burst of a verdict log stream: it writes the
+// verdicts and attack reports and moves the stream's cursor to seq, in one
+// transaction, so that a burst is applied exactly once across a crash. A
+// burst at or below the stored cursor was applied before and changes
+// nothing (changed 0, no hooks). changed counts the verdicts that changed
+// the store.
+func (s *Store) ApplyLog(stream string, seq uint64, items []Item, reports []attacks.Report) (changed int, ar AttackResult, err error) {
+	if stream == "" || seq == 0 {
+		return 0, AttackResult{}, fmt.Errorf("store: apply log: stream %q sequence %d", stream, seq)
+	}
 	defer s.lockHooks()()
 	var landed []Landed
 	var added []attacks.Report
+	k := cursorKey(stream)
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		landed, added = landed[:0], added[:0]
-		changed, err = putTxn(tx, items, s.landedSink(&landed), s.verdicts)
-		if err != nil {
+		meta := tx.Bucket(bucketMeta)
+		if seq <= getU64(meta, k) {
+			return errApplied // roll back: nothing to commit
+		}
+		var err error
+		if changed, err = putTxn(tx, items, s.landedSink(&landed), s.verdicts); err != nil {
 			return err
 		}
 		if ar, err = applyAttacksTxn(tx, reports, s.cfg.AttackEvents, s.addedSink(&added, nil)); err != nil {
 			return err
 		}
-		meta := tx.Bucket(bucketMeta)
-		if rev > getU64(meta, keyFeedRevision) {
-			return putU64(meta, keyFeedRevision, rev)
-		}
-		return nil
+		return putU64(meta, k, seq)
 	})
+	if errors.Is(err, errApplied) {
+		return 0, AttackResult{}, nil
+	}
 	if err != nil {
-		return 0, AttackResult{}, fmt.Errorf("store: apply feed up to revision %d: %w", rev, err)
+		return 0, AttackResult{}, fmt.Errorf("store: apply log %s up to %d: %w", stream, seq, err)
 	}
 	s.notify(landed)
 	s.notifyAttacks(added)
 	return changed, ar, nil
 }
+
+// Cursor returns the sequence of the last message applied from a verdict
+// log stream (0 when none).
+func (s *Store) Cursor(stream string) (uint64, error) {
+	var seq uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if meta := tx.Bucket(bucketMeta); meta != nil {
+			seq = getU64(meta, cursorKey(stream))
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: read cursor of %s: %w", stream, err)
+	}
+	return seq, nil
+}
+
+// errApplied ends an ApplyLog transaction whose burst was applied before.
+var errApplied = errors.New("applied before")
+
+func cursorKey(stream string) []byte { return []byte(keyLogCursor + stream) }
 
 // landedSink returns where putTxn records the verdicts that changed the
 // store: nil (record nothing) without Config.OnVerdicts.
@@ -507,31 +554,6 @@ func putTxn(tx *bolt.Tx, items []Item, landed *[]Landed, verdicts *present) (int
 		}
 	}
 	return changed, nil
-}
-
-// Revision returns the stored feed revision (0 when none).
-func (s *Store) Revision() (uint64, error) {
-	var rev uint64
-	err := s.db.View(func(tx *bolt.Tx) error {
-		rev = getU64(tx.Bucket(bucketMeta), keyFeedRevision)
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("store: read revision: %w", err)
-	}
-	return rev, nil
-}
-
-// SetRevision overwrites the stored feed revision (also downwards: used to
-// restart the feed from "now").
-func (s *Store) SetRevision(rev uint64) error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		return putU64(tx.Bucket(bucketMeta), keyFeedRevision, rev)
-	})
-	if err != nil {
-		return fmt.Errorf("store: set revision %d: %w", rev, err)
-	}
-	return nil
 }
 
 // ReserveIDs durably reserves n sighting ids and returns the first one. The
@@ -703,8 +725,12 @@ func (s *Store) Flush() error {
 }
 
 // Run flushes last-seen times every FlushInterval (or at once when the
-// table is full) until ctx ends. Close flushes the rest.
+// table is full) and, with a Retention, sweeps (at once, then every
+// SweepEvery) until ctx ends. Close flushes the rest.
 func (s *Store) Run(ctx context.Context) error {
+	var sweeps sync.WaitGroup
+	defer sweeps.Wait()
+	sweeps.Go(func() { s.runSweeps(ctx) })
 	tick := time.NewTicker(s.cfg.FlushInterval)
 	defer tick.Stop()
 	for {

@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
+	"github.com/styx-inference/styx/pkg/attacks"
 	"github.com/styx-inference/styx/pkg/verdict"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
@@ -56,7 +57,7 @@ func TestReopenKeepsData(t *testing.T) {
 	if _, err := s.Put([]Item{{addr4, wireVerdict(true, "VPN", 80, t0)}, {addr6, wireVerdict(false, "", 0, t0)}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.ApplyFeed(nil, nil, 42); err != nil {
+	if _, _, err := s.ApplyLog(testStream, 42, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	s.Touch(addr4, t0.Add(time.Minute))
@@ -84,8 +85,8 @@ func TestReopenKeepsData(t *testing.T) {
 	if e := mustGet(t, s, addr6); !e.HasVerdict || e.Verdict.Proxy {
 		t.Fatalf("v6 after reopen: %+v", e)
 	}
-	if rev, err := s.Revision(); err != nil || rev != 42 {
-		t.Fatalf("revision %d, %v; want 42", rev, err)
+	if seq, err := s.Cursor(testStream); err != nil || seq != 42 {
+		t.Fatalf("cursor %d, %v; want 42", seq, err)
 	}
 	// Ids never go back, even when the clock does.
 	next, err := s.ReserveIDs(10, t0.Add(-time.Hour))
@@ -164,22 +165,93 @@ func TestPutTieBreakConverges(t *testing.T) {
 	}
 }
 
-func TestFeedRevisionOnlyRises(t *testing.T) {
-	s := open(t, filepath.Join(t.TempDir(), "node.db"))
-	defer s.Close()
-	for _, rev := range []uint64{5, 9, 7} {
-		if _, _, err := s.ApplyFeed([]Item{{addr6, wireVerdict(false, "", 1, t0)}}, nil, rev); err != nil {
+// testStream names a verdict log stream in tests.
+const testStream = "STYX_PROXY"
+
+// ApplyLog applies a burst once: the same sequence again, or an older
+// one, changes nothing and calls no hook, even after a reopen. Each stream
+// has its own cursor.
+func TestApplyLogExactlyOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "node.db")
+	var landed, added int
+	openHooked := func() *Store {
+		t.Helper()
+		s, err := Open(Config{
+			Path:       path,
+			OnVerdicts: func(ls []Landed) { landed += len(ls) },
+			OnAttacks:  func(rs []attacks.Report) { added += len(rs) },
+		}, zerolog.Nop())
+		if err != nil {
 			t.Fatal(err)
 		}
+		return s
 	}
-	if rev, _ := s.Revision(); rev != 9 {
-		t.Fatalf("revision %d, want 9", rev)
+	s := openHooked()
+	if seq, err := s.Cursor(testStream); err != nil || seq != 0 {
+		t.Fatalf("cursor of a new store %d, %v", seq, err)
 	}
-	if err := s.SetRevision(0); err != nil {
+	a := netip.MustParseAddr("203.0.113.7")
+	// Each burst carries a newer verdict and a new report, so that a
+	// second application would show in the store and in the hooks.
+	burst := func(i int) ([]Item, []attacks.Report) {
+		return []Item{{addr6, wireVerdict(i%2 == 0, "VPN", 1, t0.Add(time.Duration(i)*time.Second))}},
+			[]attacks.Report{{Addr: a, Time: t0.Add(time.Duration(i) * time.Second), Kind: attacks.KindLogin, Reporter: "n1"}}
+	}
+	apply := func(s *Store, stream string, seq uint64, i int) (int, AttackResult) {
+		t.Helper()
+		items, reports := burst(i)
+		changed, ar, err := s.ApplyLog(stream, seq, items, reports)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return changed, ar
+	}
+	if changed, ar := apply(s, testStream, 5, 1); changed != 1 || ar.New != 1 {
+		t.Fatalf("first burst: changed %d, %+v", changed, ar)
+	}
+	// The same sequence again, with other data (as a second delivery would
+	// not have): skipped whole.
+	for _, seq := range []uint64{5, 4, 1} {
+		if changed, ar := apply(s, testStream, seq, 2); changed != 0 || ar != (AttackResult{}) {
+			t.Fatalf("seq %d again: changed %d, %+v", seq, changed, ar)
+		}
+	}
+	// Another stream has its own cursor.
+	if changed, ar := apply(s, "STYX_CLEAN", 3, 3); changed != 1 || ar.New != 1 {
+		t.Fatalf("other stream: changed %d, %+v", changed, ar)
+	}
+	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if rev, _ := s.Revision(); rev != 0 {
-		t.Fatalf("revision %d after reset, want 0", rev)
+
+	s = openHooked()
+	defer s.Close()
+	for stream, want := range map[string]uint64{testStream: 5, "STYX_CLEAN": 3, "STYX_OTHER": 0} {
+		if seq, err := s.Cursor(stream); err != nil || seq != want {
+			t.Fatalf("cursor of %s after reopen %d, %v; want %d", stream, seq, err, want)
+		}
+	}
+	if changed, ar := apply(s, testStream, 5, 4); changed != 0 || ar != (AttackResult{}) {
+		t.Fatalf("seq 5 after reopen: changed %d, %+v", changed, ar)
+	}
+	if h, _ := s.Attacks(a); h.Total() != 2 {
+		t.Fatalf("attack history %+v, want the 2 reports applied", h)
+	}
+	if e := mustGet(t, s, addr6); !e.Verdict.Inferred.Equal(t0.Add(3 * time.Second)) {
+		t.Fatalf("verdict %+v, want the one of the burst at 3", e.Verdict)
+	}
+	if landed != 2 || added != 2 {
+		t.Fatalf("hooks: %d verdicts, %d reports; want 2 and 2", landed, added)
+	}
+	// The next sequence applies; a bad stream or sequence is an error.
+	if changed, _ := apply(s, testStream, 6, 6); changed != 1 {
+		t.Fatalf("seq 6: changed %d", changed)
+	}
+	if _, _, err := s.ApplyLog(testStream, 0, nil, nil); err == nil {
+		t.Fatal("sequence 0 accepted")
+	}
+	if _, _, err := s.ApplyLog("", 7, nil, nil); err == nil {
+		t.Fatal("empty stream accepted")
 	}
 }
 
@@ -328,7 +400,7 @@ func TestLastSeenFlushBetweenReads(t *testing.T) {
 }
 
 // OnVerdicts hears of every verdict that changed the store, from Put and
-// ApplyFeed, after the commit, and of nothing else.
+// ApplyLog, after the commit, and of nothing else.
 func TestOnVerdicts(t *testing.T) {
 	var calls [][]Landed
 	s, err := Open(Config{Path: filepath.Join(t.TempDir(), "n.db"), OnVerdicts: func(ls []Landed) {
@@ -346,11 +418,11 @@ func TestOnVerdicts(t *testing.T) {
 	if _, err := s.Put([]Item{{Addr: addr4, Verdict: wireVerdict(true, "VPN", 80, t0)}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.ApplyFeed([]Item{{Addr: addr4, Verdict: wireVerdict(true, "SOCKS5", 100, t0.Add(-time.Hour))}}, nil, 5); err != nil {
+	if _, _, err := s.ApplyLog(testStream, 5, []Item{{Addr: addr4, Verdict: wireVerdict(true, "SOCKS5", 100, t0.Add(-time.Hour))}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	// A newer one from the feed.
-	if _, _, err := s.ApplyFeed([]Item{{Addr: addr4, Verdict: wireVerdict(false, "", 0, t0.Add(time.Minute))}}, nil, 6); err != nil {
+	// A newer one from the log.
+	if _, _, err := s.ApplyLog(testStream, 6, []Item{{Addr: addr4, Verdict: wireVerdict(false, "", 0, t0.Add(time.Minute))}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	// A failed write (an invalid item) commits nothing and calls nothing.
@@ -364,7 +436,7 @@ func TestOnVerdicts(t *testing.T) {
 		t.Fatalf("first landed %+v", l)
 	}
 	if l := calls[1][0]; l.Addr != addr4 || l.Verdict.Proxy || !l.Verdict.Inferred.Equal(t0.Add(time.Minute)) {
-		t.Fatalf("feed landed %+v", l)
+		t.Fatalf("log landed %+v", l)
 	}
 	// ScanVerdicts filters by time before decoding.
 	var scanned []netip.Addr

@@ -5,8 +5,9 @@
 // Recent holds at most Capacity addresses, each with its newest verdict.
 // It is a bounded window over the verdict stream, ordered by inference
 // time rather than by arrival: verdicts from the node's own sightings and
-// from the feed interleave, and a resumed feed delivers older ones late, so
-// a min-heap by time decides which address leaves when a newer one comes.
+// from the verdict log interleave, and a node catching up on the log gets
+// older ones late, so a min-heap by time decides which address leaves when
+// a newer one comes.
 // An address whose newer verdict says it is not a proxy leaves at once.
 //
 // Fill loads the window from the store when the node starts, so a restart

@@ -180,7 +180,7 @@ func openStore(t *testing.T, path string, hook func([]store.Landed)) *store.Stor
 }
 
 // Verdicts reach the window through the store's hook, from Put (own
-// sightings) and ApplyFeed (the feed), and a restart refills it from the
+// sightings) and ApplyLog (the verdict log), and a restart refills it from the
 // store.
 func TestRecentFollowsStoreAndRefills(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "node.db")
@@ -195,7 +195,7 @@ func TestRecentFollowsStoreAndRefills(t *testing.T) {
 	if _, err := st.Put(items[:15]); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := st.ApplyFeed(items[15:], nil, 7); err != nil {
+	if _, _, err := st.ApplyLog("STYX_PROXY", 7, items[15:], nil); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{}
@@ -215,7 +215,7 @@ func TestRecentFollowsStoreAndRefills(t *testing.T) {
 	if got := held(r); !slices.Equal(got, want) {
 		t.Fatalf("stale verdict changed the window: %v", got)
 	}
-	if _, _, err := st.ApplyFeed([]store.Item{{Addr: addr(1), Verdict: wireVerdict(false, "", t0)}}, nil, 8); err != nil {
+	if _, _, err := st.ApplyLog("STYX_CLEAN", 8, []store.Item{{Addr: addr(1), Verdict: wireVerdict(false, "", t0)}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	want = slices.DeleteFunc(want, func(s string) bool { return s == addr(1).String() })

@@ -8,7 +8,6 @@ import (
 	"github.com/styx-inference/styx/clusternode/internal/fakesched"
 	"github.com/styx-inference/styx/pkg/attacks"
 	"github.com/styx-inference/styx/pkg/testwait"
-	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
 // Reports accepted on the node wait in the store's outbox until the leader
@@ -48,33 +47,4 @@ func TestAttacksForwardedFromOutbox(t *testing.T) {
 	testwait.For(t, testwait.Timeout, "the new report forwarded", func() bool { got, _ := f.Attacks(); return len(got) == 3 })
 	// The leader has the report before the node has its answer: wait.
 	testwait.For(t, testwait.Timeout, "the forward counted", func() bool { return h.up.Stats().AttacksForwarded == 3 })
-}
-
-// Attack reports on the feed land in the store, idempotently; progress
-// events (only a revision) move the revision.
-func TestFeedAttacksApplied(t *testing.T) {
-	h := newHarness(t, nil)
-	f := h.fake(fakesched.Config{}, "x")
-	h.start()
-	testwait.For(t, testwait.Timeout, "a feed follower", func() bool { return f.FeedFollowers() == 1 })
-	a := netip.MustParseAddr("2001:db8::7")
-	r := attacks.Report{Addr: a, Time: time.Unix(1_700_000_000, 0), Kind: attacks.KindDDoS, Reporter: "node-b"}
-	f.Publish(&styxv1.FeedEvent{Revision: 1<<32 | 1, Attack: r.Proto()})
-	f.Publish(&styxv1.FeedEvent{Revision: 1<<32 | 2, Attack: r.Proto()}) // again: a duplicate
-	f.Publish(&styxv1.FeedEvent{Revision: 1<<32 | 3, Attack: &styxv1.AttackReport{Address: []byte{10, 0, 0, 1}, Kind: "login"}})
-	f.Publish(&styxv1.FeedEvent{Revision: 1<<32 | 9})
-	testwait.For(t, testwait.Timeout, "feed applied", func() bool { return h.up.Stats().FeedEvents == 4 })
-	hist, err := h.store.Attacks(a)
-	if err != nil || hist.Total() != 1 || hist.Counts[attacks.KindDDoS] != 1 {
-		t.Fatalf("history %+v %v", hist, err)
-	}
-	if st := h.up.Stats(); st.FeedAttacksNew != 1 || st.FeedAttacksDuplicate != 1 {
-		t.Fatalf("stats %+v", st)
-	}
-	// A progress event that arrives alone is stored with the next write
-	// or within feedRevisionEvery, not at once.
-	testwait.For(t, testwait.Timeout, "revision 1<<32|9 stored", func() bool { rev, _ := h.store.Revision(); return rev == 1<<32|9 })
-	if h.store.OutboxLen() != 0 {
-		t.Fatal("a feed report entered the outbox")
-	}
 }

@@ -25,7 +25,8 @@ const DirectTerm = 1
 // runDirect speaks WorkerService to one worker instead of following the
 // leader (Config.DirectWorker): the node's sightings go to the worker as
 // batches and the verdicts come back as outcomes, through the same pending
-// table and store as with STYX. There is no feed and no attack forwarding.
+// table and store as with STYX. There is no attack forwarding, and the node
+// follows no verdict log.
 func (u *Uplink) runDirect(ctx context.Context) error {
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -168,6 +169,8 @@ func (u *Uplink) directSend(ctx context.Context, stream styxv1.WorkerService_Wor
 			return fmt.Errorf("%w: %w", errRecvDone, err)
 		case <-u.notify:
 			err = send(true)
+		case <-u.committed:
+			err = send(false) // they have waited for their commit already
 		case <-d.wake:
 			err = send(true)
 		case <-tick.C:

@@ -21,23 +21,30 @@ import (
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
-// feedApplyMax is the most feed events written in one store transaction;
-// it is also the capacity of the channel between the feed's receiver and
-// its writer.
-const feedApplyMax = 512
-
-// feedRevisionEvery is how long a feed revision may wait in memory when
-// the events that raised it needed no other write (verdicts this node
-// already stored, progress events). A revision stored late only makes a
-// restarted node read events again, which changes nothing.
-const feedRevisionEvery = time.Second
-
-// Run follows the leader and keeps a Submit stream and a Feed stream to it
-// until ctx ends. Then it sends what is queued (bounded by FlushTimeout),
-// closes the streams and returns nil. Pending sightings are not persisted:
-// their verdicts, if STYX produces them, come back through the feed. With
-// Config.DirectWorker it talks to that worker instead (runDirect).
+// Run follows the leader and keeps a Submit stream to it, and forwards the
+// attack outbox, until ctx ends. Then it sends what is queued (bounded by
+// FlushTimeout), closes the stream and returns nil. The verdicts of
+// sightings still pending at the end, if STYX produces them, come back
+// through the verdict log (ApplyLog). With Config.DirectWorker it talks to
+// that worker instead (runDirect).
+//
+// With Config.Outbox, Run also runs the group commits, and its last one
+// before it returns: every sighting accepted until then is persisted, and
+// the next run sends it again.
 func (u *Uplink) Run(ctx context.Context) error {
+	if u.cfg.Outbox != nil {
+		cctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			u.runCommits(cctx)
+		}()
+		defer func() {
+			stop()
+			<-done
+			u.commit()
+		}()
+	}
 	if u.cfg.DirectWorker != "" {
 		return u.runDirect(ctx)
 	}
@@ -101,14 +108,6 @@ func (u *Uplink) runLeader(ectx, root context.Context, li keyspace.LeaderInfo) {
 		stop := context.AfterFunc(root, cancel)
 		defer stop()
 		u.attackLoop(actx, client, li)
-	})
-	wg.Go(func() {
-		// The feed has nothing to flush: it stops with root.
-		fctx, cancel := context.WithCancel(ectx)
-		defer cancel()
-		stop := context.AfterFunc(root, cancel)
-		defer stop()
-		u.feedLoop(fctx, client, li)
 	})
 	wg.Wait()
 }
@@ -198,6 +197,29 @@ func recvStatus(stream styxv1.SchedulerService_SubmitClient, err error) error {
 func (u *Uplink) sendLoop(ctx, root context.Context, stream styxv1.SchedulerService_SubmitClient, maxBatch int, recvErr <-chan error) (recvDone bool, err error) {
 	tick := time.NewTicker(u.cfg.BatchInterval)
 	defer tick.Stop()
+	var statusC <-chan time.Time
+	if u.cfg.LogStatus != nil {
+		every := u.cfg.StatusEvery
+		if every <= 0 {
+			every = 2 * time.Second
+		}
+		st := time.NewTicker(every)
+		defer st.Stop()
+		statusC = st.C
+	}
+	sendStatus := func() error {
+		if u.cfg.LogStatus == nil {
+			return nil
+		}
+		req := &styxv1.SubmitRequest{Msg: &styxv1.SubmitRequest_Status{Status: u.cfg.LogStatus()}}
+		if err := stream.Send(req); err != nil {
+			return fmt.Errorf("send log status: %w", err)
+		}
+		return nil
+	}
+	if err := sendStatus(); err != nil {
+		return sendFailed(ctx, err, recvErr)
+	}
 	var seq uint64
 	send := func(onlyFull bool) error {
 		for {
@@ -218,8 +240,10 @@ func (u *Uplink) sendLoop(ctx, root context.Context, stream styxv1.SchedulerServ
 	for {
 		select {
 		case <-root.Done():
-			// Flush, half-close, and let the leader end the stream (its
-			// last outcomes still count); Run bounds the wait.
+			// Commit what was accepted last, flush, half-close, and let
+			// the leader end the stream (its last outcomes still count);
+			// Run bounds the wait.
+			u.commit()
 			if err := send(false); err != nil {
 				return sendFailed(ctx, err, recvErr)
 			}
@@ -238,8 +262,12 @@ func (u *Uplink) sendLoop(ctx, root context.Context, stream styxv1.SchedulerServ
 			return true, err
 		case <-u.notify:
 			err = send(true)
+		case <-u.committed:
+			err = send(false) // they have waited for their commit already
 		case <-tick.C:
 			err = send(false)
+		case <-statusC:
+			err = sendStatus()
 		}
 		if err != nil {
 			return sendFailed(ctx, err, recvErr)
@@ -292,157 +320,13 @@ func (u *Uplink) recvLoop(stream styxv1.SchedulerService_SubmitClient) error {
 	}
 }
 
-func (u *Uplink) feedLoop(ctx context.Context, client styxv1.SchedulerServiceClient, li keyspace.LeaderInfo) {
-	bo := retry.NewBackoff(u.cfg.BackoffMin, u.cfg.BackoffMax)
-	log := u.log.With().Str(logging.Leader, li.ID).Logger()
-	for {
-		got, err := u.feedSession(ctx, client)
-		if ctx.Err() != nil {
-			return
-		}
-		if got {
-			bo.Reset()
-		}
-		if status.Code(err) == codes.OutOfRange {
-			// The stored revision is too old (or from another term).
-			// TODO: copy a snapshot from a peer or from STYX while
-			// buffering the live feed; until then the verdicts in the gap
-			// are missing here and the gap is only counted.
-			u.feedGaps.Add(1)
-			log.Warn().Err(err).Msg("feed revision too old, following from now")
-			if err := u.cfg.Store.SetRevision(0); err != nil {
-				log.Error().Err(err).Msg("reset feed revision")
-			}
-		} else {
-			log.Warn().Err(err).Msg("feed ended, reconnecting")
-		}
-		if !retry.Sleep(ctx, bo.NextBackOff()) {
-			return
-		}
-	}
-}
-
-// feedSession follows one Feed stream; got reports whether any event came.
-func (u *Uplink) feedSession(ctx context.Context, client styxv1.SchedulerServiceClient) (got bool, err error) {
-	rev, err := u.cfg.Store.Revision()
-	if err != nil {
-		return false, err
-	}
-	fctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, err := client.Feed(fctx, &styxv1.FeedRequest{FromRevision: rev})
-	if err != nil {
-		return false, fmt.Errorf("open feed from revision %d: %w", rev, err)
-	}
-	u.log.Debug().Uint64("revision", rev).Msg("following verdict feed")
-
-	events := make(chan *styxv1.FeedEvent, feedApplyMax)
-	recvErr := make(chan error, 1)
-	go func() {
-		defer close(events)
-		for {
-			ev, err := stream.Recv()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			select {
-			case events <- ev:
-			case <-fctx.Done():
-				recvErr <- fctx.Err()
-				return
-			}
-		}
-	}()
-	// Write in batches of what has arrived, so a fast feed costs one
-	// transaction per batch rather than per event.
-	buf := make([]*styxv1.FeedEvent, 0, feedApplyMax)
-	var pendingRev uint64 // applied but not yet stored
-	var lastWrite time.Time
-	flush := time.NewTimer(feedRevisionEvery)
-	defer flush.Stop()
-	storeRev := func() {
-		if pendingRev == 0 {
-			return
-		}
-		if _, _, err := u.cfg.Store.ApplyFeed(nil, nil, pendingRev); err != nil {
-			u.log.Error().Err(err).Uint64("revision", pendingRev).Msg("store feed revision")
-			return
-		}
-		pendingRev, lastWrite = 0, time.Now()
-	}
-	for {
-		var ev *styxv1.FeedEvent
-		var ok bool
-		select {
-		case ev, ok = <-events:
-		case <-flush.C:
-			storeRev()
-			continue
-		}
-		if !ok {
-			break
-		}
-		buf = append(buf[:0], ev)
-	drain:
-		for len(buf) < feedApplyMax {
-			select {
-			case ev, ok := <-events:
-				if !ok {
-					break drain
-				}
-				buf = append(buf, ev)
-			default:
-				break drain
-			}
-		}
-		got = true
-		items, reports, maxRev, skipped := feedItems(buf)
-		items = u.dropStored(items)
-		if skipped > 0 {
-			u.log.Debug().Int(logging.Count, skipped).Msg("feed events without a usable verdict or attack report skipped")
-		}
-		maxRev = max(maxRev, pendingRev)
-		if len(items) == 0 && len(reports) == 0 && time.Since(lastWrite) < feedRevisionEvery {
-			// Nothing to write but the revision: it waits (at most
-			// feedRevisionEvery) for the next write.
-			if pendingRev == 0 {
-				flush.Reset(feedRevisionEvery)
-			}
-			pendingRev = maxRev
-			u.feedEvents.Add(uint64(len(buf)))
-			continue
-		}
-		_, ar, err := u.cfg.Store.ApplyFeed(items, reports, maxRev)
-		if err != nil {
-			cancel()
-			for range events {
-			}
-			<-recvErr
-			return got, fmt.Errorf("apply feed: %w", err)
-		}
-		pendingRev, lastWrite = 0, time.Now()
-		u.addStored(items)
-		u.feedEvents.Add(uint64(len(buf)))
-		u.feedAttNew.Add(uint64(ar.New))
-		u.feedAttDup.Add(uint64(ar.Duplicates))
-		u.feedAttOld.Add(uint64(ar.TooOld))
-	}
-	storeRev()
-	err = <-recvErr
-	if errors.Is(err, io.EOF) {
-		err = errors.New("leader ended the feed")
-	}
-	return got, err
-}
-
 // attackRPCTimeout bounds one ReportAttacks call.
 const attackRPCTimeout = 10 * time.Second
 
 // attackLoop forwards the store's attack outbox to the leader until ctx
 // ends: at once when kicked, else every AttackRetry. A batch leaves the
 // outbox only once the leader has answered for it; the leader drops the
-// ones it has already fed, so a re-sent batch is harmless.
+// ones it has already put on the log, so a re-sent batch is harmless.
 func (u *Uplink) attackLoop(ctx context.Context, client styxv1.SchedulerServiceClient, li keyspace.LeaderInfo) {
 	bo := retry.NewBackoff(u.cfg.BackoffMin, u.cfg.BackoffMax)
 	log := u.log.With().Str(logging.Leader, li.ID).Logger()

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 
@@ -29,9 +30,7 @@ const IDBlock = 1 << 20
 type Store interface {
 	ReserveIDs(n uint64, now time.Time) (first uint64, err error)
 	Put(items []store.Item) (changed int, err error)
-	ApplyFeed(items []store.Item, reports []attacks.Report, rev uint64) (changed int, ar store.AttackResult, err error)
-	Revision() (uint64, error)
-	SetRevision(rev uint64) error
+	ApplyLog(stream string, seq uint64, items []store.Item, reports []attacks.Report) (changed int, ar store.AttackResult, err error)
 	AttackOutbox(limit int) ([]store.OutboxEntry, error)
 	AckAttacks(seqs []uint64) error
 }
@@ -46,10 +45,17 @@ type Config struct {
 	// DirectWorker, when set, is a worker's gRPC address: the uplink
 	// speaks WorkerService to that one worker instead of following the
 	// leader, as a scheduler would (term DirectTerm, honouring its
-	// credits). There is no feed and no attack forwarding. It measures the
-	// node's path without the scheduler hop (benchmarks, tests).
+	// credits). There is no attack forwarding (and the node follows no
+	// verdict log). It measures the node's path without the scheduler hop
+	// (benchmarks, tests).
 	DirectWorker string
 	Store        Store
+	// Outbox, when set, persists the pending table (see outbox.go): an
+	// accepted sighting is written in a group commit (at most every
+	// BatchInterval) before it is sent, resolved ones are deleted the
+	// same way, and New loads what a previous run left. Nil keeps the
+	// pending table in memory only and sends sightings at once.
+	Outbox Outbox
 	// DedupWindow: an address offered again within it is not submitted
 	// again. 0 disables dedup.
 	DedupWindow time.Duration
@@ -76,6 +82,12 @@ type Config struct {
 	AttackRetry time.Duration
 	// DialOptions are added to the defaults (insecure transport).
 	DialOptions []grpc.DialOption
+	// LogStatus, when set, reports the node's position in the verdict
+	// log; the uplink sends it to the leader on its Submit stream every
+	// StatusEvery (default 2 s), for the visualiser and the leader's
+	// metrics.
+	LogStatus   func() *styxv1.NodeStatus
+	StatusEvery time.Duration
 	// OnOutcome, when set, is called exactly once per resolved sighting,
 	// after a verdict has been stored. It must not block.
 	OnOutcome func(sightingID uint64, addr netip.Addr, kind styxv1.OutcomeKind)
@@ -134,20 +146,27 @@ type Stats struct {
 	Sessions    uint64 // Submit streams that got a Welcome
 	Connected   bool   // a Submit stream is up now
 
-	FeedEvents uint64
-	FeedGaps   uint64 // feed restarts from "now" after OUT_OF_RANGE
+	// LogMessages counts the verdict log messages applied (ApplyLog);
+	// LogVerdicts the verdicts in them with an address and no error,
+	// LogVerdictsKnown those of them just written here from an outcome
+	// (not written again), LogVerdictsSkipped the others.
+	LogMessages, LogVerdicts, LogVerdictsKnown, LogVerdictsSkipped uint64
 
 	// Attack reports: forwarded to the leader (by its answer: put on the
-	// feed, seen before, rejected as invalid), and applied from the feed
+	// log, seen before, rejected as invalid), and applied from the log
 	// (new here, already known, too old for a full history).
 	AttacksForwarded, AttacksLeaderDuplicates, AttacksLeaderRejected uint64
-	FeedAttacksNew, FeedAttacksDuplicate, FeedAttacksTooOld          uint64
+	LogAttacksNew, LogAttacksDuplicate, LogAttacksTooOld             uint64
+	LogAttacksInvalid                                                uint64 // did not decode
 }
 
 type pendingEntry struct {
 	addr  netip.Addr
 	seen  int64 // Unix nanoseconds
 	sends uint32
+	// unsaved: waiting for its group commit, so not queued to be sent
+	// (only with Config.Outbox).
+	unsaved bool
 }
 
 // Uplink submits sightings to the leader and applies what comes back.
@@ -171,8 +190,21 @@ type Uplink struct {
 	// sees the rest too.
 	npending atomic.Int64
 
+	// With Config.Outbox, ids accepted since the last group commit
+	// (unsaved) and resolved since (resolvedIDs, guarded by mu too) wait
+	// for the next one; the spares are their buffers between commits.
+	// commitMu makes commits one at a time (mu is taken inside it).
+	// committed (cap 1) wakes the sender after a commit queued sightings;
+	// commitKick (cap 1) wakes the committer when a full batch waits.
+	unsaved, resolvedIDs, spareIDs, spareRemoved []uint64
+	commitFailing                                bool
+	commitMu                                     sync.Mutex
+	committed, commitKick                        chan struct{}
+	restored, commits, commitErrors              atomic.Uint64
+	commitSeconds                                prometheus.Histogram
+
 	// stored remembers the verdicts written recently, from outcomes or
-	// from the feed: a verdict this node asked for arrives both ways, and
+	// from the log: a verdict this node asked for arrives both ways, and
 	// the second copy is not written again. storedMu is a leaf, never held
 	// with mu.
 	storedMu sync.Mutex
@@ -181,12 +213,13 @@ type Uplink struct {
 	submitted, notSubmitted, deduplicated, resent       atomic.Uint64
 	verdicts, expired, shed, rejected, unspecified      atomic.Uint64
 	duplicates, verdictErrors, batches, acked, sessions atomic.Uint64
-	feedEvents, feedGaps                                atomic.Uint64
+	logMessages, logVerdicts, logKnown, logSkipped      atomic.Uint64
+	logAttInvalid                                       atomic.Uint64
 	connected                                           atomic.Bool
 
 	attackKick                                chan struct{} // cap 1: the outbox has new reports
 	attForwarded, attLeaderDups, attLeaderRej atomic.Uint64
-	feedAttNew, feedAttDup, feedAttOld        atomic.Uint64
+	logAttNew, logAttDup, logAttOld           atomic.Uint64
 }
 
 // New returns an Uplink; Offer works at once, Run connects.
@@ -220,6 +253,10 @@ func New(cfg Config, log zerolog.Logger) (*Uplink, error) {
 		stored:  stored,
 		notify:  make(chan struct{}, 1),
 
+		committed:     make(chan struct{}, 1),
+		commitKick:    make(chan struct{}, 1),
+		commitSeconds: newCommitSeconds(),
+
 		attackKick: make(chan struct{}, 1),
 	}
 	if cfg.DedupWindow > 0 {
@@ -231,6 +268,11 @@ func New(cfg Config, log zerolog.Logger) (*Uplink, error) {
 		}
 	}
 	u.fullBatch.Store(int64(cfg.BatchSize))
+	if cfg.Outbox != nil {
+		if err := u.restore(); err != nil {
+			return nil, fmt.Errorf("uplink: restore pending sightings: %w", err)
+		}
+	}
 	return u, nil
 }
 
@@ -266,18 +308,27 @@ func (u *Uplink) Offer(addr netip.Addr, now time.Time) bool {
 		u.log.Error().Err(err).Msg("no sighting id, address not submitted")
 		return false
 	}
-	u.pending[id] = pendingEntry{addr: addr, seen: ns}
 	u.npending.Add(1)
-	u.queue = append(u.queue, id)
+	// Without an outbox the sighting is queued to be sent at once; with
+	// one, it waits for its group commit (see commit).
+	wake, waiting := u.notify, 0
+	if u.cfg.Outbox != nil {
+		u.pending[id] = pendingEntry{addr: addr, seen: ns, unsaved: true}
+		u.unsaved = append(u.unsaved, id)
+		wake, waiting = u.commitKick, len(u.unsaved)
+	} else {
+		u.pending[id] = pendingEntry{addr: addr, seen: ns}
+		u.queue = append(u.queue, id)
+		waiting = len(u.queue) - u.head
+	}
 	if u.dedup != nil {
 		u.dedup.Put(ns, addr, struct{}{})
 	}
-	queued := len(u.queue) - u.head
 	u.mu.Unlock()
 	u.submitted.Add(1)
-	if int64(queued) >= u.fullBatch.Load() {
+	if int64(waiting) >= u.fullBatch.Load() {
 		select {
-		case u.notify <- struct{}{}:
+		case wake <- struct{}{}:
 		default:
 		}
 	}
@@ -298,13 +349,16 @@ func (u *Uplink) newIDLocked(now time.Time) (uint64, error) {
 }
 
 // restartQueue queues every pending sighting again, oldest id first, for a
-// new stream. It returns how many are queued.
+// new stream (not the ones waiting for their group commit: the commit
+// queues them). It returns how many are queued.
 func (u *Uplink) restartQueue() int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	ids := make([]uint64, 0, len(u.pending))
-	for id := range u.pending {
-		ids = append(ids, id)
+	for id, e := range u.pending {
+		if !e.unsaved {
+			ids = append(ids, id)
+		}
 	}
 	slices.Sort(ids)
 	u.queue, u.head = ids, 0
@@ -374,6 +428,9 @@ func (u *Uplink) resolve(outs []columns.Outcome) {
 			continue
 		}
 		delete(u.pending, o.SightingID)
+		if u.cfg.Outbox != nil {
+			u.resolvedIDs = append(u.resolvedIDs, o.SightingID) // deleted by the next group commit
+		}
 		res = append(res, resolved{id: o.SightingID, addr: e.addr, kind: o.Kind, reason: o.Reason})
 		if o.Kind != styxv1.OutcomeKind_OUTCOME_KIND_VERDICT {
 			continue
@@ -438,33 +495,6 @@ func (u *Uplink) verdictItem(addr netip.Addr, v *styxv1.Verdict) (store.Item, bo
 	return store.Item{Addr: addr, Verdict: v}, true
 }
 
-// feedItems converts feed events into store items and attack reports,
-// skipping verdicts that carry an error or no valid address, invalid
-// attack reports, and progress events (only a revision).
-func feedItems(evs []*styxv1.FeedEvent) (items []store.Item, reports []attacks.Report, maxRev uint64, skipped int) {
-	items = make([]store.Item, 0, len(evs))
-	for _, ev := range evs {
-		maxRev = max(maxRev, ev.GetRevision())
-		if p := ev.GetAttack(); p != nil {
-			r, err := attacks.FromProto(p)
-			if err != nil {
-				skipped++
-				continue
-			}
-			reports = append(reports, r)
-			continue
-		}
-		v := ev.GetVerdict()
-		a, ok := netip.AddrFromSlice(v.GetAddress())
-		if v == nil || !ok || v.GetError() != "" {
-			skipped++
-			continue
-		}
-		items = append(items, store.Item{Addr: store.Normalize(a), Verdict: v})
-	}
-	return items, reports, maxRev, skipped
-}
-
 // KickAttacks says that the store's outbox has new reports: they are
 // forwarded at once when a leader is connected. It never blocks.
 func (u *Uplink) KickAttacks() {
@@ -494,15 +524,19 @@ func (u *Uplink) Stats() Stats {
 		Acked:             u.acked.Load(),
 		Sessions:          u.sessions.Load(),
 		Connected:         u.connected.Load(),
-		FeedEvents:        u.feedEvents.Load(),
-		FeedGaps:          u.feedGaps.Load(),
+
+		LogMessages:        u.logMessages.Load(),
+		LogVerdicts:        u.logVerdicts.Load(),
+		LogVerdictsKnown:   u.logKnown.Load(),
+		LogVerdictsSkipped: u.logSkipped.Load(),
 
 		AttacksForwarded:        u.attForwarded.Load(),
 		AttacksLeaderDuplicates: u.attLeaderDups.Load(),
 		AttacksLeaderRejected:   u.attLeaderRej.Load(),
-		FeedAttacksNew:          u.feedAttNew.Load(),
-		FeedAttacksDuplicate:    u.feedAttDup.Load(),
-		FeedAttacksTooOld:       u.feedAttOld.Load(),
+		LogAttacksNew:           u.logAttNew.Load(),
+		LogAttacksDuplicate:     u.logAttDup.Load(),
+		LogAttacksTooOld:        u.logAttOld.Load(),
+		LogAttacksInvalid:       u.logAttInvalid.Load(),
 	}
 }
 
@@ -515,9 +549,10 @@ func (u *Uplink) seenLocked(addr netip.Addr, now int64) bool {
 	return ok
 }
 
-// storedVerdictsMax bounds the verdicts remembered as written recently:
-// as many as the leader's feed ring holds by default, so that a verdict is
-// still remembered when its second copy arrives.
+// storedVerdictsMax bounds the verdicts remembered as written recently.
+// The log's copy of a verdict follows its outcome within the log's lag: at
+// 5,000 verdicts a second, 65,536 cover 13 s of it. A copy that comes later
+// is written again, which changes nothing (the store keeps what it has).
 const storedVerdictsMax = 1 << 16
 
 // dropStored removes from items the verdicts written recently: the same

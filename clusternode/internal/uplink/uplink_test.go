@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -408,38 +409,6 @@ func TestBatchesRespectMaxBatch(t *testing.T) {
 	}
 }
 
-func TestFeedAppliedAndGapRestartsFromNow(t *testing.T) {
-	h := newHarness(t, nil)
-	if err := h.store.SetRevision(7); err != nil {
-		t.Fatal(err)
-	}
-	f := h.fake(fakesched.Config{FeedFloor: 100}, "x")
-	h.start()
-	testwait.For(t, testwait.Timeout, "a feed follower", func() bool { return f.FeedFollowers() == 1 })
-	if reqs := f.FeedRequests(); len(reqs) != 2 || reqs[0] != 7 || reqs[1] != 0 {
-		t.Fatalf("feed requests %v, want [7 0]", reqs)
-	}
-	if st := h.up.Stats(); st.FeedGaps != 1 {
-		t.Fatalf("gaps %d", st.FeedGaps)
-	}
-	a := netip.MustParseAddr("203.0.113.9")
-	for i, proxy := range []bool{false, true} {
-		ev := &styxv1.FeedEvent{Revision: 1<<32 | uint64(200+i), Verdict: &styxv1.Verdict{
-			Address: a.AsSlice(), Proxy: proxy, Type: "Hosting", Risk: 50, InferredUnixNano: int64(1000 + i),
-		}}
-		f.Publish(ev)
-	}
-	f.Publish(&styxv1.FeedEvent{Revision: 1<<32 | 202, Verdict: &styxv1.Verdict{Error: "poison"}})
-	testwait.For(t, testwait.Timeout, "feed applied", func() bool { return h.up.Stats().FeedEvents == 3 })
-	e, err := h.store.Lookup(a)
-	if err != nil || !e.HasVerdict || !e.Verdict.Proxy {
-		t.Fatalf("feed verdict %+v %v", e, err)
-	}
-	// The last event needed no write but its revision, which is stored
-	// within a second.
-	testwait.For(t, testwait.Timeout, "revision stored", func() bool { rev, _ := h.store.Revision(); return rev == 1<<32|202 })
-}
-
 // The dedup window holds an address for exactly DedupWindow after it was
 // submitted, and at most DedupMax addresses (the oldest go first). Offers
 // inside the window do not extend it.
@@ -535,4 +504,30 @@ func TestStoredVerdictsBounded(t *testing.T) {
 	if got := h.up.dropStored([]store.Item{item(5, 6)}); len(got) != 1 {
 		t.Fatal("another inference of the same address taken as stored")
 	}
+}
+
+// The uplink reports the node's log position on its Submit stream, when
+// the stream opens and every StatusEvery after.
+func TestLogStatusReportedToLeader(t *testing.T) {
+	var calls atomic.Int64
+	h := newHarness(t, func(c *Config) {
+		c.StatusEvery = 20 * time.Millisecond
+		c.LogStatus = func() *styxv1.NodeStatus {
+			calls.Add(1)
+			return &styxv1.NodeStatus{LogLagMessages: 5, LogLagSeconds: 1.5, LogConnected: true}
+		}
+	})
+	f := h.fake(fakesched.Config{ID: "styx-1", Answer: fakesched.VerdictFor}, "x")
+	h.start()
+	testwait.For(t, testwait.Timeout, "three reports", func() bool { return len(f.Statuses()) >= 3 })
+	for _, st := range f.Statuses() {
+		if st.GetLogLagMessages() != 5 || st.GetLogLagSeconds() != 1.5 || !st.GetLogConnected() || st.GetLogStalled() {
+			t.Fatalf("report %v", st)
+		}
+	}
+	// Sightings still flow beside the reports.
+	if !h.up.Offer(addrs(1)[0], time.Now()) {
+		t.Fatal("not submitted")
+	}
+	testwait.For(t, testwait.Timeout, "the verdict", func() bool { return h.up.Stats().Verdicts == 1 })
 }

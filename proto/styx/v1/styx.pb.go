@@ -3,8 +3,9 @@
 // Three services:
 //   - SchedulerService: cluster nodes stream sightings to the STYX leader and
 //     receive one outcome per accepted sighting, and forward the attack
-//     reports they accepted; any process can follow the feed of verdicts and
-//     attack reports.
+//     reports they accepted. Verdicts and attack reports reach every node
+//     and worker through the verdict log (NATS JetStream, LogBatch), not
+//     through this service.
 //   - WorkerService: served by every worker; the leader dials it and keeps one
 //     bidirectional stream per worker. Batches go down carrying the leader's
 //     term; results and credit grants come up.
@@ -439,6 +440,7 @@ type SubmitRequest struct {
 	//
 	//	*SubmitRequest_Hello
 	//	*SubmitRequest_Sightings
+	//	*SubmitRequest_Status
 	Msg           isSubmitRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -499,6 +501,15 @@ func (x *SubmitRequest) GetSightings() *SightingBatch {
 	return nil
 }
 
+func (x *SubmitRequest) GetStatus() *NodeStatus {
+	if x != nil {
+		if x, ok := x.Msg.(*SubmitRequest_Status); ok {
+			return x.Status
+		}
+	}
+	return nil
+}
+
 type isSubmitRequest_Msg interface {
 	isSubmitRequest_Msg()
 }
@@ -511,9 +522,88 @@ type SubmitRequest_Sightings struct {
 	Sightings *SightingBatch `protobuf:"bytes,2,opt,name=sightings,proto3,oneof"`
 }
 
+type SubmitRequest_Status struct {
+	Status *NodeStatus `protobuf:"bytes,3,opt,name=status,proto3,oneof"`
+}
+
 func (*SubmitRequest_Hello) isSubmitRequest_Msg() {}
 
 func (*SubmitRequest_Sightings) isSubmitRequest_Msg() {}
+
+func (*SubmitRequest_Status) isSubmitRequest_Msg() {}
+
+// NodeStatus is what a node reports about itself on its Submit stream,
+// every few seconds: how far behind the verdict log it is. The leader shows
+// it (visualiser, /metrics); no rule depends on it.
+type NodeStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// log_lag_messages sums the node's lag over the log's streams.
+	LogLagMessages uint64 `protobuf:"varint,1,opt,name=log_lag_messages,json=logLagMessages,proto3" json:"log_lag_messages,omitempty"`
+	// log_lag_seconds is the largest lag in seconds over the streams.
+	LogLagSeconds float64 `protobuf:"fixed64,2,opt,name=log_lag_seconds,json=logLagSeconds,proto3" json:"log_lag_seconds,omitempty"`
+	LogConnected  bool    `protobuf:"varint,3,opt,name=log_connected,json=logConnected,proto3" json:"log_connected,omitempty"`
+	LogStalled    bool    `protobuf:"varint,4,opt,name=log_stalled,json=logStalled,proto3" json:"log_stalled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeStatus) Reset() {
+	*x = NodeStatus{}
+	mi := &file_styx_v1_styx_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeStatus) ProtoMessage() {}
+
+func (x *NodeStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_styx_v1_styx_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
+func (*NodeStatus) Descriptor() ([]byte, []int) {
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *NodeStatus) GetLogLagMessages() uint64 {
+	if x != nil {
+		return x.LogLagMessages
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetLogLagSeconds() float64 {
+	if x != nil {
+		return x.LogLagSeconds
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetLogConnected() bool {
+	if x != nil {
+		return x.LogConnected
+	}
+	return false
+}
+
+func (x *NodeStatus) GetLogStalled() bool {
+	if x != nil {
+		return x.LogStalled
+	}
+	return false
+}
 
 type Hello struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -524,7 +614,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_styx_v1_styx_proto_msgTypes[4]
+	mi := &file_styx_v1_styx_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -536,7 +626,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[4]
+	mi := &file_styx_v1_styx_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -549,7 +639,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{4}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Hello) GetNodeId() string {
@@ -581,7 +671,7 @@ type SightingBatch struct {
 
 func (x *SightingBatch) Reset() {
 	*x = SightingBatch{}
-	mi := &file_styx_v1_styx_proto_msgTypes[5]
+	mi := &file_styx_v1_styx_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -593,7 +683,7 @@ func (x *SightingBatch) String() string {
 func (*SightingBatch) ProtoMessage() {}
 
 func (x *SightingBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[5]
+	mi := &file_styx_v1_styx_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -606,7 +696,7 @@ func (x *SightingBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SightingBatch.ProtoReflect.Descriptor instead.
 func (*SightingBatch) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{5}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SightingBatch) GetSeq() uint64 {
@@ -651,7 +741,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_styx_v1_styx_proto_msgTypes[6]
+	mi := &file_styx_v1_styx_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -663,7 +753,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[6]
+	mi := &file_styx_v1_styx_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -676,7 +766,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{6}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SubmitResponse) GetMsg() isSubmitResponse_Msg {
@@ -748,7 +838,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_styx_v1_styx_proto_msgTypes[7]
+	mi := &file_styx_v1_styx_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -760,7 +850,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[7]
+	mi := &file_styx_v1_styx_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -773,7 +863,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{7}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Welcome) GetSchedulerId() string {
@@ -809,7 +899,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_styx_v1_styx_proto_msgTypes[8]
+	mi := &file_styx_v1_styx_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -821,7 +911,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[8]
+	mi := &file_styx_v1_styx_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -834,7 +924,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{8}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Ack) GetSeq() uint64 {
@@ -871,7 +961,7 @@ type OutcomeBatch struct {
 
 func (x *OutcomeBatch) Reset() {
 	*x = OutcomeBatch{}
-	mi := &file_styx_v1_styx_proto_msgTypes[9]
+	mi := &file_styx_v1_styx_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -883,7 +973,7 @@ func (x *OutcomeBatch) String() string {
 func (*OutcomeBatch) ProtoMessage() {}
 
 func (x *OutcomeBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[9]
+	mi := &file_styx_v1_styx_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -896,7 +986,7 @@ func (x *OutcomeBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutcomeBatch.ProtoReflect.Descriptor instead.
 func (*OutcomeBatch) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{9}
+	return file_styx_v1_styx_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *OutcomeBatch) GetSightingIds() []uint64 {
@@ -934,89 +1024,37 @@ func (x *OutcomeBatch) GetReason() []string {
 	return nil
 }
 
-type FeedRequest struct {
+// LogBatch is one message of the verdict log (NATS JetStream, see
+// pkg/verdictlog): the verdicts of one worker result that share a retention
+// class, or the attack reports of one ReportAttacks call. The leader
+// publishes it with the message id "<term>.<seq>", so a re-publish of the
+// same batch (after a lost acknowledgement) is stored once.
+type LogBatch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// from_revision 0 means "from now".
-	FromRevision uint64 `protobuf:"varint,1,opt,name=from_revision,json=fromRevision,proto3" json:"from_revision,omitempty"`
-	// attacks_only leaves verdicts out (workers follow the attack reports
-	// only). The revision still advances: when the events a batch skipped
-	// end it, a progress event carrying only the revision follows.
-	AttacksOnly   bool `protobuf:"varint,2,opt,name=attacks_only,json=attacksOnly,proto3" json:"attacks_only,omitempty"`
+	// term is the publishing leader's term, seq its publish sequence within
+	// the term (from 1).
+	Term          int64           `protobuf:"varint,1,opt,name=term,proto3" json:"term,omitempty"`
+	Seq           uint64          `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	Verdicts      []*Verdict      `protobuf:"bytes,3,rep,name=verdicts,proto3" json:"verdicts,omitempty"`
+	Attacks       []*AttackReport `protobuf:"bytes,4,rep,name=attacks,proto3" json:"attacks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *FeedRequest) Reset() {
-	*x = FeedRequest{}
-	mi := &file_styx_v1_styx_proto_msgTypes[10]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *FeedRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*FeedRequest) ProtoMessage() {}
-
-func (x *FeedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_styx_v1_styx_proto_msgTypes[10]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use FeedRequest.ProtoReflect.Descriptor instead.
-func (*FeedRequest) Descriptor() ([]byte, []int) {
-	return file_styx_v1_styx_proto_rawDescGZIP(), []int{10}
-}
-
-func (x *FeedRequest) GetFromRevision() uint64 {
-	if x != nil {
-		return x.FromRevision
-	}
-	return 0
-}
-
-func (x *FeedRequest) GetAttacksOnly() bool {
-	if x != nil {
-		return x.AttacksOnly
-	}
-	return false
-}
-
-// FeedEvent carries a verdict or an attack report, or neither (a progress
-// event: only the revision, sent to attacks_only followers).
-type FeedEvent struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// revision is (term << 32) | sequence within the term: increasing within
-	// a term, and a new term always sorts after the old one.
-	Revision      uint64        `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
-	Verdict       *Verdict      `protobuf:"bytes,2,opt,name=verdict,proto3" json:"verdict,omitempty"`
-	Attack        *AttackReport `protobuf:"bytes,3,opt,name=attack,proto3" json:"attack,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *FeedEvent) Reset() {
-	*x = FeedEvent{}
+func (x *LogBatch) Reset() {
+	*x = LogBatch{}
 	mi := &file_styx_v1_styx_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *FeedEvent) String() string {
+func (x *LogBatch) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*FeedEvent) ProtoMessage() {}
+func (*LogBatch) ProtoMessage() {}
 
-func (x *FeedEvent) ProtoReflect() protoreflect.Message {
+func (x *LogBatch) ProtoReflect() protoreflect.Message {
 	mi := &file_styx_v1_styx_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1028,28 +1066,35 @@ func (x *FeedEvent) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use FeedEvent.ProtoReflect.Descriptor instead.
-func (*FeedEvent) Descriptor() ([]byte, []int) {
+// Deprecated: Use LogBatch.ProtoReflect.Descriptor instead.
+func (*LogBatch) Descriptor() ([]byte, []int) {
 	return file_styx_v1_styx_proto_rawDescGZIP(), []int{11}
 }
 
-func (x *FeedEvent) GetRevision() uint64 {
+func (x *LogBatch) GetTerm() int64 {
 	if x != nil {
-		return x.Revision
+		return x.Term
 	}
 	return 0
 }
 
-func (x *FeedEvent) GetVerdict() *Verdict {
+func (x *LogBatch) GetSeq() uint64 {
 	if x != nil {
-		return x.Verdict
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *LogBatch) GetVerdicts() []*Verdict {
+	if x != nil {
+		return x.Verdicts
 	}
 	return nil
 }
 
-func (x *FeedEvent) GetAttack() *AttackReport {
+func (x *LogBatch) GetAttacks() []*AttackReport {
 	if x != nil {
-		return x.Attack
+		return x.Attacks
 	}
 	return nil
 }
@@ -1111,8 +1156,8 @@ func (x *ReportAttacksRequest) GetReports() []*AttackReport {
 
 type ReportAttacksResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// accepted counts the reports put on the feed; duplicates those already
-	// seen recently (not put on the feed again); rejected the invalid ones,
+	// accepted counts the reports published to the verdict log; duplicates those already
+	// seen recently (not published again); rejected the invalid ones,
 	// which a re-send cannot fix.
 	Accepted   uint32 `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
 	Duplicates uint32 `protobuf:"varint,2,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
@@ -2340,11 +2385,19 @@ const file_styx_v1_styx_proto_rawDesc = "" +
 	"\aaddress\x18\x01 \x01(\fR\aaddress\x12\x1b\n" +
 	"\tunix_nano\x18\x02 \x01(\x03R\bunixNano\x12\x12\n" +
 	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x1a\n" +
-	"\breporter\x18\x04 \x01(\tR\breporter\"v\n" +
+	"\breporter\x18\x04 \x01(\tR\breporter\"\xa5\x01\n" +
 	"\rSubmitRequest\x12&\n" +
 	"\x05hello\x18\x01 \x01(\v2\x0e.styx.v1.HelloH\x00R\x05hello\x126\n" +
-	"\tsightings\x18\x02 \x01(\v2\x16.styx.v1.SightingBatchH\x00R\tsightingsB\x05\n" +
-	"\x03msg\" \n" +
+	"\tsightings\x18\x02 \x01(\v2\x16.styx.v1.SightingBatchH\x00R\tsightings\x12-\n" +
+	"\x06status\x18\x03 \x01(\v2\x13.styx.v1.NodeStatusH\x00R\x06statusB\x05\n" +
+	"\x03msg\"\xa4\x01\n" +
+	"\n" +
+	"NodeStatus\x12(\n" +
+	"\x10log_lag_messages\x18\x01 \x01(\x04R\x0elogLagMessages\x12&\n" +
+	"\x0flog_lag_seconds\x18\x02 \x01(\x01R\rlogLagSeconds\x12#\n" +
+	"\rlog_connected\x18\x03 \x01(\bR\flogConnected\x12\x1f\n" +
+	"\vlog_stalled\x18\x04 \x01(\bR\n" +
+	"logStalled\" \n" +
 	"\x05Hello\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\x88\x01\n" +
 	"\rSightingBatch\x12\x10\n" +
@@ -2369,14 +2422,12 @@ const file_styx_v1_styx_proto_rawDesc = "" +
 	"\x05kinds\x18\x03 \x03(\x0e2\x14.styx.v1.OutcomeKindR\x05kinds\x123\n" +
 	"\bverdicts\x18\x04 \x01(\v2\x17.styx.v1.VerdictColumnsR\bverdicts\x12\x1b\n" +
 	"\treason_of\x18\x05 \x03(\rR\breasonOf\x12\x16\n" +
-	"\x06reason\x18\x06 \x03(\tR\x06reasonJ\x04\b\x01\x10\x02R\boutcomes\"U\n" +
-	"\vFeedRequest\x12#\n" +
-	"\rfrom_revision\x18\x01 \x01(\x04R\ffromRevision\x12!\n" +
-	"\fattacks_only\x18\x02 \x01(\bR\vattacksOnly\"\x82\x01\n" +
-	"\tFeedEvent\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision\x12*\n" +
-	"\averdict\x18\x02 \x01(\v2\x10.styx.v1.VerdictR\averdict\x12-\n" +
-	"\x06attack\x18\x03 \x01(\v2\x15.styx.v1.AttackReportR\x06attack\"`\n" +
+	"\x06reason\x18\x06 \x03(\tR\x06reasonJ\x04\b\x01\x10\x02R\boutcomes\"\x8f\x01\n" +
+	"\bLogBatch\x12\x12\n" +
+	"\x04term\x18\x01 \x01(\x03R\x04term\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12,\n" +
+	"\bverdicts\x18\x03 \x03(\v2\x10.styx.v1.VerdictR\bverdicts\x12/\n" +
+	"\aattacks\x18\x04 \x03(\v2\x15.styx.v1.AttackReportR\aattacks\"`\n" +
 	"\x14ReportAttacksRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12/\n" +
 	"\areports\x18\x02 \x03(\v2\x15.styx.v1.AttackReportR\areports\"\x87\x01\n" +
@@ -2484,10 +2535,9 @@ const file_styx_v1_styx_proto_rawDesc = "" +
 	"\x14OUTCOME_KIND_VERDICT\x10\x01\x12\x18\n" +
 	"\x14OUTCOME_KIND_EXPIRED\x10\x02\x12\x15\n" +
 	"\x11OUTCOME_KIND_SHED\x10\x03\x12\x19\n" +
-	"\x15OUTCOME_KIND_REJECTED\x10\x042\xd5\x01\n" +
+	"\x15OUTCOME_KIND_REJECTED\x10\x042\xa1\x01\n" +
 	"\x10SchedulerService\x12=\n" +
-	"\x06Submit\x12\x16.styx.v1.SubmitRequest\x1a\x17.styx.v1.SubmitResponse(\x010\x01\x122\n" +
-	"\x04Feed\x12\x14.styx.v1.FeedRequest\x1a\x12.styx.v1.FeedEvent0\x01\x12N\n" +
+	"\x06Submit\x12\x16.styx.v1.SubmitRequest\x1a\x17.styx.v1.SubmitResponse(\x010\x01\x12N\n" +
 	"\rReportAttacks\x12\x1d.styx.v1.ReportAttacksRequest\x1a\x1e.styx.v1.ReportAttacksResponse2E\n" +
 	"\rWorkerService\x124\n" +
 	"\x04Work\x12\x13.styx.v1.WorkAssign\x1a\x13.styx.v1.WorkReport(\x010\x012\x81\x01\n" +
@@ -2515,14 +2565,14 @@ var file_styx_v1_styx_proto_goTypes = []any{
 	(*VerdictColumns)(nil),        // 2: styx.v1.VerdictColumns
 	(*AttackReport)(nil),          // 3: styx.v1.AttackReport
 	(*SubmitRequest)(nil),         // 4: styx.v1.SubmitRequest
-	(*Hello)(nil),                 // 5: styx.v1.Hello
-	(*SightingBatch)(nil),         // 6: styx.v1.SightingBatch
-	(*SubmitResponse)(nil),        // 7: styx.v1.SubmitResponse
-	(*Welcome)(nil),               // 8: styx.v1.Welcome
-	(*Ack)(nil),                   // 9: styx.v1.Ack
-	(*OutcomeBatch)(nil),          // 10: styx.v1.OutcomeBatch
-	(*FeedRequest)(nil),           // 11: styx.v1.FeedRequest
-	(*FeedEvent)(nil),             // 12: styx.v1.FeedEvent
+	(*NodeStatus)(nil),            // 5: styx.v1.NodeStatus
+	(*Hello)(nil),                 // 6: styx.v1.Hello
+	(*SightingBatch)(nil),         // 7: styx.v1.SightingBatch
+	(*SubmitResponse)(nil),        // 8: styx.v1.SubmitResponse
+	(*Welcome)(nil),               // 9: styx.v1.Welcome
+	(*Ack)(nil),                   // 10: styx.v1.Ack
+	(*OutcomeBatch)(nil),          // 11: styx.v1.OutcomeBatch
+	(*LogBatch)(nil),              // 12: styx.v1.LogBatch
 	(*ReportAttacksRequest)(nil),  // 13: styx.v1.ReportAttacksRequest
 	(*ReportAttacksResponse)(nil), // 14: styx.v1.ReportAttacksResponse
 	(*WorkAssign)(nil),            // 15: styx.v1.WorkAssign
@@ -2541,43 +2591,42 @@ var file_styx_v1_styx_proto_goTypes = []any{
 	(*StatusResponse)(nil),        // 28: styx.v1.StatusResponse
 }
 var file_styx_v1_styx_proto_depIdxs = []int32{
-	5,  // 0: styx.v1.SubmitRequest.hello:type_name -> styx.v1.Hello
-	6,  // 1: styx.v1.SubmitRequest.sightings:type_name -> styx.v1.SightingBatch
-	9,  // 2: styx.v1.SubmitResponse.ack:type_name -> styx.v1.Ack
-	10, // 3: styx.v1.SubmitResponse.outcomes:type_name -> styx.v1.OutcomeBatch
-	8,  // 4: styx.v1.SubmitResponse.welcome:type_name -> styx.v1.Welcome
-	0,  // 5: styx.v1.OutcomeBatch.kinds:type_name -> styx.v1.OutcomeKind
-	2,  // 6: styx.v1.OutcomeBatch.verdicts:type_name -> styx.v1.VerdictColumns
-	1,  // 7: styx.v1.FeedEvent.verdict:type_name -> styx.v1.Verdict
-	3,  // 8: styx.v1.FeedEvent.attack:type_name -> styx.v1.AttackReport
-	3,  // 9: styx.v1.ReportAttacksRequest.reports:type_name -> styx.v1.AttackReport
-	17, // 10: styx.v1.WorkAssign.open:type_name -> styx.v1.Open
-	18, // 11: styx.v1.WorkAssign.batch:type_name -> styx.v1.Batch
-	16, // 12: styx.v1.WorkAssign.drain:type_name -> styx.v1.Drain
-	20, // 13: styx.v1.WorkReport.ready:type_name -> styx.v1.Ready
-	21, // 14: styx.v1.WorkReport.result:type_name -> styx.v1.Result
-	22, // 15: styx.v1.WorkReport.refusal:type_name -> styx.v1.Refusal
-	2,  // 16: styx.v1.Result.verdicts:type_name -> styx.v1.VerdictColumns
-	26, // 17: styx.v1.DrainResponse.workers:type_name -> styx.v1.WorkerStatus
-	26, // 18: styx.v1.StatusResponse.workers:type_name -> styx.v1.WorkerStatus
-	27, // 19: styx.v1.StatusResponse.pool:type_name -> styx.v1.PoolStatus
-	4,  // 20: styx.v1.SchedulerService.Submit:input_type -> styx.v1.SubmitRequest
-	11, // 21: styx.v1.SchedulerService.Feed:input_type -> styx.v1.FeedRequest
+	6,  // 0: styx.v1.SubmitRequest.hello:type_name -> styx.v1.Hello
+	7,  // 1: styx.v1.SubmitRequest.sightings:type_name -> styx.v1.SightingBatch
+	5,  // 2: styx.v1.SubmitRequest.status:type_name -> styx.v1.NodeStatus
+	10, // 3: styx.v1.SubmitResponse.ack:type_name -> styx.v1.Ack
+	11, // 4: styx.v1.SubmitResponse.outcomes:type_name -> styx.v1.OutcomeBatch
+	9,  // 5: styx.v1.SubmitResponse.welcome:type_name -> styx.v1.Welcome
+	0,  // 6: styx.v1.OutcomeBatch.kinds:type_name -> styx.v1.OutcomeKind
+	2,  // 7: styx.v1.OutcomeBatch.verdicts:type_name -> styx.v1.VerdictColumns
+	1,  // 8: styx.v1.LogBatch.verdicts:type_name -> styx.v1.Verdict
+	3,  // 9: styx.v1.LogBatch.attacks:type_name -> styx.v1.AttackReport
+	3,  // 10: styx.v1.ReportAttacksRequest.reports:type_name -> styx.v1.AttackReport
+	17, // 11: styx.v1.WorkAssign.open:type_name -> styx.v1.Open
+	18, // 12: styx.v1.WorkAssign.batch:type_name -> styx.v1.Batch
+	16, // 13: styx.v1.WorkAssign.drain:type_name -> styx.v1.Drain
+	20, // 14: styx.v1.WorkReport.ready:type_name -> styx.v1.Ready
+	21, // 15: styx.v1.WorkReport.result:type_name -> styx.v1.Result
+	22, // 16: styx.v1.WorkReport.refusal:type_name -> styx.v1.Refusal
+	2,  // 17: styx.v1.Result.verdicts:type_name -> styx.v1.VerdictColumns
+	26, // 18: styx.v1.DrainResponse.workers:type_name -> styx.v1.WorkerStatus
+	26, // 19: styx.v1.StatusResponse.workers:type_name -> styx.v1.WorkerStatus
+	27, // 20: styx.v1.StatusResponse.pool:type_name -> styx.v1.PoolStatus
+	4,  // 21: styx.v1.SchedulerService.Submit:input_type -> styx.v1.SubmitRequest
 	13, // 22: styx.v1.SchedulerService.ReportAttacks:input_type -> styx.v1.ReportAttacksRequest
 	15, // 23: styx.v1.WorkerService.Work:input_type -> styx.v1.WorkAssign
 	23, // 24: styx.v1.AdminService.Status:input_type -> styx.v1.StatusRequest
 	24, // 25: styx.v1.AdminService.Drain:input_type -> styx.v1.DrainRequest
-	7,  // 26: styx.v1.SchedulerService.Submit:output_type -> styx.v1.SubmitResponse
-	12, // 27: styx.v1.SchedulerService.Feed:output_type -> styx.v1.FeedEvent
-	14, // 28: styx.v1.SchedulerService.ReportAttacks:output_type -> styx.v1.ReportAttacksResponse
-	19, // 29: styx.v1.WorkerService.Work:output_type -> styx.v1.WorkReport
-	28, // 30: styx.v1.AdminService.Status:output_type -> styx.v1.StatusResponse
-	25, // 31: styx.v1.AdminService.Drain:output_type -> styx.v1.DrainResponse
-	26, // [26:32] is the sub-list for method output_type
-	20, // [20:26] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	8,  // 26: styx.v1.SchedulerService.Submit:output_type -> styx.v1.SubmitResponse
+	14, // 27: styx.v1.SchedulerService.ReportAttacks:output_type -> styx.v1.ReportAttacksResponse
+	19, // 28: styx.v1.WorkerService.Work:output_type -> styx.v1.WorkReport
+	28, // 29: styx.v1.AdminService.Status:output_type -> styx.v1.StatusResponse
+	25, // 30: styx.v1.AdminService.Drain:output_type -> styx.v1.DrainResponse
+	26, // [26:31] is the sub-list for method output_type
+	21, // [21:26] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_styx_v1_styx_proto_init() }
@@ -2588,8 +2637,9 @@ func file_styx_v1_styx_proto_init() {
 	file_styx_v1_styx_proto_msgTypes[3].OneofWrappers = []any{
 		(*SubmitRequest_Hello)(nil),
 		(*SubmitRequest_Sightings)(nil),
+		(*SubmitRequest_Status)(nil),
 	}
-	file_styx_v1_styx_proto_msgTypes[6].OneofWrappers = []any{
+	file_styx_v1_styx_proto_msgTypes[7].OneofWrappers = []any{
 		(*SubmitResponse_Ack)(nil),
 		(*SubmitResponse_Outcomes)(nil),
 		(*SubmitResponse_Welcome)(nil),

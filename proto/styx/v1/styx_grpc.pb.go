@@ -3,8 +3,9 @@
 // Three services:
 //   - SchedulerService: cluster nodes stream sightings to the STYX leader and
 //     receive one outcome per accepted sighting, and forward the attack
-//     reports they accepted; any process can follow the feed of verdicts and
-//     attack reports.
+//     reports they accepted. Verdicts and attack reports reach every node
+//     and worker through the verdict log (NATS JetStream, LogBatch), not
+//     through this service.
 //   - WorkerService: served by every worker; the leader dials it and keeps one
 //     bidirectional stream per worker. Batches go down carrying the leader's
 //     term; results and credit grants come up.
@@ -33,7 +34,6 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	SchedulerService_Submit_FullMethodName        = "/styx.v1.SchedulerService/Submit"
-	SchedulerService_Feed_FullMethodName          = "/styx.v1.SchedulerService/Feed"
 	SchedulerService_ReportAttacks_FullMethodName = "/styx.v1.SchedulerService/ReportAttacks"
 )
 
@@ -47,13 +47,9 @@ type SchedulerServiceClient interface {
 	// A follower answers FAILED_PRECONDITION with the leader's address in the
 	// status message, or UNAVAILABLE while no leader is known.
 	Submit(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SubmitRequest, SubmitResponse], error)
-	// Feed streams every verdict the leader produces and every attack report
-	// it accepts, starting after from_revision. OUT_OF_RANGE means the gap is
-	// too old (or from another term): the caller must copy a snapshot and
-	// follow from its revision.
-	Feed(ctx context.Context, in *FeedRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FeedEvent], error)
 	// ReportAttacks hands the leader attack reports a node accepted. The
-	// leader puts each valid report not seen recently on the feed; the
+	// leader publishes each valid report not seen recently to the verdict
+	// log (the attacks subject); the
 	// answer counts them. Reports are idempotent, so a node re-sends a batch
 	// whose answer it did not get. A follower answers FAILED_PRECONDITION
 	// (UNAVAILABLE while no leader is known), as Submit does.
@@ -81,25 +77,6 @@ func (c *schedulerServiceClient) Submit(ctx context.Context, opts ...grpc.CallOp
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type SchedulerService_SubmitClient = grpc.BidiStreamingClient[SubmitRequest, SubmitResponse]
 
-func (c *schedulerServiceClient) Feed(ctx context.Context, in *FeedRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FeedEvent], error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &SchedulerService_ServiceDesc.Streams[1], SchedulerService_Feed_FullMethodName, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	x := &grpc.GenericClientStream[FeedRequest, FeedEvent]{ClientStream: stream}
-	if err := x.ClientStream.SendMsg(in); err != nil {
-		return nil, err
-	}
-	if err := x.ClientStream.CloseSend(); err != nil {
-		return nil, err
-	}
-	return x, nil
-}
-
-// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type SchedulerService_FeedClient = grpc.ServerStreamingClient[FeedEvent]
-
 func (c *schedulerServiceClient) ReportAttacks(ctx context.Context, in *ReportAttacksRequest, opts ...grpc.CallOption) (*ReportAttacksResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ReportAttacksResponse)
@@ -120,13 +97,9 @@ type SchedulerServiceServer interface {
 	// A follower answers FAILED_PRECONDITION with the leader's address in the
 	// status message, or UNAVAILABLE while no leader is known.
 	Submit(grpc.BidiStreamingServer[SubmitRequest, SubmitResponse]) error
-	// Feed streams every verdict the leader produces and every attack report
-	// it accepts, starting after from_revision. OUT_OF_RANGE means the gap is
-	// too old (or from another term): the caller must copy a snapshot and
-	// follow from its revision.
-	Feed(*FeedRequest, grpc.ServerStreamingServer[FeedEvent]) error
 	// ReportAttacks hands the leader attack reports a node accepted. The
-	// leader puts each valid report not seen recently on the feed; the
+	// leader publishes each valid report not seen recently to the verdict
+	// log (the attacks subject); the
 	// answer counts them. Reports are idempotent, so a node re-sends a batch
 	// whose answer it did not get. A follower answers FAILED_PRECONDITION
 	// (UNAVAILABLE while no leader is known), as Submit does.
@@ -143,9 +116,6 @@ type UnimplementedSchedulerServiceServer struct{}
 
 func (UnimplementedSchedulerServiceServer) Submit(grpc.BidiStreamingServer[SubmitRequest, SubmitResponse]) error {
 	return status.Error(codes.Unimplemented, "method Submit not implemented")
-}
-func (UnimplementedSchedulerServiceServer) Feed(*FeedRequest, grpc.ServerStreamingServer[FeedEvent]) error {
-	return status.Error(codes.Unimplemented, "method Feed not implemented")
 }
 func (UnimplementedSchedulerServiceServer) ReportAttacks(context.Context, *ReportAttacksRequest) (*ReportAttacksResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportAttacks not implemented")
@@ -177,17 +147,6 @@ func _SchedulerService_Submit_Handler(srv interface{}, stream grpc.ServerStream)
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type SchedulerService_SubmitServer = grpc.BidiStreamingServer[SubmitRequest, SubmitResponse]
-
-func _SchedulerService_Feed_Handler(srv interface{}, stream grpc.ServerStream) error {
-	m := new(FeedRequest)
-	if err := stream.RecvMsg(m); err != nil {
-		return err
-	}
-	return srv.(SchedulerServiceServer).Feed(m, &grpc.GenericServerStream[FeedRequest, FeedEvent]{ServerStream: stream})
-}
-
-// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type SchedulerService_FeedServer = grpc.ServerStreamingServer[FeedEvent]
 
 func _SchedulerService_ReportAttacks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ReportAttacksRequest)
@@ -225,11 +184,6 @@ var SchedulerService_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _SchedulerService_Submit_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
-		},
-		{
-			StreamName:    "Feed",
-			Handler:       _SchedulerService_Feed_Handler,
-			ServerStreams: true,
 		},
 	},
 	Metadata: "styx/v1/styx.proto",

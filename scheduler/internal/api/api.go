@@ -20,7 +20,6 @@ import (
 	"github.com/styx-inference/styx/pkg/logging"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 	"github.com/styx-inference/styx/scheduler/internal/coordinator"
-	"github.com/styx-inference/styx/scheduler/internal/feed"
 	"github.com/styx-inference/styx/scheduler/internal/ledger"
 	"github.com/styx-inference/styx/scheduler/internal/pool"
 )
@@ -128,9 +127,13 @@ func (s *Server) recvSightings(stream styxv1.SchedulerService_SubmitServer, co *
 		if err != nil {
 			return err
 		}
+		if st := m.GetStatus(); st != nil {
+			co.NodeStatus(sub, st)
+			continue
+		}
 		b := m.GetSightings()
 		if b == nil {
-			return status.Error(codes.InvalidArgument, "expected a sighting batch")
+			return status.Error(codes.InvalidArgument, "expected a sighting batch or a status")
 		}
 		if len(b.GetIds()) > co.MaxSubmitBatch() {
 			return status.Errorf(codes.InvalidArgument, "sighting batch of %d exceeds the maximum %d", len(b.GetIds()), co.MaxSubmitBatch())
@@ -154,33 +157,6 @@ func (s *Server) recvSightings(stream styxv1.SchedulerService_SubmitServer, co *
 			return stream.Context().Err()
 		}
 	}
-}
-
-// Feed implements SchedulerService.
-func (s *Server) Feed(req *styxv1.FeedRequest, stream styxv1.SchedulerService_FeedServer) error {
-	co := s.lead.Current()
-	if co == nil {
-		return s.notLeader()
-	}
-	var keep func(*styxv1.FeedEvent) bool
-	if req.GetAttacksOnly() {
-		keep = func(ev *styxv1.FeedEvent) bool { return ev.GetAttack() != nil }
-	}
-	err := co.Feed().FollowFiltered(stream.Context(), req.FromRevision, keep, func(evs []*styxv1.FeedEvent) error {
-		for _, e := range evs {
-			if err := stream.Send(e); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if errors.Is(err, feed.ErrGap) {
-		return status.Error(codes.OutOfRange, err.Error())
-	}
-	if errors.Is(err, context.Canceled) {
-		return status.FromContextError(err).Err()
-	}
-	return err
 }
 
 // ReportAttacks implements SchedulerService.

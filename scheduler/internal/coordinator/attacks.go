@@ -20,8 +20,8 @@ type AttackResult struct {
 	Errors                         []string // the first few rejections, explained
 }
 
-// ReportAttacks validates attack reports a node accepted and puts each one
-// not seen recently on the feed. A report's reporter must be nodeID (an
+// ReportAttacks validates attack reports a node accepted and publishes each
+// one not seen recently to the verdict log. A report's reporter must be nodeID (an
 // empty one is taken as nodeID). The leader's clock bounds report times
 // (attacks.CheckTime).
 func (c *Coordinator) ReportAttacks(nodeID string, rs []*styxv1.AttackReport) AttackResult {
@@ -65,7 +65,9 @@ func (c *Coordinator) ReportAttacks(nodeID string, rs []*styxv1.AttackReport) At
 		out = append(out, r.Proto()) // canonical: unmapped address
 		res.Accepted++
 	}
-	c.feed.AppendAttacks(out...)
+	if len(out) > 0 && c.cfg.Log != nil {
+		c.cfg.Log.Attacks(c.cfg.Term, out)
+	}
 	c.counters.AttackReports += uint64(res.Accepted)
 	c.counters.AttackDuplicates += uint64(res.Duplicates)
 	c.counters.AttackRejected += uint64(res.Rejected)

@@ -16,7 +16,6 @@ import (
 	"github.com/styx-inference/styx/pkg/logging"
 	"github.com/styx-inference/styx/pkg/recent"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
-	"github.com/styx-inference/styx/scheduler/internal/feed"
 	"github.com/styx-inference/styx/scheduler/internal/ledger"
 	"github.com/styx-inference/styx/scheduler/internal/pool"
 	"github.com/styx-inference/styx/scheduler/internal/state"
@@ -35,10 +34,15 @@ type Config struct {
 	MaxFailures uint32
 	// MaxSubmitBatch bounds one SightingBatch from a node.
 	MaxSubmitBatch int
-	// FeedSize is the number of events (verdicts and attack reports) the
-	// feed ring keeps; the leader also remembers as many attack report keys
-	// to drop re-sent reports.
-	FeedSize int
+	// Log receives the verdicts and the attack reports of this term, to
+	// publish to the verdict log (a verdictlog.Publisher). Its methods
+	// must not block: they are called with the coordinator's mutex held.
+	// A result's outcomes go to the nodes once the log holds its verdicts.
+	// nil: no log, and outcomes go at once.
+	Log Log
+	// AttackKeys is how many recent attack report keys the leader
+	// remembers, to drop reports a node sends again (default 65,536).
+	AttackKeys int
 	// OutQueue bounds the messages queued to one node; a node that falls
 	// further behind is disconnected and re-sends what it misses.
 	OutQueue int
@@ -71,6 +75,14 @@ func (c Config) Validate() error {
 	return c.Pool.Validate()
 }
 
+// Log is where a term's verdicts and attack reports go: the verdict log.
+type Log interface {
+	// Verdicts queues verdicts and calls done, exactly once and from
+	// another goroutine, when the log holds them (or they were dropped).
+	Verdicts(term int64, vs []*styxv1.Verdict, done func())
+	Attacks(term int64, rs []*styxv1.AttackReport)
+}
+
 // Counters are cumulative figures of this term beyond the pool's own: the
 // ledger's, and the shell's own I/O figures.
 type Counters struct {
@@ -80,8 +92,8 @@ type Counters struct {
 	StreamFailures  uint64 // worker streams that broke
 	OutcomesDropped uint64 // outcomes for nodes not connected (they re-send)
 
-	AttackReports    uint64 // attack reports put on the feed
-	AttackDuplicates uint64 // attack reports seen recently, not put on the feed again
+	AttackReports    uint64 // attack reports published to the log
+	AttackDuplicates uint64 // attack reports seen recently, not published again
 	AttackRejected   uint64 // invalid attack reports
 }
 
@@ -91,17 +103,15 @@ type Coordinator struct {
 	log zerolog.Logger
 	now func() time.Time
 
-	feed *feed.Feed
-
 	mu          sync.Mutex
 	ledger      *ledger.Ledger
 	nextSession uint64
 	conns       map[string]*workerConn
 	subs        map[string]*Submitter
 	counters    Counters // the shell's; the ledger keeps its own
-	// attacks holds the keys of the last FeedSize attack reports put on
-	// the feed, so that a batch a node sends again (its answer was lost)
-	// is not put on the feed twice.
+	// attacks holds the keys of the last AttackKeys attack reports
+	// published, so that a batch a node sends again (its answer was lost)
+	// is not published twice.
 	attacks *recent.Set[attacks.Key, struct{}]
 	rates   map[string]workerRate
 
@@ -127,12 +137,12 @@ func New(cfg Config, log zerolog.Logger) (*Coordinator, error) {
 	if now == nil {
 		now = time.Now
 	}
-	if cfg.FeedSize <= 0 {
-		cfg.FeedSize = 1 << 16
+	if cfg.AttackKeys <= 0 {
+		cfg.AttackKeys = 1 << 16
 	}
-	// As many keys as the feed holds events: a re-sent report is dropped
-	// at least while its first copy could still be read.
-	seen, err := recent.New[attacks.Key, struct{}](recent.Limits{MaxLen: cfg.FeedSize})
+	// A report sent again is dropped while its key is remembered; one that
+	// slips through is harmless: every follower applies a report once.
+	seen, err := recent.New[attacks.Key, struct{}](recent.Limits{MaxLen: cfg.AttackKeys})
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
@@ -140,7 +150,6 @@ func New(cfg Config, log zerolog.Logger) (*Coordinator, error) {
 		cfg:     cfg,
 		log:     log,
 		now:     now,
-		feed:    feed.New(cfg.Term, cfg.FeedSize),
 		ledger:  l,
 		conns:   make(map[string]*workerConn),
 		subs:    make(map[string]*Submitter),
@@ -155,9 +164,6 @@ func (c *Coordinator) Term() int64 { return c.cfg.Term }
 
 // State returns the live state for read-only use (snapshots).
 func (c *Coordinator) State() *state.Store { return c.ledger.State() }
-
-// Feed returns the verdict feed.
-func (c *Coordinator) Feed() *feed.Feed { return c.feed }
 
 // MaxSubmitBatch is the largest SightingBatch accepted.
 func (c *Coordinator) MaxSubmitBatch() int { return c.cfg.MaxSubmitBatch }
@@ -264,7 +270,7 @@ func (c *Coordinator) dispatch() {
 }
 
 // applyLocked carries out the ledger's effects (c.mu held): batches to
-// worker sessions, verdicts to the feed, outcomes to the nodes, drains to
+// worker sessions, verdicts to the log, outcomes to the nodes, drains to
 // worker connections. Nothing here blocks: every send is a non-blocking
 // write to a bounded queue.
 func (c *Coordinator) applyLocked(fx ledger.Effects) {
@@ -281,16 +287,25 @@ func (c *Coordinator) applyLocked(fx ledger.Effects) {
 			wc.cancelSession()
 		}
 	}
-	if len(fx.Publish) > 0 {
-		c.feed.Append(feedVerdicts(fx.Publish)...)
+	if len(fx.Publish) > 0 && c.cfg.Log != nil {
+		// The outcomes wait until the log holds the verdicts: a verdict a
+		// node holds is then in the log too, even if this leader dies
+		// now (the node re-sends what it has no outcome for).
+		outs, rej := fx.Outcomes, fx.Rejected
+		c.cfg.Log.Verdicts(c.cfg.Term, logVerdicts(fx.Publish), func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			c.deliverLocked(outs, rej)
+		})
+		return
 	}
 	c.deliverLocked(fx.Outcomes, fx.Rejected)
 }
 
-// feedVerdicts converts verdicts for the feed, which carries each one's
+// logVerdicts converts verdicts for the log, which carries each one's
 // address: one allocation for the rows and one for the addresses, however
 // many verdicts.
-func feedVerdicts(ps []ledger.Published) []*styxv1.Verdict {
+func logVerdicts(ps []ledger.Published) []*styxv1.Verdict {
 	rows := make([]styxv1.Verdict, len(ps))
 	out := make([]*styxv1.Verdict, len(ps))
 	addrs := make([]byte, 0, len(ps)*columns.AddrSize)

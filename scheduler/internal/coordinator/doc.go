@@ -2,8 +2,9 @@
 // sightings from cluster nodes into the pool, forms batches, hands them to
 // workers under credit-based flow control, takes their results back, and
 // routes every outcome to the node that asked (and every verdict to the
-// feed). It also puts the attack reports nodes forward (ReportAttacks) on
-// the feed, dropping those it fed recently. It watches /styx/workers/ to
+// verdict log, through Config.Log). It also publishes the attack reports
+// nodes forward (ReportAttacks) to the log, dropping those it published
+// recently. It watches /styx/workers/ to
 // learn the fleet and keeps one Work stream per worker.
 //
 // Locking: one mutex (Coordinator.mu) guards the pool, the batch rows'

@@ -10,6 +10,7 @@ import (
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 	"github.com/styx-inference/styx/scheduler/internal/ledger"
 	"github.com/styx-inference/styx/scheduler/internal/pool"
+	"github.com/styx-inference/styx/scheduler/internal/state"
 )
 
 var (
@@ -96,6 +97,16 @@ func (c *Coordinator) Detach(s *Submitter) {
 	delete(c.subs, s.NodeID)
 	c.ledger.Detach(s.NodeID, s.session)
 	c.log.Info().Str(logging.NodeID, s.NodeID).Msg("node detached")
+}
+
+// NodeStatus records what a node reports about its verdict log position.
+func (c *Coordinator) NodeStatus(s *Submitter, st *styxv1.NodeStatus) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ledger.NodeLog(s.NodeID, s.session, state.NodeLog{
+		At: c.now(), Lag: st.GetLogLagMessages(), LagSeconds: st.GetLogLagSeconds(),
+		Connected: st.GetLogConnected(), Stalled: st.GetLogStalled(),
+	})
 }
 
 // Sightings converts a node's sighting batch at the edge, into buf's

@@ -143,7 +143,7 @@ func New(cfg Config, log zerolog.Logger) (*Ledger, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	p, err := pool.New[*verdict.Verdict](cfg.Pool)
+	p, err := pool.NewVerdicts(cfg.Pool)
 	if err != nil {
 		return nil, err
 	}
@@ -225,6 +225,23 @@ func (l *Ledger) Detach(node string, session uint64) {
 		}
 		row := *old
 		row.Connected = false
+		return t.UpsertSubmitterTxn(&row)
+	})
+}
+
+// NodeLog records a node's report of its verdict log position, from its
+// current session only; it changes no rule.
+func (l *Ledger) NodeLog(node string, session uint64, st state.NodeLog) {
+	l.update("node log status", func(t *state.Txn) error {
+		old, err := t.Submitter(node)
+		if errors.Is(err, state.ErrNotFound) || (err == nil && old.Session != session) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		row := *old
+		row.Log = st
 		return t.UpsertSubmitterTxn(&row)
 	})
 }

@@ -349,9 +349,17 @@ func TestNodeSessions(t *testing.T) {
 	l.Attach(t0.Add(time.Second), "n1", 2)
 	l.Detach("n1", 1) // the old session's stream closes late
 	l.Detach("ghost", 1)
+	// A log report counts from the current session only.
+	report := state.NodeLog{At: t0, Lag: 7, LagSeconds: 1.5, Connected: true, Stalled: true}
+	l.NodeLog("n1", 2, report)
+	l.NodeLog("n1", 1, state.NodeLog{Lag: 99}) // the old session's, late
+	l.NodeLog("ghost", 1, report)
 	subs, _ := l.State().Snapshot().Submitters(nil)
 	if len(subs) != 1 || !subs[0].Connected || subs[0].Session != 2 || subs[0].Received != 3 || !subs[0].Since.Equal(t0.Add(time.Second)) {
 		t.Fatalf("after the old session's detach: %+v", subs)
+	}
+	if subs[0].Log != report {
+		t.Fatalf("log status %+v, want %+v", subs[0].Log, report)
 	}
 	l.Detach("n1", 2)
 	subs, _ = l.State().Snapshot().Submitters(nil)

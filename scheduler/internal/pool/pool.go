@@ -1,11 +1,3 @@
-// Package pool holds the addresses waiting for inference: a FIFO of pending
-// addresses, the dedup window (one entry per address, however many nodes
-// sighted it) and the recent-verdict window that answers repeated
-// sightings without another inference. It decides admission under overload
-// (the shedding policy) and expiry by maximum age.
-//
-// Pool is a plain data structure, not safe for concurrent use: the
-// coordinator owns it under its lock. Time is always passed in.
 package pool
 
 import (
@@ -100,7 +92,9 @@ type Config struct {
 	MaxAge int64
 	// DedupWindow is how long a verdict answers repeated sightings (nanos).
 	DedupWindow int64
-	// MaxRecent bounds the recent-verdict window.
+	// MaxRecent bounds the recent-verdict window by count: a verdict
+	// evicted from it (by age first, then by count) answers no more
+	// sightings, and its address is examined again when sighted.
 	MaxRecent int
 	// MaxWaiters bounds the sightings attached to one address.
 	MaxWaiters int
@@ -138,9 +132,14 @@ type Stats struct {
 	Examined     uint64 // addresses that got a verdict from inference
 	Shed         uint64 // sightings shed
 	Expired      uint64 // sightings expired
-	Pending      int
-	InFlight     int
-	Recent       int
+	// RecentEvictedAge and RecentEvictedCount count the verdicts the
+	// recent window dropped: older than the dedup window, and the oldest
+	// to make room for a new one when MaxRecent are held.
+	RecentEvictedAge   uint64
+	RecentEvictedCount uint64
+	Pending            int
+	InFlight           int
+	Recent             int // verdicts in the recent window
 }
 
 // addrKey is an address as the entries map keys it: 16 bytes without a
@@ -162,14 +161,19 @@ type Pool[V any] struct {
 
 	// recent is the recent-verdict window (nil when it is off): verdicts
 	// by address, at most MaxRecent, none older than DedupWindow.
-	recent *recent.Set[netip.Addr, V]
+	recent *window[V]
 
 	seed  maphash.Seed
 	stats Stats
 }
 
-// New returns an empty pool.
-func New[V any](cfg Config) (*Pool[V], error) {
+// New returns an empty pool whose recent window keeps verdicts as they
+// are. NewVerdicts keeps them compact.
+func New[V any](cfg Config) (*Pool[V], error) { return newPool(cfg, same[V]()) }
+
+// newPool returns an empty pool whose recent window keeps its verdicts
+// packed by c.
+func newPool[V, R any](cfg Config, c codec[V, R]) (*Pool[V], error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -179,11 +183,11 @@ func New[V any](cfg Config) (*Pool[V], error) {
 		seed:    maphash.MakeSeed(),
 	}
 	if cfg.MaxRecent > 0 && cfg.DedupWindow > 0 {
-		var err error
-		p.recent, err = recent.New[netip.Addr, V](recent.Limits{MaxLen: cfg.MaxRecent, MaxAge: time.Duration(cfg.DedupWindow)})
+		w, err := newWindow(recent.Limits{MaxLen: cfg.MaxRecent, MaxAge: time.Duration(cfg.DedupWindow)}, c)
 		if err != nil {
 			return nil, fmt.Errorf("pool: recent-verdict window: %w", err)
 		}
+		p.recent = w
 	}
 	return p, nil
 }
@@ -205,7 +209,9 @@ func (p *Pool[V]) Stats() Stats {
 	s := p.stats
 	s.Pending, s.InFlight = p.pending, p.inFl
 	if p.recent != nil {
-		s.Recent = p.recent.Len()
+		var ev recent.Evictions
+		s.Recent, ev = p.recent.size()
+		s.RecentEvictedAge, s.RecentEvictedCount = ev.ByAge, ev.ByCount
 	}
 	return s
 }
@@ -456,7 +462,7 @@ func (p *Pool[V]) resolve(dst []Delivery[V], e *Entry, k Kind, verdict V, reason
 
 func (p *Pool[V]) remember(now int64, addr netip.Addr, verdict V) {
 	if p.recent != nil {
-		p.recent.Put(now, addr, verdict)
+		p.recent.put(now, keyOf(addr), verdict)
 	}
 }
 
@@ -474,7 +480,7 @@ func (p *Pool[V]) Sweep(now int64) []Delivery[V] {
 		dead = p.expire(dead, e)
 	}
 	if p.recent != nil {
-		p.recent.Sweep(now)
+		p.recent.sweep(now)
 	}
 	return dead
 }
@@ -501,5 +507,5 @@ func (p *Pool[V]) lookupRecent(now int64, addr netip.Addr) (V, bool) {
 		var none V
 		return none, false
 	}
-	return p.recent.Get(now, addr)
+	return p.recent.get(now, keyOf(addr))
 }

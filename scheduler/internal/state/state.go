@@ -74,6 +74,17 @@ type Submitter struct {
 	Since     time.Time
 	Received  uint64
 	Outcomes  uint64
+	// Log is the node's last report of its verdict log position.
+	Log NodeLog
+}
+
+// NodeLog is how far behind the verdict log a node said it is.
+type NodeLog struct {
+	At         time.Time // when the leader received the report (zero: none yet)
+	Lag        uint64    // messages
+	LagSeconds float64
+	Connected  bool
+	Stalled    bool
 }
 
 // Store is the scheduler's live state.

@@ -14,9 +14,11 @@ import (
 //	{"full":1,"self":"s1","lead":true,"term":7,"leader":"s1","lhttp":"127.0.0.1:7080",
 //	 "p":[pending,in_flight,oldest_ms,received,examined,deduplicated,shed,expired,reassigned,verdicts,proxies],
 //	 "cov":0.998,"pol":"sample 1/5","r":[sightings_s,verdicts_s,proxies_h],
-//	 "ws":[worker...],"nodes":["n1"]}
+//	 "ws":[worker...],"nodes":[["n1",lag,lag_s,flags]...]}
 //
-// where a worker is
+// where a node's lag is in messages and seconds behind the verdict log, and
+// its flags are 1 stalled, 2 not connected to the log, 4 not reported yet;
+// and a worker is
 //
 //	{"k":slot,"id":"w1","h":"host-a","n":0,"c":"0-3","cores":4,"cap":8,"cr":6,"if":2,"b":batches,"r":addrs_s,"m":"model","s":"ready"}
 //
@@ -182,13 +184,31 @@ func appendRates(b []byte, r Rates) []byte {
 	return append(b, ']')
 }
 
-func appendNodes(b []byte, nodes []string) []byte {
+func appendNodes(b []byte, nodes []NodeView) []byte {
 	b = append(b, `,"nodes":[`...)
 	for i, n := range nodes {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendString(b, n)
+		b = append(b, '[')
+		b = appendString(b, n.ID)
+		b = append(b, ',')
+		b = strconv.AppendUint(b, n.Lag, 10)
+		b = append(b, ',')
+		b = strconv.AppendFloat(b, n.LagSeconds, 'f', -1, 64)
+		flags := 0
+		if n.Stalled {
+			flags |= 1
+		}
+		if !n.Connected {
+			flags |= 2
+		}
+		if !n.Reported {
+			flags |= 4
+		}
+		b = append(b, ',')
+		b = strconv.AppendInt(b, int64(flags), 10)
+		b = append(b, ']')
 	}
 	return append(b, ']')
 }

@@ -13,6 +13,15 @@ type page struct {
 	Term    int64
 	Pool    []uint64
 	Workers map[int]pageWorker
+	Nodes   []pageNode
+}
+
+// pageNode is a node's row as the page decodes it: [id, lag, lag_s, flags].
+type pageNode struct {
+	ID    string
+	Lag   float64
+	LagS  float64
+	Flags int
 }
 
 type pageWorker struct {
@@ -30,7 +39,7 @@ type frameJSON struct {
 	WS    []json.RawMessage `json:"ws"`
 	W     [][5]float64      `json:"w"`
 	RM    []int             `json:"rm"`
-	Nodes []string          `json:"nodes"`
+	Nodes *[][]any          `json:"nodes"`
 }
 
 func (p *page) apply(t *testing.T, b []byte) {
@@ -70,6 +79,12 @@ func (p *page) apply(t *testing.T, b []byte) {
 	for _, k := range f.RM {
 		delete(p.Workers, k)
 	}
+	if f.Nodes != nil {
+		p.Nodes = nil
+		for _, n := range *f.Nodes {
+			p.Nodes = append(p.Nodes, pageNode{ID: n[0].(string), Lag: n[1].(float64), LagS: n[2].(float64), Flags: int(n[3].(float64))})
+		}
+	}
 }
 
 func (p *page) want(m *Model) page {
@@ -80,6 +95,19 @@ func (p *page) want(m *Model) page {
 	}
 	for _, w := range m.Workers {
 		out.Workers[w.Slot] = pageWorker{ID: w.ID, State: w.State, Model: w.Model, Credits: w.Credits, InFlight: w.InFlight, Batches: w.Batches, Rate: int(w.Rate + 0.5)}
+	}
+	for _, n := range m.Nodes {
+		flags := 0
+		if n.Stalled {
+			flags |= 1
+		}
+		if !n.Connected {
+			flags |= 2
+		}
+		if !n.Reported {
+			flags |= 4
+		}
+		out.Nodes = append(out.Nodes, pageNode{ID: n.ID, Lag: float64(n.Lag), LagS: n.LagSeconds, Flags: flags})
 	}
 	return out
 }
@@ -107,6 +135,22 @@ func TestDeltasRebuildTheModel(t *testing.T) {
 			w := worker(1, "w1", 0, 0, 5)
 			w.State = "draining"
 			return lead(w, worker(3, "w3", 4, 0, 0))
+		}(), false, false},
+		{"a node reports its log lag", func() *Model {
+			m := lead(worker(1, "w1", 0, 0, 5), worker(3, "w3", 4, 0, 0))
+			w := m.Workers[0]
+			w.State = "draining"
+			m.Workers[0] = w
+			m.Nodes = []NodeView{{ID: "n1", Reported: true, Connected: true, Lag: 12, LagSeconds: 1.5}, {ID: "n2"}}
+			return m
+		}(), false, false},
+		{"a node stalls", func() *Model {
+			m := lead(worker(1, "w1", 0, 0, 5), worker(3, "w3", 4, 0, 0))
+			w := m.Workers[0]
+			w.State = "draining"
+			m.Workers[0] = w
+			m.Nodes = []NodeView{{ID: "n1", Reported: true, Connected: true, Stalled: true, Lag: 40, LagSeconds: 16}, {ID: "n2"}}
+			return m
 		}(), false, false},
 		{"new term", &Model{Self: "s1", Leading: true, Term: 9, LeaderID: "s1", Workers: []WorkerView{worker(1, "w9", 1, 0, 0)}}, true, false},
 		{"following", &Model{Self: "s1", LeaderID: "s2", LeaderHTTP: "127.0.0.1:1"}, true, false},

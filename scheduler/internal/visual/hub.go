@@ -3,6 +3,7 @@ package visual
 import (
 	"context"
 	"maps"
+	"math"
 	"sort"
 	"strings"
 	"sync"
@@ -75,7 +76,18 @@ type Model struct {
 	Pool    PoolView
 	Rates   Rates
 	Workers []WorkerView // ordered by Slot
-	Nodes   []string
+	Nodes   []NodeView   // connected nodes, ordered by id
+}
+
+// NodeView is a connected cluster node and how far behind the verdict log
+// it last said it is.
+type NodeView struct {
+	ID         string
+	Reported   bool    // it has reported its log position this session
+	Lag        uint64  // messages behind the log's heads
+	LagSeconds float64 // rounded to 0.1 s, so that a steady lag sends no deltas
+	Connected  bool    // its connection to the log is up
+	Stalled    bool    // connected and behind, applying nothing
 }
 
 // PoolView holds the pool's figures.
@@ -286,7 +298,10 @@ func (h *Hub) build(ws memdb.WatchSet) *Model {
 	}
 	for _, s := range subs {
 		if s.Connected {
-			m.Nodes = append(m.Nodes, s.NodeID)
+			m.Nodes = append(m.Nodes, NodeView{
+				ID: s.NodeID, Reported: !s.Log.At.IsZero(), Lag: s.Log.Lag,
+				LagSeconds: math.Round(s.Log.LagSeconds*10) / 10, Connected: s.Log.Connected, Stalled: s.Log.Stalled,
+			})
 		}
 	}
 	select {

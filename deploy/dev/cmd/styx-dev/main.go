@@ -1,6 +1,6 @@
 // Command styx-dev runs an all-in-one STYX cluster on this machine (what
-// `make run` starts): embedded etcd, one scheduler, workers and a cluster
-// node from the built binaries, and a load generator.
+// `make run` starts): embedded etcd and NATS JetStream, one scheduler,
+// workers and cluster nodes from the built binaries, and a load generator.
 package main
 
 import (
@@ -27,17 +27,20 @@ func run() int {
 	}
 	fs := flag.NewFlagSet("styx-dev", flag.ContinueOnError)
 	fs.StringVar(&cfg.BinDir, "bin", cfg.BinDir, "directory holding styx-scheduler, styx-worker and styx-node")
-	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory for etcd data, the node's store and the logs (default: a new temporary directory, removed at exit)")
+	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory for etcd data, JetStream's files, the nodes' stores and the logs (default: a new temporary directory, removed at exit)")
 	fs.StringVar(&cfg.EtcdAddr, "etcd-addr", cfg.EtcdAddr, "embedded etcd client listen address")
+	fs.StringVar(&cfg.NATSAddr, "nats-addr", cfg.NATSAddr, "embedded NATS (JetStream, the verdict log) client listen address")
+	fs.StringVar(&cfg.NATSURL, "nats-url", "", "an external NATS server with JetStream to use instead of the embedded one, e.g. nats://127.0.0.1:4222 for Debian's nats-server -js -sd DIR (the streams are created there)")
 	fs.StringVar(&cfg.SchedGRPC, "scheduler-grpc-addr", cfg.SchedGRPC, "scheduler gRPC listen address")
 	fs.StringVar(&cfg.SchedHTTP, "scheduler-http-addr", cfg.SchedHTTP, "scheduler HTTP listen address (visualiser, status page)")
-	fs.StringVar(&cfg.NodeHTTP, "node-http-addr", cfg.NodeHTTP, "cluster node query API listen address")
+	fs.StringVar(&cfg.NodeHTTP, "node-http-addr", cfg.NodeHTTP, "first cluster node's query API listen address; further nodes listen on the ports above it")
+	fs.IntVar(&cfg.Nodes, "nodes", cfg.Nodes, "cluster node processes to start (ids dev-node, dev-node-2, ...); the load is spread over them")
 	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "worker processes to start")
 	fs.StringVar(&cfg.DBPath, "db", cfg.DBPath, "location database file")
 	fs.IntVar(&cfg.Rate, "rate", cfg.Rate, "addresses per second the load generator queries (0 = no load)")
 	fs.DurationVar(&cfg.Interval, "interval", cfg.Interval, "time between summary lines")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "stop after this long (0 = run until Ctrl-C)")
-	fs.Usage = envflag.Usage(fs, "STYX", "styx-dev [flags]\n\nRuns an all-in-one STYX cluster on 127.0.0.1: embedded etcd, one scheduler, workers and one\ncluster node (child processes; their logs go to <data-dir>/logs), and a load generator that\nqueries the node for addresses sampled from the location database. Prints the URLs and, every\n-interval, a summary line. Ctrl-C stops everything.")
+	fs.Usage = envflag.Usage(fs, "STYX", "styx-dev [flags]\n\nRuns an all-in-one STYX cluster on 127.0.0.1: embedded etcd and NATS JetStream (the verdict\nlog), one scheduler, workers and -nodes cluster nodes (child processes; their logs go to\n<data-dir>/logs), and a load generator that queries the nodes for addresses sampled from the\nlocation database. Prints the URLs and, every -interval, a summary line. Ctrl-C stops everything.")
 	if err := envflag.Parse(fs, "STYX", os.Args[1:]); err != nil {
 		if err == flag.ErrHelp {
 			return 0

@@ -170,6 +170,7 @@
     const p = st.p;
     if (!st.lead || !p) {
       for (const id of ["f-pending", "f-oldest", "f-inflight", "f-coverage", "f-shed", "f-expired", "f-sps", "f-vps", "f-pph", "f-workers", "f-nodes", "f-policy"]) setFig(id, "–");
+      renderNodes();
       return;
     }
     const age = p[0] > 0 ? p[2] + (now - st.frameAt) : 0;
@@ -187,6 +188,31 @@
     setFig("f-workers", `${ready} / ${total}`);
     setFig("f-nodes", String(st.nodes.length));
     setFig("f-policy", st.pol || "–");
+    renderNodes();
+  }
+
+  // ---- cluster nodes: how far behind the verdict log each one is ----
+  // A node row is [id, lag messages, lag seconds, flags]; flags: 1 stalled,
+  // 2 not connected to the log, 4 not reported yet.
+  let nodesKey = "";
+  function renderNodes() {
+    const key = JSON.stringify(st.lead ? st.nodes : []);
+    if (key === nodesKey) return;
+    nodesKey = key;
+    const body = document.querySelector("#nodes tbody");
+    body.replaceChildren();
+    for (const n of st.lead ? st.nodes : []) {
+      const tr = document.createElement("tr");
+      const flags = n[3];
+      const state = flags & 4 ? "no report yet" : flags & 1 ? "STALLED" : flags & 2 ? "not connected" : n[1] > 0 ? "catching up" : "at the head";
+      tr.dataset.state = flags & 1 ? "stalled" : flags & 2 ? "down" : "ready";
+      for (const text of [n[0], flags & 4 ? "–" : fmt(n[1]), flags & 4 ? "–" : n[2].toFixed(1) + " s", state]) {
+        const td = document.createElement("td");
+        td.textContent = text;
+        tr.appendChild(td);
+      }
+      body.appendChild(tr);
+    }
   }
 
   // ---- layout: hosts as boxes, their workers (NUMA nodes) as cells ----
