@@ -99,3 +99,28 @@ func waitApplied(t testing.TB, n *clusternode.Node, d time.Duration, heads map[s
 		return true
 	})
 }
+
+// logPublisher returns a publisher to the log, as a leader has, and a
+// function that waits until it published everything and stops it.
+func logPublisher(t testing.TB, url string) (*verdictlog.Publisher, func()) {
+	t.Helper()
+	nc, err := verdictlog.Connect(url, "test publisher", zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		t.Fatal(err)
+	}
+	p := verdictlog.NewPublisher(js, verdictlog.PublisherConfig{}, zerolog.Nop())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = p.Run(ctx) }()
+	return p, func() {
+		testwait.For(t, 30*time.Second, "the test's batches published", func() bool { return p.Stats().Queued == 0 })
+		cancel()
+		<-done
+		nc.Close()
+	}
+}
