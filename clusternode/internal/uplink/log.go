@@ -3,6 +3,7 @@ package uplink
 import (
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/styx-inference/styx/clusternode/internal/store"
 	"github.com/styx-inference/styx/pkg/attacks"
@@ -23,9 +24,15 @@ func (u *Uplink) ApplyLog(stream string, msgs []verdictlog.Message) error {
 	read := len(items)
 	items = u.dropStored(items)
 	last := msgs[len(msgs)-1].Seq
-	_, ar, err := u.cfg.Store.ApplyLog(stream, last, items, reports)
-	if err != nil {
-		return fmt.Errorf("apply %d log messages of %s: %w", len(msgs), stream, err)
+	var ar store.AttackResult
+	if len(items) > 0 || len(reports) > 0 || u.cursorDue(stream) {
+		var err error
+		if _, ar, err = u.cfg.Store.ApplyLog(stream, last, items, reports); err != nil {
+			return fmt.Errorf("apply %d log messages of %s: %w", len(msgs), stream, err)
+		}
+		u.cursorMu.Lock()
+		u.cursorSaved[stream] = time.Now()
+		u.cursorMu.Unlock()
 	}
 	u.addStored(items)
 	if badVerdicts+badReports > 0 {
@@ -41,6 +48,23 @@ func (u *Uplink) ApplyLog(stream string, msgs []verdictlog.Message) error {
 	u.logAttDup.Add(uint64(ar.Duplicates))
 	u.logAttOld.Add(uint64(ar.TooOld))
 	return nil
+}
+
+// cursorEvery is how long a stream's cursor may stay uncommitted while its
+// bursts hold nothing to write (only verdicts this node already stored
+// from its own outcomes). Committing such a burst would cost a bbolt
+// commit (two fsyncs) for the cursor alone; after a crash the node reads
+// at most that much of the log again, verdicts it already holds, which
+// the store's ordering rule makes harmless. A burst with anything to write
+// (a new verdict, an attack report) always commits with its cursor.
+const cursorEvery = time.Second
+
+// cursorDue reports whether the stream's cursor has gone uncommitted for
+// cursorEvery.
+func (u *Uplink) cursorDue(stream string) bool {
+	u.cursorMu.Lock()
+	defer u.cursorMu.Unlock()
+	return time.Since(u.cursorSaved[stream]) >= u.cursorEvery
 }
 
 // logItems converts log messages into store items and attack reports,

@@ -164,4 +164,27 @@ func TestLogVerdictOfOwnSightingWrittenOnce(t *testing.T) {
 	if e, err := h.store.Lookup(b); err != nil || !e.HasVerdict {
 		t.Fatalf("the other verdict %+v %v", e, err)
 	}
+
+	// A burst of known verdicts only is not committed for its cursor
+	// alone, until the cursor has waited cursorEvery.
+	cursor := func() uint64 {
+		c, err := h.store.Cursor(verdictlog.StreamProxy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	h.up.cursorMu.Lock()
+	h.up.cursorEvery = time.Hour
+	h.up.cursorMu.Unlock()
+	l.publish(t, verdictlog.SubjectProxy, &styxv1.LogBatch{Term: 1, Seq: 2, Verdicts: []*styxv1.Verdict{v}})
+	testwait.For(t, testwait.Timeout, "the second message applied", func() bool { return h.up.Stats().LogMessages == 2 })
+	if c := cursor(); c != 1 {
+		t.Fatalf("cursor %d after a burst of known verdicts, want it left at 1", c)
+	}
+	h.up.cursorMu.Lock()
+	h.up.cursorEvery = 0
+	h.up.cursorMu.Unlock()
+	l.publish(t, verdictlog.SubjectProxy, &styxv1.LogBatch{Term: 1, Seq: 3, Verdicts: []*styxv1.Verdict{v}})
+	testwait.For(t, testwait.Timeout, "the cursor committed", func() bool { return cursor() == 3 })
 }

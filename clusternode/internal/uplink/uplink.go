@@ -220,6 +220,12 @@ type Uplink struct {
 	attackKick                                chan struct{} // cap 1: the outbox has new reports
 	attForwarded, attLeaderDups, attLeaderRej atomic.Uint64
 	logAttNew, logAttDup, logAttOld           atomic.Uint64
+
+	// cursorMu guards cursorSaved: per stream, when its cursor was last
+	// committed (see ApplyLog). A leaf.
+	cursorMu    sync.Mutex
+	cursorSaved map[string]time.Time
+	cursorEvery time.Duration // cursorEvery; tests change it
 }
 
 // New returns an Uplink; Offer works at once, Run connects.
@@ -252,6 +258,9 @@ func New(cfg Config, log zerolog.Logger) (*Uplink, error) {
 		pending: make(map[uint64]pendingEntry),
 		stored:  stored,
 		notify:  make(chan struct{}, 1),
+
+		cursorSaved: make(map[string]time.Time),
+		cursorEvery: cursorEvery,
 
 		committed:     make(chan struct{}, 1),
 		commitKick:    make(chan struct{}, 1),
