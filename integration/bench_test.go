@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -42,8 +43,9 @@ const benchBatch = 1024
 //     to the node, which also follows the verdict log, as it does in
 //     production;
 //   - catch-up: a node that joins afterwards replays every verdict of the
-//     two paths through STYX from the log into its empty store; its rate
-//     is compared with the rate node via STYX made verdicts.
+//     two paths through STYX from the log into its empty store while
+//     another node keeps the cluster making verdicts at make run's rate;
+//     its rate is compared with that live rate.
 //
 // It reports sightings/s and CPU microseconds per sighting (the whole
 // process: every part runs in it) for each, and the ratios of each path
@@ -76,13 +78,17 @@ func BenchmarkEndToEnd(b *testing.B) {
 		// store, work that must not count against the bare client's path.
 		nodeStyx := measure(startE2ENode(b, c, db, "bench-node", 2_000_000, nil))
 		// Catch-up: a node that joins now replays every verdict the two
-		// paths through STYX made from the log into its empty store.
+		// paths through STYX made from the log into its empty store, while
+		// live load goes on at make run's rate (benchLiveRate sightings/s
+		// from another node), as when a node rejoins a busy cluster.
 		heads := logHeads(b, c.nats.URL())
 		inLog := 2 * benchSightings
+		live := startLiveLoad(b, c, db)
 		catchUp := measure(func() {
 			n := c.addNode("bench-catchup", newOutcomes(), func(cfg *clusternode.Config) { cfg.Locator = db })
 			waitApplied(b, n, 5*time.Minute, heads)
 		})
+		liveRate, liveAnswered := live.stop()
 		c.close()
 		catchUpRate := float64(inLog) / catchUp.wall.Seconds()
 
@@ -95,7 +101,9 @@ func BenchmarkEndToEnd(b *testing.B) {
 		b.ReportMetric(clientStyx.cpuMicros(), "client-styx-cpu-µs/sighting")
 		b.ReportMetric(nodeStyx.cpuMicros(), "node-styx-cpu-µs/sighting")
 		b.ReportMetric(catchUpRate, "catch-up-verdicts/s")
-		b.ReportMetric(catchUpRate/nodeStyx.rate(), "catch-up/production")
+		b.ReportMetric(liveRate, "live-sightings/s")
+		b.ReportMetric(liveAnswered, "live-answered/s")
+		b.ReportMetric(catchUpRate/liveRate, "catch-up/live")
 		b.ReportMetric(float64(catchUp.cpu.Microseconds())/float64(inLog), "catch-up-cpu-µs/verdict")
 		fmt.Fprintf(os.Stderr, "end to end, %d sightings, batches of %d, one worker, no-op engine, GOMAXPROCS %d\n",
 			benchSightings, benchBatch, runtime.GOMAXPROCS(0))
@@ -111,8 +119,8 @@ func BenchmarkEndToEnd(b *testing.B) {
 			fmt.Fprintf(os.Stderr, "  %-43s %9.0f sightings/s  %6.2f CPU µs/sighting  %.2fx its direct path\n",
 				r.name, r.m.rate(), r.m.cpuMicros(), r.m.rate()/r.base.rate())
 		}
-		fmt.Fprintf(os.Stderr, "  %-43s %9.0f verdicts/s   %6.2f CPU µs/verdict   %.1fx the rate node via STYX made them\n",
-			"catch-up (a new node replays the log)", catchUpRate, float64(catchUp.cpu.Microseconds())/float64(inLog), catchUpRate/nodeStyx.rate())
+		fmt.Fprintf(os.Stderr, "  %-43s %9.0f verdicts/s   %6.2f CPU µs/verdict   %.1fx the live rate (%.0f sightings/s offered, %.0f answered meanwhile)\n",
+			"catch-up (a new node replays the log)", catchUpRate, float64(catchUp.cpu.Microseconds())/float64(inLog), catchUpRate/liveRate, liveRate, liveAnswered)
 	}
 }
 
@@ -147,6 +155,61 @@ func startE2ENode(b *testing.B, c *cluster, db *locdb.DB, id string, base int, m
 			b.Fatalf("%s: %d verdicts of %d outcomes, %d resolved twice", id, k, o.total.Load(), o.twice)
 		}
 	}
+}
+
+// benchLiveRate is the live load during catch-up: make run's rate.
+const benchLiveRate = 5000
+
+type liveLoad struct {
+	o         *outcomes
+	submitted atomic.Int64
+	start     time.Time
+	stopc chan struct{}
+	done  chan struct{}
+}
+
+// startLiveLoad starts a node that submits benchLiveRate new addresses a
+// second (in steps of 10 ms) until stop, which returns the rate of
+// verdicts it got back meanwhile.
+func startLiveLoad(b *testing.B, c *cluster, db *locdb.DB) *liveLoad {
+	l := &liveLoad{o: newOutcomes(), stopc: make(chan struct{}), done: make(chan struct{})}
+	node := c.addNode("bench-live", l.o, func(cfg *clusternode.Config) { cfg.Locator = db; cfg.DedupWindow = 0 })
+	testwait.For(b, 30*time.Second, "bench-live connected", func() bool { return node.Stats().Connected })
+	l.start = time.Now()
+	go func() {
+		defer close(l.done)
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		next := 10_000_000
+		for {
+			select {
+			case <-l.stopc:
+				return
+			case <-t.C:
+			}
+			// Paced by the clock, not by the ticks, which a busy machine drops.
+			due := int(time.Since(l.start).Seconds()*benchLiveRate) - (next - 10_000_000)
+			if due <= 0 {
+				continue
+			}
+			addrs := make([]netip.Addr, due)
+			for i := range addrs {
+				addrs[i] = addrAt(next)
+				next++
+			}
+			l.submitted.Add(int64(node.Submit(addrs...)))
+		}
+	}()
+	return l
+}
+
+// stop stops the load and returns the rates of sightings submitted and
+// of outcomes back, per second.
+func (l *liveLoad) stop() (offered, answered float64) {
+	close(l.stopc)
+	<-l.done
+	secs := time.Since(l.start).Seconds()
+	return float64(l.submitted.Load()) / secs, float64(l.o.total.Load()) / secs
 }
 
 type measurement struct {
