@@ -164,8 +164,8 @@ type liveLoad struct {
 	o         *outcomes
 	submitted atomic.Int64
 	start     time.Time
-	stopc chan struct{}
-	done  chan struct{}
+	stopc     chan struct{}
+	done      chan struct{}
 }
 
 // startLiveLoad starts a node that submits benchLiveRate new addresses a
