@@ -25,9 +25,15 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// logServerTB starts a JetStream server with the default streams.
+func logServerTB(tb testing.TB) (*natstest.Server, jetstream.JetStream) {
+	tb.Helper()
+	return logServer(tb, verdictlog.DefaultPolicy())
+}
+
 // logServer starts a JetStream server with the streams of policy p and
 // returns it with a JetStream handle.
-func logServer(t *testing.T, p verdictlog.Policy) (*natstest.Server, jetstream.JetStream) {
+func logServer(t testing.TB, p verdictlog.Policy) (*natstest.Server, jetstream.JetStream) {
 	t.Helper()
 	ns := natstest.Start(t)
 	js := connect(t, ns.URL())
@@ -39,7 +45,7 @@ func logServer(t *testing.T, p verdictlog.Policy) (*natstest.Server, jetstream.J
 	return ns, js
 }
 
-func connect(t *testing.T, url string) jetstream.JetStream {
+func connect(t testing.TB, url string) jetstream.JetStream {
 	t.Helper()
 	nc, err := verdictlog.Connect(url, t.Name(), zerolog.Nop())
 	if err != nil {
