@@ -138,6 +138,12 @@ func startE2ENode(b *testing.B, c *cluster, db *locdb.DB, id string, base int, m
 		}
 	})
 	testwait.For(b, 30*time.Second, id+" connected", func() bool { return node.Stats().Connected })
+	if c.sched != nil { // through STYX, so following the log (the direct path follows none)
+		// A node replays the log from the start of retention (here: the
+		// verdicts of the paths measured before); that is the catch-up,
+		// measured below, not this path: wait for it before measuring.
+		waitApplied(b, node, 5*time.Minute, logHeads(b, c.nats.URL()))
+	}
 	addrs := make([]netip.Addr, benchSightings)
 	for i := range addrs {
 		addrs[i] = addrAt(base + i)
