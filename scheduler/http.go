@@ -28,8 +28,12 @@ func (s *Scheduler) httpHandler(h *api.Server) http.Handler {
 		// named (and in the metrics), but restarting the scheduler would
 		// not fix it, so it does not fail the check.
 		fmt.Fprintln(w, "ok")
-		if st, ok := s.LogStats(); ok && st.Failing {
-			fmt.Fprintf(w, "verdict log: publishing failing, %d batches queued, %d dropped\n", st.Queued, st.Dropped)
+		if st, ok := s.LogStats(); ok && (st.Failing || st.Dropped > 0) {
+			state := "publishing"
+			if st.Failing {
+				state = "publishing failing"
+			}
+			fmt.Fprintf(w, "verdict log: %s, %d batches queued, %d dropped\n", state, st.Queued, st.Dropped)
 		}
 	})
 	mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, r *http.Request) {

@@ -215,24 +215,19 @@ func (l *Ledger) Attach(now time.Time, node string, session uint64) {
 // Detach records that a node's session ended (unless a newer one took
 // its place).
 func (l *Ledger) Detach(node string, session uint64) {
-	l.update("detach node", func(t *state.Txn) error {
-		old, err := t.Submitter(node)
-		if errors.Is(err, state.ErrNotFound) || (err == nil && old.Session != session) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		row := *old
-		row.Connected = false
-		return t.UpsertSubmitterTxn(&row)
-	})
+	l.updateSession("detach node", node, session, func(row *state.Submitter) { row.Connected = false })
 }
 
 // NodeLog records a node's report of its verdict log position, from its
 // current session only; it changes no rule.
 func (l *Ledger) NodeLog(node string, session uint64, st state.NodeLog) {
-	l.update("node log status", func(t *state.Txn) error {
+	l.updateSession("node log status", node, session, func(row *state.Submitter) { row.Log = st })
+}
+
+// updateSession changes a node's row while session is its current one;
+// a row that is gone or belongs to a newer session is left as it is.
+func (l *Ledger) updateSession(what, node string, session uint64, change func(*state.Submitter)) {
+	l.update(what, func(t *state.Txn) error {
 		old, err := t.Submitter(node)
 		if errors.Is(err, state.ErrNotFound) || (err == nil && old.Session != session) {
 			return nil
@@ -241,7 +236,7 @@ func (l *Ledger) NodeLog(node string, session uint64, st state.NodeLog) {
 			return err
 		}
 		row := *old
-		row.Log = st
+		change(&row)
 		return t.UpsertSubmitterTxn(&row)
 	})
 }
