@@ -122,11 +122,11 @@ func Ensure(ctx context.Context, js jetstream.JetStream, p Policy) error {
 // Connect opens a NATS connection that reconnects forever and logs each
 // disconnection, reconnection and error. It returns at once even when the
 // server is not up yet (the connection keeps trying).
-func Connect(url, name string, log zerolog.Logger) (*nats.Conn, error) {
+func Connect(url, name string, log zerolog.Logger, extra ...nats.Option) (*nats.Conn, error) {
 	if url == "" {
 		return nil, errors.New("verdictlog: empty NATS URL")
 	}
-	nc, err := nats.Connect(url,
+	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
@@ -143,7 +143,8 @@ func Connect(url, name string, log zerolog.Logger) (*nats.Conn, error) {
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			log.Error().Err(err).Msg("verdict log: NATS error")
 		}),
-	)
+	}
+	nc, err := nats.Connect(url, append(opts, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("verdictlog: connect %s: %w", url, err)
 	}
