@@ -34,7 +34,9 @@ import (
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/leader"
 	"github.com/styx-inference/styx/pkg/locdb"
+	"github.com/styx-inference/styx/pkg/grpcauth"
 	"github.com/styx-inference/styx/pkg/logging"
+	"github.com/styx-inference/styx/pkg/pki"
 	"github.com/styx-inference/styx/pkg/modelengine"
 	"github.com/styx-inference/styx/pkg/raven"
 	"github.com/styx-inference/styx/pkg/registration"
@@ -135,6 +137,14 @@ type Config struct {
 	// end-to-end benchmark uses it to measure the node's path without the
 	// scheduler hop. Not for a worker that serves a real leader.
 	DirectWorker string
+	// PKI is the node's identity: mutual TLS to the scheduler (which
+	// accepts it only as this node's id), etcd and NATS, and the
+	// certificate of HTTPS. Nil is plaintext (--insecure). The
+	// certificate's id names the node unless ID is set, and must equal it.
+	PKI *pki.Source
+	// HTTPSAddr, when set, also serves the query API over TLS with the
+	// PKI certificate.
+	HTTPSAddr string
 }
 
 // DefaultConfig returns the defaults: a node on one machine.
@@ -212,6 +222,13 @@ func (c Config) Validate() error {
 	check(c.ReconnectMin < 0 || (c.ReconnectMax != 0 && c.ReconnectMax < c.ReconnectMin),
 		"reconnect bounds %s..%s", c.ReconnectMin, c.ReconnectMax)
 	check(c.LogCheckEvery < 0 || c.LogStallAfter < 0, "negative log check interval %s or stall time %s", c.LogCheckEvery, c.LogStallAfter)
+	if c.PKI != nil {
+		id := c.PKI.Identity()
+		check(id.Role != pki.Node, "identity %s is not a node's", id)
+		check(c.ID != "" && c.ID != id.ID, "node id %q but the certificate is %s: the scheduler accepts a node only as its certificate's id", c.ID, id)
+		check(c.DirectWorker != "", "direct worker mode is plaintext only (a worker accepts only the scheduler's identity)")
+	}
+	check(c.HTTPSAddr != "" && c.PKI == nil, "https needs a certificate: give --pki-dir")
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("clusternode: config: %w", err)
 	}
@@ -294,7 +311,8 @@ type Node struct {
 	leaseLosses prometheus.Counter
 
 	ready    chan struct{}
-	httpAddr atomic.Pointer[string]
+	httpAddr  atomic.Pointer[string]
+	httpsAddr atomic.Pointer[string]
 	started  atomic.Bool
 
 	cliMu sync.Mutex
@@ -310,6 +328,9 @@ type Node struct {
 func New(cfg Config, log zerolog.Logger) (*Node, error) {
 	if cfg.ID == "" {
 		cfg.ID = DefaultID(cfg.HTTPAddr)
+		if cfg.PKI != nil {
+			cfg.ID = cfg.PKI.Identity().ID
+		}
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -413,6 +434,12 @@ func New(cfg Config, log zerolog.Logger) (*Node, error) {
 		BackoffMax:    cfg.ReconnectMax,
 		OnOutcome:     cfg.OnOutcome,
 	}
+	if cfg.PKI != nil {
+		ucfg.DialOptions = append(ucfg.DialOptions, grpcauth.DialOption(cfg.PKI, pki.AnyOf(pki.Scheduler)))
+		if err := cfg.PKI.Register(n.reg, "styx_node"); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.followsLog() {
 		ucfg.LogStatus = n.logReport
 	}
@@ -489,6 +516,15 @@ func (n *Node) ModelVersion() string { return n.engine.ModelVersion() }
 
 // Ready is closed once the query API listens.
 func (n *Node) Ready() <-chan struct{} { return n.ready }
+
+// HTTPSAddr is the address the query API listens on over TLS, "" before
+// Ready or without HTTPS.
+func (n *Node) HTTPSAddr() string {
+	if p := n.httpsAddr.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
 
 // HTTPAddr is the address the query API listens on, "" before Ready.
 func (n *Node) HTTPAddr() string {
@@ -589,7 +625,7 @@ func (n *Node) applyLog(stream string, msgs []verdictlog.Message) error {
 // has stopped.
 func (n *Node) newFollower() (*verdictlog.Follower, *nats.Conn, error) {
 	log := logging.For(n.log, "verdictlog")
-	nc, err := verdictlog.Connect(n.cfg.NATSURL, "styx-node-"+n.cfg.ID, log)
+	nc, err := verdictlog.Connect(n.cfg.NATSURL, "styx-node-"+n.cfg.ID, log, verdictlog.TLS(n.cfg.PKI)...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("clusternode: %w", err)
 	}
@@ -655,6 +691,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		Endpoints:   n.cfg.EtcdEndpoints,
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
+		TLS:         pki.ClientTLS(n.cfg.PKI, pki.Etcd),
 	})
 	if err != nil {
 		return fmt.Errorf("clusternode: etcd client: %w", err)
@@ -704,13 +741,41 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("clusternode: %w", err)
 	}
 
-	httpErr := make(chan error, 1)
-	go func() {
+	var tlsSrv *http.Server
+	var tln net.Listener
+	if n.cfg.HTTPSAddr != "" {
+		if tln, err = net.Listen("tcp", n.cfg.HTTPSAddr); err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("clusternode: listen https: %w", err)
+		}
+		a := tln.Addr().String()
+		n.httpsAddr.Store(&a)
+		tlsSrv = &http.Server{
+			Handler:           n.handler,
+			TLSConfig:         n.cfg.PKI.HTTPSConfig(),
+			ReadHeaderTimeout: srv.ReadHeaderTimeout,
+			ReadTimeout:       srv.ReadTimeout,
+			WriteTimeout:      srv.WriteTimeout,
+			IdleTimeout:       srv.IdleTimeout,
+			MaxHeaderBytes:    srv.MaxHeaderBytes,
+		}
+	}
+
+	httpErr := make(chan error, 2)
+	var serving sync.WaitGroup
+	serving.Go(func() {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			httpErr <- fmt.Errorf("clusternode: serve http: %w", err)
 		}
-		close(httpErr)
-	}()
+	})
+	if tlsSrv != nil {
+		serving.Go(func() {
+			if err := tlsSrv.ServeTLS(tln, "", ""); !errors.Is(err, http.ErrServerClosed) {
+				httpErr <- fmt.Errorf("clusternode: serve https: %w", err)
+			}
+		})
+	}
+	go func() { serving.Wait(); close(httpErr) }()
 	upCtx, stopUplink := context.WithCancel(context.WithoutCancel(ctx))
 	upDone := start(func() error { return n.up.Run(upCtx) })
 	regCtx, stopRegistrar := context.WithCancel(context.WithoutCancel(ctx))
@@ -757,9 +822,14 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		n.log.Warn().Err(serr).Msg("http shutdown deadline passed, closing connections")
 		_ = srv.Close()
 	}
+	if tlsSrv != nil && tlsSrv.Shutdown(sctx) != nil {
+		_ = tlsSrv.Close()
+	}
 	cancel()
-	if herr := <-httpErr; err == nil {
-		err = herr
+	for herr := range httpErr {
+		if err == nil {
+			err = herr
+		}
 	}
 	stopModels()
 	<-modelsDone

@@ -21,6 +21,10 @@ import (
 func (s *Scheduler) httpHandler(h *api.Server) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &collector{s: s})
+	reg.MustRegister(s.guard.Collector("styx_scheduler"))
+	if s.cfg.PKI != nil {
+		_ = s.cfg.PKI.Register(reg, "styx_scheduler")
+	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -157,6 +161,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		"outcomes_dropped": ctr.OutcomesDropped, "attack_reports": ctr.AttackReports,
 		"attack_duplicates": ctr.AttackDuplicates, "attack_rejected": ctr.AttackRejected,
 		"recent_evicted_age": ps.RecentEvictedAge, "recent_evicted_count": ps.RecentEvictedCount,
+		"future_verdicts": ctr.FutureVerdicts, "unproven_workers": ctr.UnprovenWorkers,
 	} {
 		ch <- prometheus.MustNewConstMetric(descCounter, prometheus.CounterValue, float64(v), k)
 	}

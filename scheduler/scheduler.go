@@ -27,10 +27,12 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/styx-inference/styx/pkg/etcdwatch"
+	"github.com/styx-inference/styx/pkg/grpcauth"
 	"github.com/styx-inference/styx/pkg/grpcstop"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/leader"
 	"github.com/styx-inference/styx/pkg/logging"
+	"github.com/styx-inference/styx/pkg/pki"
 	"github.com/styx-inference/styx/pkg/registration"
 	"github.com/styx-inference/styx/pkg/retry"
 	"github.com/styx-inference/styx/pkg/verdictlog"
@@ -78,6 +80,16 @@ type Config struct {
 	OutQueue  int
 	// Shed is the default shedding policy; /styx/config/shedding overrides it live.
 	Shed pool.Policy
+	// PKI is this scheduler's identity: mutual TLS on gRPC (nodes,
+	// admins, workers), etcd and NATS, and the certificate of HTTPS. Nil
+	// is plaintext with no authentication (--insecure).
+	PKI *pki.Source
+	// HTTPSAddr, when set, also serves the HTTP routes over TLS with the
+	// PKI certificate.
+	HTTPSAddr string
+	// MaxClockSkew is how far ahead of this scheduler's clock a verdict's
+	// inference time may be; results with later ones are refused.
+	MaxClockSkew time.Duration
 }
 
 // DefaultConfig returns the defaults the command line starts from.
@@ -99,6 +111,7 @@ func DefaultConfig() Config {
 		LogPolicy:      verdictlog.DefaultPolicy(),
 		OutQueue:       1024,
 		Shed:           pool.Policy{Mode: pool.ShedSample, SampleN: 5},
+		MaxClockSkew:   30 * time.Second,
 	}
 }
 
@@ -121,6 +134,12 @@ func (c Config) Validate() error {
 			return err
 		}
 	}
+	if c.PKI != nil && c.PKI.Identity().Role != pki.Scheduler {
+		return fmt.Errorf("identity %s is not a scheduler's", c.PKI.Identity())
+	}
+	if c.HTTPSAddr != "" && c.PKI == nil {
+		return errors.New("https needs a certificate: give --pki-dir")
+	}
 	return c.coordinatorConfig(1).Validate()
 }
 
@@ -137,15 +156,32 @@ func (c Config) coordinatorConfig(term int64) coordinator.Config {
 		MaxFailures:    uint32(c.MaxFailures),
 		MaxSubmitBatch: c.MaxSubmitBatch,
 		OutQueue:       c.OutQueue,
-		Dialer:         dialWorker,
+		Dialer:         c.dialWorker,
+		MaxClockSkew:   c.MaxClockSkew,
 	}
 }
 
-func dialWorker(addr string) (*grpc.ClientConn, error) {
-	return grpc.NewClient(addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+// dialWorker dials the worker registered as id. Over mutual TLS the
+// worker must present a certificate that proves that id (pki.ProvesWorker): an etcd
+// registration alone earns no work.
+func (c Config) dialWorker(id, addr string) (*grpc.ClientConn, error) {
+	creds := grpc.WithTransportCredentials(insecure.NewCredentials())
+	if c.PKI != nil {
+		creds = grpcauth.DialOption(c.PKI, pki.WorkerPolicy(id))
+	}
+	return grpc.NewClient(addr, creds,
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 	)
+}
+
+// Rules are who may call the scheduler's gRPC services. Schedulers call
+// AdminService too: a standby forwards an admin's call to the leader.
+var Rules = grpcauth.Rules{
+	styxv1.SchedulerService_ServiceDesc.ServiceName: {pki.Node},
+	styxv1.AdminService_ServiceDesc.ServiceName:     {pki.Admin, pki.Scheduler},
+	healthpb.Health_ServiceDesc.ServiceName:         pki.Roles,
+	"grpc.reflection.v1.ServerReflection":           {pki.Admin},
+	"grpc.reflection.v1alpha.ServerReflection":      {pki.Admin},
 }
 
 // Scheduler is one STYX scheduler process.
@@ -168,9 +204,13 @@ type Scheduler struct {
 	// the log (nil without Config.NATSURL); set by Run before it campaigns.
 	publisher *verdictlog.Publisher
 
-	ready    chan struct{}
-	grpcAddr string
-	httpAddr string
+	// guard authorises gRPC calls over mutual TLS and counts refusals.
+	guard *grpcauth.Guard
+
+	ready     chan struct{}
+	grpcAddr  string
+	httpAddr  string
+	httpsAddr string
 }
 
 // New returns a scheduler; Run starts it.
@@ -183,6 +223,7 @@ func New(cfg Config, log zerolog.Logger) (*Scheduler, error) {
 	p := cfg.Shed
 	s.policy.Store(&p)
 	s.visual = visual.New(visual.Config{}, s, base)
+	s.guard = grpcauth.NewGuard(Rules, logging.For(base, "auth"))
 	return s, nil
 }
 
@@ -194,6 +235,12 @@ func (s *Scheduler) GRPCAddr() string { return s.grpcAddr }
 
 // HTTPAddr is the bound HTTP address (after Ready).
 func (s *Scheduler) HTTPAddr() string { return s.httpAddr }
+
+// HTTPSAddr is the bound HTTPS address (after Ready; empty without one).
+func (s *Scheduler) HTTPSAddr() string { return s.httpsAddr }
+
+// Guard is the gRPC guard (its refusals).
+func (s *Scheduler) Guard() *grpcauth.Guard { return s.guard }
 
 // ID implements api.Leadership.
 func (s *Scheduler) ID() string { return s.cfg.ID }
@@ -260,7 +307,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		s.log.Warn().Msg("no verdict log (--nats-url empty): verdicts reach only the nodes that asked for them")
 	} else {
 		var err error
-		nc, err = verdictlog.Connect(s.cfg.NATSURL, "styx-scheduler "+s.cfg.ID, s.log)
+		nc, err = verdictlog.Connect(s.cfg.NATSURL, "styx-scheduler "+s.cfg.ID, s.log, verdictlog.TLS(s.cfg.PKI)...)
 		if err != nil {
 			return err
 		}
@@ -276,7 +323,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	cli := s.cfg.Etcd
 	if cli == nil {
 		var err error
-		cli, err = clientv3.New(clientv3.Config{Endpoints: s.cfg.EtcdEndpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		cli, err = clientv3.New(clientv3.Config{Endpoints: s.cfg.EtcdEndpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(), TLS: pki.ClientTLS(s.cfg.PKI, pki.Etcd)})
 		if err != nil {
 			return fmt.Errorf("etcd client: %w", err)
 		}
@@ -291,6 +338,15 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		gl.Close()
 		return fmt.Errorf("listen http: %w", err)
 	}
+	var sl net.Listener
+	if s.cfg.HTTPSAddr != "" {
+		if sl, err = net.Listen("tcp", s.cfg.HTTPSAddr); err != nil {
+			gl.Close()
+			hl.Close()
+			return fmt.Errorf("listen https: %w", err)
+		}
+		s.httpsAddr = sl.Addr().String()
+	}
 	s.grpcAddr, s.httpAddr = gl.Addr().String(), hl.Addr().String()
 	adv := s.cfg.AdvertiseAddr
 	if adv == "" {
@@ -298,11 +354,18 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		adv = registration.Advertise(s.grpcAddr, host)
 	}
 
-	gs := grpc.NewServer(
-		grpc.MaxRecvMsgSize(64<<20),
+	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(64 << 20),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	)
+	}
+	if s.cfg.PKI != nil {
+		opts = append(opts, grpcauth.ServerOptions(s.cfg.PKI, s.guard)...)
+	}
+	gs := grpc.NewServer(opts...)
 	h := api.New(s, s.log)
+	if s.cfg.PKI != nil {
+		h.Secure(s.guard, grpcauth.DialOption(s.cfg.PKI, pki.AnyOf(pki.Scheduler)))
+	}
 	defer h.Close()
 	styxv1.RegisterSchedulerServiceServer(gs, h)
 	styxv1.RegisterAdminServiceServer(gs, h)
@@ -316,12 +379,21 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	hs.SetServingStatus(styxv1.AdminService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(styxv1.SchedulerService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 
-	httpSrv := &http.Server{Handler: s.httpHandler(h), ReadHeaderTimeout: 5 * time.Second}
+	handler := s.httpHandler(h)
+	httpSrv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
+	var httpsSrv *http.Server
+	if sl != nil {
+		httpsSrv = &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second, TLSConfig: s.cfg.PKI.HTTPSConfig()}
+	}
 
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = gs.Serve(gl) }()
 	go func() { defer wg.Done(); _ = httpSrv.Serve(hl) }()
+	if httpsSrv != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = httpsSrv.ServeTLS(sl, "", "") }()
+	}
 	close(s.ready)
 	s.log.Info().Str("grpc", s.grpcAddr).Str("http", s.httpAddr).Msg("serving")
 
@@ -350,6 +422,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	if httpSrv.Shutdown(sctx) != nil {
 		_ = httpSrv.Close() // connections still busy after the deadline
+	}
+	if httpsSrv != nil && httpsSrv.Shutdown(sctx) != nil {
+		_ = httpsSrv.Close()
 	}
 	cancel()
 	wg.Wait()

@@ -91,6 +91,9 @@ type fakeWorker struct {
 	model    string // the model version its verdicts name
 	// poison: a batch containing this address breaks the stream.
 	poison netip.Addr
+	// inferAhead, when set, dates its verdicts this far in the future (a
+	// forger).
+	inferAhead time.Duration
 
 	srv     *grpc.Server
 	addr    string
@@ -116,13 +119,24 @@ type fakeWorker struct {
 
 func startFakeWorker(t *testing.T, cli *clientv3.Client, id string, capacity int, delay time.Duration, regMods ...func(*keyspace.WorkerRegistration)) *fakeWorker {
 	t.Helper()
+	return startFakeWorkerWith(t, cli, id, capacity, delay, nil, nil, regMods...)
+}
+
+// startFakeWorkerWith starts a fake worker whose gRPC server has opts (its
+// transport: mutual TLS, or plaintext when nil); mod adjusts it before it
+// serves.
+func startFakeWorkerWith(t *testing.T, cli *clientv3.Client, id string, capacity int, delay time.Duration, opts []grpc.ServerOption, mod func(*fakeWorker), regMods ...func(*keyspace.WorkerRegistration)) *fakeWorker {
+	t.Helper()
 	w := &fakeWorker{id: id, capacity: capacity, delay: delay, cli: cli, model: "fake"}
+	if mod != nil {
+		mod(w)
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	w.addr = l.Addr().String()
-	w.srv = grpc.NewServer()
+	w.srv = grpc.NewServer(opts...)
 	styxv1.RegisterWorkerServiceServer(w.srv, w)
 	go func() { _ = w.srv.Serve(l) }()
 	kctx, kcancel := context.WithCancel(context.Background())
@@ -243,6 +257,9 @@ func (w *fakeWorker) Work(stream styxv1.WorkerService_WorkServer) error {
 			for i, a := range addrs {
 				raw := a.AsSlice()
 				vs[i] = &styxv1.Verdict{ModelVersion: w.model, Risk: uint32(raw[len(raw)-1]) % 101}
+				if w.inferAhead != 0 {
+					vs[i].InferredUnixNano = time.Now().Add(w.inferAhead).UnixNano()
+				}
 			}
 			res.Verdicts = columns.EncodeVerdicts(vs)
 			for w.frozen.Load() {
@@ -272,6 +289,8 @@ func (w *fakeWorker) Work(stream styxv1.WorkerService_WorkServer) error {
 type fakeNode struct {
 	id  string
 	cli *clientv3.Client
+	// dial is the transport to the scheduler (nil: plaintext).
+	dial grpc.DialOption
 
 	mu       sync.Mutex
 	pending  map[uint64]netip.Addr
@@ -321,7 +340,11 @@ func (n *fakeNode) run(ctx context.Context) {
 }
 
 func (n *fakeNode) session(ctx context.Context, addr string) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	dial := n.dial
+	if dial == nil {
+		dial = grpc.WithTransportCredentials(insecure.NewCredentials())
+	}
+	conn, err := grpc.NewClient(addr, dial)
 	if err != nil {
 		return err
 	}

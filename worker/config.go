@@ -19,6 +19,7 @@ import (
 	"github.com/styx-inference/styx/pkg/history"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/locdb"
+	"github.com/styx-inference/styx/pkg/pki"
 	"github.com/styx-inference/styx/pkg/raven"
 )
 
@@ -85,6 +86,11 @@ type Config struct {
 	// DrainTimeout bounds how long a stopping worker waits for its
 	// in-flight batches.
 	DrainTimeout time.Duration
+	// PKI is the worker's identity: mutual TLS on its gRPC server (the
+	// scheduler only may call it), etcd and NATS. Nil is plaintext
+	// (--insecure). The certificate's id names the worker unless ID is set,
+	// and must prove it (pki.ProvesWorker).
+	PKI *pki.Source
 	// MetricsAddr serves Prometheus /metrics over HTTP when not "".
 	MetricsAddr string
 	// AttackFeed follows the verdict log's attack reports (NATS

@@ -29,12 +29,14 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/styx-inference/styx/pkg/attacks"
+	"github.com/styx-inference/styx/pkg/grpcauth"
 	"github.com/styx-inference/styx/pkg/grpcstop"
 	"github.com/styx-inference/styx/pkg/history"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/logging"
 	"github.com/styx-inference/styx/pkg/modelengine"
+	"github.com/styx-inference/styx/pkg/pki"
 	"github.com/styx-inference/styx/pkg/raven"
 	"github.com/styx-inference/styx/pkg/registration"
 	"github.com/styx-inference/styx/pkg/rollout"
@@ -85,6 +87,23 @@ type Worker struct {
 	attacks     *attacks.Table       // nil when the attack feed is off
 	history     *history.Table       // nil without History, the attack feed or a database
 	feed        *attackfeed.Follower // nil when the attack feed is off
+	guard       *grpcauth.Guard      // authorises gRPC calls; set before ready closes
+}
+
+// Rules are who may call a worker: the scheduler only (and admins
+// reflection; anyone authenticated may ask its health).
+var Rules = grpcauth.Rules{
+	styxv1.WorkerService_ServiceDesc.ServiceName: {pki.Scheduler},
+	healthpb.Health_ServiceDesc.ServiceName:      pki.Roles,
+	"grpc.reflection.v1.ServerReflection":        {pki.Admin},
+	"grpc.reflection.v1alpha.ServerReflection":   {pki.Admin},
+}
+
+// Guard is the gRPC guard (its refusals), after Ready.
+func (w *Worker) Guard() *grpcauth.Guard {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.guard
 }
 
 // New checks cfg and returns a Worker; Run starts it. NUMANode AllNodes is
@@ -275,9 +294,19 @@ func (w *Worker) Run(ctx context.Context) error {
 	id := cfg.ID
 	if id == "" {
 		id = defaultID(cfg.Host, numaNode, bound)
+		if cfg.PKI != nil {
+			// The certificate names the worker (a NUMA child adds -numa<N>).
+			id = cfg.PKI.Identity().ID
+			if numaNode >= 0 {
+				id += "-numa" + strconv.Itoa(numaNode)
+			}
+		}
 	}
 	if err := keyspace.ValidID(id); err != nil {
 		return fmt.Errorf("worker id (set --id): %w", err)
+	}
+	if cfg.PKI != nil && !pki.ProvesWorker(cfg.PKI.Identity().ID, id) {
+		return fmt.Errorf("worker id %q: the certificate in %s is %s, which does not prove it (the scheduler would give this worker no work)", id, cfg.PKI.Dir(), cfg.PKI.Identity())
 	}
 	log := w.log.With().Str(logging.WorkerID, id).Logger()
 	subLog := w.base.With().Str(logging.WorkerID, id).Logger() // for components
@@ -326,12 +355,24 @@ func (w *Worker) Run(ctx context.Context) error {
 	if maxBatch == 0 {
 		maxBatch = service.DefaultMaxBatch
 	}
-	srv := grpc.NewServer(
+	opts := []grpc.ServerOption{
 		// A batch is at most maxBatch addresses of 16 bytes plus framing.
 		grpc.MaxRecvMsgSize(max(4<<20, maxBatch*20+4096)),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
-	)
+	}
+	guard := grpcauth.NewGuard(Rules, logging.For(subLog, "auth"))
+	w.mu.Lock()
+	w.guard = guard
+	w.mu.Unlock()
+	reg.MustRegister(guard.Collector("styx_worker"))
+	if cfg.PKI != nil {
+		opts = append(opts, grpcauth.ServerOptions(cfg.PKI, guard)...)
+		if err := cfg.PKI.Register(reg, "styx_worker"); err != nil {
+			return err
+		}
+	}
+	srv := grpc.NewServer(opts...)
 	hs := health.NewServer()
 	styxv1.RegisterWorkerServiceServer(srv, svc)
 	healthpb.RegisterHealthServer(srv, hs)
@@ -356,6 +397,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			Endpoints:   cfg.EtcdEndpoints,
 			DialTimeout: 5 * time.Second,
 			Logger:      zap.NewNop(),
+			TLS:         pki.ClientTLS(cfg.PKI, pki.Etcd),
 		})
 		if err != nil {
 			return fmt.Errorf("etcd client for %v: %w", cfg.EtcdEndpoints, err)
@@ -402,7 +444,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if table != nil {
 		// Connect returns at once and keeps trying: the worker serves
 		// while NATS is down, and its tables fill once it is up.
-		nc, err := verdictlog.Connect(cfg.NATSURL, "styx-worker "+id, logging.For(subLog, "attackfeed"))
+		nc, err := verdictlog.Connect(cfg.NATSURL, "styx-worker "+id, logging.For(subLog, "attackfeed"), verdictlog.TLS(cfg.PKI)...)
 		if err != nil {
 			return err
 		}

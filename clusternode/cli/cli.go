@@ -15,6 +15,7 @@ import (
 	"github.com/styx-inference/styx/pkg/envflag"
 	"github.com/styx-inference/styx/pkg/healthcheck"
 	"github.com/styx-inference/styx/pkg/logging"
+	"github.com/styx-inference/styx/pkg/pkiflag"
 )
 
 const usage = `usage: styx-node [serve] [flags]
@@ -86,6 +87,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.DurationVar(&cfg.CleanRetention, "clean-retention", cfg.CleanRetention, "the store keeps verdicts that found no proxy this long from their inference time, and last-seen times of addresses without a verdict (the verdict log's policy; swept every minute)")
 	fs.DurationVar(&cfg.ProxyRetention, "proxy-retention", cfg.ProxyRetention, "the store keeps proxy verdicts this long from their inference time, and attack histories from their newest report (at least --clean-retention)")
 	fs.IntVar(&cfg.ThreatsRecent, "threats-recent", cfg.ThreatsRecent, "newest proxy verdicts kept in memory for the public threats page (GET /threats, /threats.json), which shows a random sample of them (0: page off)")
+	fs.StringVar(&cfg.HTTPSAddr, "https-addr", "", "also serve the query API over HTTPS here, with the --pki-dir certificate (empty: HTTP only)")
+	var trust pkiflag.Flags
+	trust.Register(fs)
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = envflag.Usage(fs, "STYX", "usage: styx-node [serve] [flags]\n       styx-node lookup [--json] [--db PATH] ADDR...   (see styx-node lookup -h)\n       styx-node import-attacks [--node URL] [--token T] FILE...   (see styx-node import-attacks -h)\n       styx-node export-verdicts [--data-dir DIR] [--probe-confirmed] [--out FILE|-]   (see styx-node export-verdicts -h)\n       styx-node healthcheck [--http-addr A] [--timeout D]\n\nAnswers proxy queries over HTTP (GET /v2/{ip}, POST /v2/) and streams newly seen addresses to STYX;\nfollows the verdict log (--nats-url) into its store.\nWith --attack-token, accepts attack reports (POST /v2/attacks) and shares them with every node and worker.\nGET /threats is a public page (and /threats.json its data) listing a random sample of the addresses post-processing most recently found to be proxies.")
 	if err := envflag.Parse(fs, "STYX", args); err != nil {
@@ -104,6 +108,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	log, err := logging.New(stderr, *level)
 	if err != nil {
 		fmt.Fprintln(stderr, "styx-node: log level:", err)
+		return 2
+	}
+	if cfg.PKI, err = trust.Load(log); err != nil {
+		fmt.Fprintln(stderr, "styx-node:", err)
 		return 2
 	}
 	n, err := clusternode.New(cfg, log)

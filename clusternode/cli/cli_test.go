@@ -50,6 +50,7 @@ func TestUsage(t *testing.T) {
 		{"unknown flag", []string{"--nope"}, nil, 2, nil, []string{"nope"}},
 		{"positional argument", []string{"serve", "--http-addr=127.0.0.1:0", "extra"}, nil, 2, nil, []string{"unexpected arguments"}},
 		{"bad log level", []string{"--log-level=loud"}, nil, 2, nil, []string{"log level"}},
+		{"no identity", []string{"--http-addr=127.0.0.1:0"}, nil, 2, nil, []string{"no identity", "--pki-dir", "--insecure"}},
 		{"bad duration from the environment", nil, []string{"STYX_LEASE_TTL", "soon"}, 2, nil, []string{"STYX_LEASE_TTL"}},
 	}
 	for _, tt := range tests {
@@ -157,7 +158,7 @@ func TestServeAndSubcommands(t *testing.T) {
 	for k, v := range map[string]string{
 		"STYX_ID": "cli-node", "STYX_ETCD_ENDPOINTS": cli.Endpoints()[0], "STYX_HTTP_ADDR": "127.0.0.1:0",
 		"STYX_DATA_DIR": dataDir, "STYX_DB": db, "STYX_SKIP_VERIFY": "true", "STYX_LEASE_TTL": "2s",
-		"STYX_ATTACK_TOKEN": token, "STYX_FOLLOW_MODELS": "false", "STYX_NATS_URL": nats.URL(),
+		"STYX_ATTACK_TOKEN": token, "STYX_FOLLOW_MODELS": "false", "STYX_NATS_URL": nats.URL(), "STYX_INSECURE": "true",
 	} {
 		t.Setenv(k, v)
 	}

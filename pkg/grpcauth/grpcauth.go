@@ -212,9 +212,14 @@ func hostOf(a net.Addr) string {
 
 // Register exports the refusals as <prefix>_auth_refused_total{reason}.
 func (g *Guard) Register(reg prometheus.Registerer, prefix string) error {
-	return reg.Register(&collector{g: g, desc: prometheus.NewDesc(prefix+"_auth_refused_total",
+	return reg.Register(g.Collector(prefix))
+}
+
+// Collector is the refusals as <prefix>_auth_refused_total{reason}.
+func (g *Guard) Collector(prefix string) prometheus.Collector {
+	return &collector{g: g, desc: prometheus.NewDesc(prefix+"_auth_refused_total",
 		"gRPC peers refused: handshake (no or bad certificate, plaintext), role (identity not allowed on the service), identity (acting as another id).",
-		[]string{"reason"}, nil)})
+		[]string{"reason"}, nil)}
 }
 
 type collector struct {

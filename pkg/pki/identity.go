@@ -131,3 +131,33 @@ func FromCert(c *x509.Certificate) (Identity, error) {
 		return Identity{}, fmt.Errorf("certificate carries %d identities, want one", len(found))
 	}
 }
+
+// ProvesWorker reports whether a worker certificate of id certID proves a
+// worker registered as workerID: the same id, or one of the host's NUMA
+// children, <certID>-numa<N>. One certificate per host covers the workers
+// its supervisor starts, one per NUMA node.
+func ProvesWorker(certID, workerID string) bool {
+	if certID == workerID {
+		return true
+	}
+	rest, ok := strings.CutPrefix(workerID, certID+"-numa")
+	if !ok || rest == "" || len(rest) > 4 {
+		return false
+	}
+	for _, r := range rest {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// WorkerPolicy accepts the worker certificates that prove workerID.
+func WorkerPolicy(workerID string) Policy {
+	return func(id Identity) error {
+		if id.Role != Worker || !ProvesWorker(id.ID, workerID) {
+			return fmt.Errorf("peer is %s, which does not prove worker %q", id, workerID)
+		}
+		return nil
+	}
+}

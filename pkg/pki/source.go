@@ -273,3 +273,12 @@ func (s *Source) HTTPSConfig() *tls.Config {
 		},
 	}
 }
+
+// ClientTLS is the client configuration for servers of role server, or
+// nil (plaintext) for a nil src.
+func ClientTLS(src *Source, server Role) *tls.Config {
+	if src == nil {
+		return nil
+	}
+	return src.ClientConfig(AnyOf(server))
+}

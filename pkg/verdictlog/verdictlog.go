@@ -25,6 +25,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/styx-inference/styx/pkg/pki"
 )
 
 // Stream and subject names.
@@ -149,4 +151,13 @@ func Connect(url, name string, log zerolog.Logger, extra ...nats.Option) (*nats.
 		return nil, fmt.Errorf("verdictlog: connect %s: %w", url, err)
 	}
 	return nc, nil
+}
+
+// TLS returns the NATS options of a client with identity src: mutual TLS
+// with a NATS server of this cluster's CA. None for a nil src (plaintext).
+func TLS(src *pki.Source) []nats.Option {
+	if src == nil {
+		return nil
+	}
+	return []nats.Option{nats.Secure(src.ClientConfig(pki.AnyOf(pki.NATS)))}
 }

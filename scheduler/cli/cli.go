@@ -15,12 +15,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/styx-inference/styx/pkg/envflag"
 	"github.com/styx-inference/styx/pkg/healthcheck"
 	"github.com/styx-inference/styx/pkg/logging"
+	"github.com/styx-inference/styx/pkg/pkiflag"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 	"github.com/styx-inference/styx/scheduler"
 	"github.com/styx-inference/styx/scheduler/internal/pool"
@@ -85,6 +85,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.IntVar(&d.LogPolicy.Replicas, "log-replicas", d.LogPolicy.Replicas, "replicas of each log stream (3 on a 3-server JetStream cluster)")
 	fs.IntVar(&d.MaxFailures, "max-failures", d.MaxFailures, "worker failures a batch may suffer before it is split to isolate a poison address")
 	shed := fs.String("shed", "sample:5", "shedding policy when the fleet cannot keep up: sample:N (admit 1 in N new addresses once half full), newest, oldest; /styx/config/shedding overrides it live")
+	fs.StringVar(&d.HTTPSAddr, "https-addr", "", "also serve the HTTP routes over HTTPS here, with the --pki-dir certificate (empty: no HTTPS)")
+	fs.DurationVar(&d.MaxClockSkew, "max-clock-skew", d.MaxClockSkew, "a worker result holding a verdict inferred later than now plus this is refused and counted")
+	var trust pkiflag.Flags
+	trust.Register(fs)
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = envflag.Usage(fs, "STYX", "styx-scheduler serve [flags]\n\nRuns a STYX scheduler: campaigns for leadership in etcd; the leader watches /styx/workers/,\ndials every worker, hands out batches of the addresses cluster nodes stream to it, and\npublishes every verdict and attack report to the verdict log (NATS JetStream).")
 	if err := envflag.Parse(fs, "STYX", args); err != nil {
@@ -105,6 +109,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	log, err := logging.New(stderr, *level)
 	if err != nil {
 		fmt.Fprintf(stderr, "-log-level: %v\n", err)
+		return 2
+	}
+	if d.PKI, err = trust.Load(log); err != nil {
+		fmt.Fprintln(stderr, "styx-scheduler:", err)
 		return 2
 	}
 	s, err := scheduler.New(d, log)
@@ -136,6 +144,8 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:7070", "scheduler gRPC address")
 	asJSON := fs.Bool("json", false, "print JSON")
+	var trust pkiflag.Flags
+	trust.Register(fs)
 	fs.Usage = envflag.Usage(fs, "STYX", "styx-scheduler status [flags]\n\nPrints the workers and the pool as the scheduler at -addr sees them.")
 	if err := envflag.Parse(fs, "STYX", args); err != nil {
 		if err == flag.ErrHelp {
@@ -144,7 +154,12 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "styx-scheduler:", err)
 		return 2
 	}
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds, err := adminCreds(&trust)
+	if err != nil {
+		fmt.Fprintln(stderr, "styx-scheduler status:", err)
+		return 2
+	}
+	conn, err := grpc.NewClient(*addr, creds)
 	if err != nil {
 		fmt.Fprintf(stderr, "dial %s: %v\n", *addr, err)
 		return 1

@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -21,6 +22,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/styx-inference/styx/pkg/envflag"
+	"github.com/styx-inference/styx/pkg/grpcauth"
+	"github.com/styx-inference/styx/pkg/pki"
+	"github.com/styx-inference/styx/pkg/pkiflag"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -104,6 +108,7 @@ type fleetFlags struct {
 	fs     *flag.FlagSet
 	addr   *string
 	asJSON *bool
+	trust  *pkiflag.Flags
 }
 
 func newFleetFlags(name, synopsis string, stderr io.Writer) fleetFlags {
@@ -113,7 +118,9 @@ func newFleetFlags(name, synopsis string, stderr io.Writer) fleetFlags {
 		fs:     fs,
 		addr:   fs.String("addr", "127.0.0.1:7070", "gRPC address of any scheduler (a standby forwards to the leader)"),
 		asJSON: fs.Bool("json", false, "print JSON (protobuf field names, zero values included)"),
+		trust:  &pkiflag.Flags{},
 	}
+	f.trust.Register(fs)
 	fs.Usage = envflag.Usage(fs, "STYX", synopsis)
 	return f
 }
@@ -141,8 +148,12 @@ type admin struct {
 	c    styxv1.AdminServiceClient
 }
 
-func dialAdmin(addr string) (*admin, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+func dialAdmin(addr string, trust *pkiflag.Flags) (*admin, error) {
+	creds, err := adminCreds(trust)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(addr, creds)
 	if err != nil {
 		return nil, fmt.Errorf("cannot connect to the scheduler at %s: %w", addr, err)
 	}
@@ -150,6 +161,22 @@ func dialAdmin(addr string) (*admin, error) {
 }
 
 func (a *admin) close() { a.conn.Close() }
+
+// adminCreds are the transport of an admin command: mutual TLS with an
+// admin identity (--pki-dir), or plaintext with --insecure.
+func adminCreds(trust *pkiflag.Flags) (grpc.DialOption, error) {
+	src, err := trust.Load(zerolog.Nop())
+	if err != nil {
+		return nil, err
+	}
+	if src == nil {
+		return grpc.WithTransportCredentials(insecure.NewCredentials()), nil
+	}
+	if err := pkiflag.Require(src, pki.Admin); err != nil {
+		return nil, fmt.Errorf("--pki-dir: %w (admin commands need an admin certificate)", err)
+	}
+	return grpcauth.DialOption(src, pki.AnyOf(pki.Scheduler)), nil
+}
 
 // status asks the leader (through the scheduler at addr) for its view.
 func (a *admin) status(ctx context.Context) (*styxv1.StatusResponse, error) {
@@ -182,8 +209,8 @@ func (a *admin) explain(err error) error {
 }
 
 // fetchStatus asks the scheduler at addr for the leader's status.
-func fetchStatus(ctx context.Context, addr string) (*styxv1.StatusResponse, error) {
-	a, err := dialAdmin(addr)
+func fetchStatus(ctx context.Context, addr string, trust *pkiflag.Flags) (*styxv1.StatusResponse, error) {
+	a, err := dialAdmin(addr, trust)
 	if err != nil {
 		return nil, err
 	}
@@ -198,7 +225,7 @@ func statusCommand(ctx context.Context, name, usage string, args []string, stder
 	if code := f.parse(args, stderr); code >= 0 {
 		return f, nil, code
 	}
-	st, err := fetchStatus(ctx, *f.addr)
+	st, err := fetchStatus(ctx, *f.addr, f.trust)
 	if err != nil {
 		fmt.Fprintln(stderr, "styx-scheduler:", err)
 		return f, nil, exitFailed
@@ -342,7 +369,7 @@ lease and exits with 0. With --wait, waits until every one has left.
 		fmt.Fprintln(stderr, "styx-scheduler fleet drain: --timeout must be positive")
 		return exitUsage
 	}
-	a, err := dialAdmin(*f.addr)
+	a, err := dialAdmin(*f.addr, f.trust)
 	if err != nil {
 		fmt.Fprintln(stderr, "styx-scheduler:", err)
 		return exitFailed

@@ -145,6 +145,8 @@ func run(t *testing.T, args ...string) (int, string, string) {
 			os.Unsetenv(k)
 		}
 	}
+	// The fake scheduler is plaintext; TestFleetOverMutualTLS covers TLS.
+	t.Setenv("STYX_INSECURE", "true")
 	var out, errb bytes.Buffer
 	code := Main(context.Background(), args, &out, &errb)
 	return code, out.String(), errb.String()

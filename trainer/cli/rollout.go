@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rs/zerolog"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -19,6 +20,8 @@ import (
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/model"
 	"github.com/styx-inference/styx/pkg/modelstore"
+	"github.com/styx-inference/styx/pkg/pki"
+	"github.com/styx-inference/styx/pkg/pkiflag"
 )
 
 // rolloutCommand is the shared shape of publish, promote, rollback and
@@ -29,6 +32,8 @@ func rolloutCommand(ctx context.Context, name, synopsis string, args []string, s
 	fs.SetOutput(stderr)
 	endpoints := fs.String("etcd-endpoints", "127.0.0.1:2379", "etcd endpoints, comma-separated")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
+	var trust pkiflag.Flags
+	trust.Register(fs)
 	if extra != nil {
 		extra(fs)
 	}
@@ -36,7 +41,16 @@ func rolloutCommand(ctx context.Context, name, synopsis string, args []string, s
 	if code, ok := parse(fs, args, stderr); !ok {
 		return code
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(*endpoints, ","), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	src, err := trust.Load(zerolog.Nop())
+	if err == nil {
+		// etcd lets only trainers and admins write /styx/models/.
+		err = pkiflag.Require(src, pki.Trainer, pki.Admin)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "styx-trainer %s: %v\n", name, err)
+		return 2
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(*endpoints, ","), DialTimeout: 5 * time.Second, Logger: zap.NewNop(), TLS: pki.ClientTLS(src, pki.Etcd)})
 	if err != nil {
 		fmt.Fprintf(stderr, "styx-trainer %s: etcd: %v\n", name, err)
 		return 1

@@ -9,6 +9,8 @@ import (
 
 	"github.com/styx-inference/styx/pkg/envflag"
 	"github.com/styx-inference/styx/pkg/logging"
+	"github.com/styx-inference/styx/pkg/pki"
+	"github.com/styx-inference/styx/pkg/pkiflag"
 	"github.com/styx-inference/styx/worker"
 )
 
@@ -33,6 +35,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	cfg := worker.DefaultConfig()
 	cfg.RegisterFlags(fs)
+	var trust pkiflag.Flags
+	trust.Register(fs)
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	fs.Usage = envflag.Usage(fs, "STYX", synopsis)
 	if len(args) == 1 && args[0] == "help" {
@@ -54,6 +58,14 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	log, err := logging.New(stderr, *level)
 	if err != nil {
 		fmt.Fprintln(stderr, "styx-worker: --log-level:", err)
+		return 2
+	}
+	if cfg.PKI, err = trust.Load(log); err != nil {
+		fmt.Fprintln(stderr, "styx-worker:", err)
+		return 2
+	}
+	if err := pkiflag.Require(cfg.PKI, pki.Worker); err != nil {
+		fmt.Fprintln(stderr, "styx-worker: --pki-dir:", err)
 		return 2
 	}
 

@@ -81,7 +81,10 @@ func TestUsage(t *testing.T) {
 		{"bad log level", []string{"--log-level=loud"}, nil, 2, []string{"log-level"}},
 		{"bad level from the environment", nil, []string{"STYX_LOG_LEVEL=loud"}, 2, []string{"log-level"}},
 		{"bad duration from the environment", nil, []string{"STYX_DRAIN_TIMEOUT=soon"}, 2, []string{"STYX_DRAIN_TIMEOUT"}},
-		{"invalid config", []string{"--capacity=-1", "--engine=nop"}, nil, 1, []string{"capacity"}},
+		{"invalid config", []string{"--capacity=-1", "--engine=nop", "--insecure"}, nil, 1, []string{"capacity"}},
+		{"no identity", []string{"--engine=nop"}, nil, 2, []string{"no identity", "--pki-dir", "--insecure"}},
+		{"both trust flags", []string{"--engine=nop", "--insecure", "--pki-dir=/nonexistent"}, nil, 2, []string{"choose one"}},
+		{"missing identity dir", []string{"--engine=nop", "--pki-dir=/nonexistent"}, nil, 2, []string{"/nonexistent"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -141,7 +144,8 @@ func TestAllNodes(t *testing.T) {
 
 	cmd := command("--numa-node=all", "--sysfs="+sysfs, "--engine=nop", "--host=e2e",
 		"--etcd-endpoints="+etcd.Endpoint(), "--lease-ttl=2s", "--drain-timeout=2s",
-		"--nats-url=nats://127.0.0.1:1") // no NATS there: the attack feed keeps trying
+		"--nats-url=nats://127.0.0.1:1", // no NATS there: the attack feed keeps trying
+		"--insecure")
 	var logs lockedBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {

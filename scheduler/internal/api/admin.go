@@ -29,6 +29,7 @@ type forwarder struct {
 	mu   sync.Mutex
 	addr string
 	conn *grpc.ClientConn
+	dial grpc.DialOption // transport credentials; nil: plaintext
 }
 
 func (f *forwarder) client(addr string) (styxv1.AdminServiceClient, error) {
@@ -41,7 +42,11 @@ func (f *forwarder) client(addr string) (styxv1.AdminServiceClient, error) {
 		f.conn.Close()
 		f.conn = nil
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	dial := f.dial
+	if dial == nil {
+		dial = grpc.WithTransportCredentials(insecure.NewCredentials())
+	}
+	conn, err := grpc.NewClient(addr, dial)
 	if err != nil {
 		return nil, fmt.Errorf("dial leader at %s: %w", addr, err)
 	}

@@ -13,11 +13,14 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/styx-inference/styx/pkg/grpcauth"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/logging"
+	"github.com/styx-inference/styx/pkg/pki"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 	"github.com/styx-inference/styx/scheduler/internal/coordinator"
 	"github.com/styx-inference/styx/scheduler/internal/ledger"
@@ -41,6 +44,31 @@ type Server struct {
 	lead Leadership
 	log  zerolog.Logger
 	fwd  forwarder // a standby's connection to the leader (admin calls)
+	// guard, over mutual TLS, refuses a node acting as another node's id.
+	guard *grpcauth.Guard
+}
+
+// Secure makes the handlers check node ids against the callers'
+// certificates (refusals counted by guard) and forward admin calls to the
+// leader over dial.
+func (s *Server) Secure(guard *grpcauth.Guard, dial grpc.DialOption) {
+	s.guard = guard
+	s.fwd.dial = dial
+}
+
+// checkNode refuses a call that names a node other than the caller's own
+// certificate id. Over plaintext (no guard) every id is taken as given.
+func (s *Server) checkNode(ctx context.Context, nodeID string) error {
+	if s.guard == nil {
+		return nil
+	}
+	id, ok := grpcauth.Identity(ctx)
+	if ok && id.Role == pki.Node && id.ID == nodeID {
+		return nil
+	}
+	err := fmt.Errorf("%s may act only as node %q, not %q", id, id.ID, nodeID)
+	s.guard.Refuse(grpcauth.ReasonIdentity, id.String(), "node id "+nodeID, err)
+	return status.Error(codes.PermissionDenied, err.Error())
 }
 
 // New returns the gRPC handlers.
@@ -71,6 +99,9 @@ func (s *Server) Submit(stream styxv1.SchedulerService_SubmitServer) error {
 	}
 	if err := keyspace.ValidID(hello.NodeId); err != nil {
 		return status.Errorf(codes.InvalidArgument, "hello: node id: %v", err)
+	}
+	if err := s.checkNode(stream.Context(), hello.NodeId); err != nil {
+		return err
 	}
 	sub, err := co.Attach(hello.NodeId)
 	if err != nil {
@@ -160,13 +191,16 @@ func (s *Server) recvSightings(stream styxv1.SchedulerService_SubmitServer, co *
 }
 
 // ReportAttacks implements SchedulerService.
-func (s *Server) ReportAttacks(_ context.Context, req *styxv1.ReportAttacksRequest) (*styxv1.ReportAttacksResponse, error) {
+func (s *Server) ReportAttacks(ctx context.Context, req *styxv1.ReportAttacksRequest) (*styxv1.ReportAttacksResponse, error) {
 	co := s.lead.Current()
 	if co == nil {
 		return nil, s.notLeader()
 	}
 	if err := keyspace.ValidID(req.GetNodeId()); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "node id: %v", err)
+	}
+	if err := s.checkNode(ctx, req.GetNodeId()); err != nil {
+		return nil, err
 	}
 	if n := len(req.GetReports()); n > coordinator.MaxAttackBatch {
 		return nil, status.Errorf(codes.InvalidArgument, "%d attack reports exceed the maximum %d per request", n, coordinator.MaxAttackBatch)

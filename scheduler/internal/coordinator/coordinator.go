@@ -48,6 +48,9 @@ type Config struct {
 	OutQueue int
 	// Dialer opens the connection to a worker.
 	Dialer Dialer
+	// MaxClockSkew is how far ahead of this scheduler's clock a verdict's
+	// inference time may be; a result with a later one is refused.
+	MaxClockSkew time.Duration
 	// Now returns the time; time.Now when nil.
 	Now func() time.Time
 }
@@ -71,6 +74,8 @@ func (c Config) Validate() error {
 		return errors.New("coordinator: out queue < 1")
 	case c.Dialer == nil:
 		return errors.New("coordinator: nil dialer")
+	case c.MaxClockSkew < 0:
+		return errors.New("coordinator: max clock skew < 0")
 	}
 	return c.Pool.Validate()
 }
@@ -95,6 +100,9 @@ type Counters struct {
 	AttackReports    uint64 // attack reports published to the log
 	AttackDuplicates uint64 // attack reports seen recently, not published again
 	AttackRejected   uint64 // invalid attack reports
+
+	FutureVerdicts  uint64 // results refused for a verdict dated beyond MaxClockSkew
+	UnprovenWorkers uint64 // worker connections refused: the TLS identity did not prove the registration
 }
 
 // Coordinator runs one term. See the package comment.
@@ -338,7 +346,8 @@ func (c *Coordinator) onReport(workerID string, session uint64, r *styxv1.WorkRe
 	case *styxv1.WorkReport_Ready:
 		c.ledger.OnReady(workerID, session, r.Credit, m.Ready.ModelVersion, m.Ready.Draining)
 	case *styxv1.WorkReport_Result:
-		c.applyLocked(c.ledger.OnResult(c.now(), workerID, session, r.Credit, c.decodeResult(m.Result)))
+		now := c.now()
+		c.applyLocked(c.ledger.OnResult(now, workerID, session, r.Credit, c.decodeResult(m.Result, now, workerID)))
 	case *styxv1.WorkReport_Refusal:
 		c.ledger.OnRefusal(workerID, session, r.Credit, m.Refusal.BatchId, m.Refusal.Attempt, m.Refusal.Reason)
 	default:
@@ -349,8 +358,11 @@ func (c *Coordinator) onReport(workerID string, session uint64, r *styxv1.WorkRe
 
 // decodeResult converts a worker's result at the edge. A result that
 // claims more verdicts than any batch holds is malformed before anything
-// is allocated for it.
-func (c *Coordinator) decodeResult(res *styxv1.Result) ledger.Result {
+// is allocated for it. A result holding a verdict inferred later than now
+// plus MaxClockSkew is refused whole (its batch fails and goes to another
+// worker) and counted: a forged future time would otherwise win over
+// every later, honest examination of the address.
+func (c *Coordinator) decodeResult(res *styxv1.Result, now time.Time, workerID string) ledger.Result {
 	r := ledger.Result{Batch: res.GetBatchId(), Term: res.GetTerm(), Attempt: res.GetAttempt()}
 	n := int(res.GetVerdicts().GetCount())
 	if n > c.cfg.BatchSize {
@@ -358,6 +370,21 @@ func (c *Coordinator) decodeResult(res *styxv1.Result) ledger.Result {
 		return r
 	}
 	r.Verdicts, r.Malformed = columns.DomainVerdicts(res.GetVerdicts(), n)
+	if r.Malformed != nil {
+		return r
+	}
+	limit := now.Add(c.cfg.MaxClockSkew)
+	for i := range r.Verdicts {
+		if t := r.Verdicts[i].Inferred; t.After(limit) {
+			c.counters.FutureVerdicts++
+			c.log.Error().Str(logging.WorkerID, workerID).Uint64(logging.BatchID, r.Batch).Time("inferred", t).
+				Dur("ahead", t.Sub(now)).Msg("result refused: a verdict is dated in the future beyond the allowed clock skew")
+			r.Verdicts = nil
+			r.Malformed = fmt.Errorf("verdict %d inferred at %s, %s ahead of this scheduler's clock (allowed skew %s)",
+				i, t.UTC().Format(time.RFC3339Nano), t.Sub(now).Round(time.Millisecond), c.cfg.MaxClockSkew)
+			return r
+		}
+	}
 	return r
 }
 

@@ -20,7 +20,7 @@ func testCoordinator(t *testing.T) *Coordinator {
 		SchedulerID: "s", Term: 1, BatchSize: 8, BatchInterval: time.Millisecond, MaxFailures: 3,
 		MaxSubmitBatch: 8, OutQueue: 8,
 		Pool:   pool.Config{MaxPending: 8, MaxAge: int64(time.Hour), DedupWindow: int64(time.Minute), MaxRecent: 8, MaxWaiters: 4, Policy: pool.Policy{Mode: pool.ShedNewest}},
-		Dialer: func(string) (*grpc.ClientConn, error) { return nil, nil },
+		Dialer: func(string, string) (*grpc.ClientConn, error) { return nil, nil },
 	}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/styx-inference/styx/pkg/etcdwatch"
 	"github.com/styx-inference/styx/pkg/keyspace"
@@ -19,8 +22,10 @@ import (
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
-// Dialer opens a client connection to a worker's gRPC address.
-type Dialer func(addr string) (*grpc.ClientConn, error)
+// Dialer opens a client connection to the worker registered as id at its
+// gRPC address. Over mutual TLS the connection succeeds only when the
+// worker proves that id with its certificate.
+type Dialer func(id, addr string) (*grpc.ClientConn, error)
 
 // workerConn is the leader's connection to one worker. It owns a goroutine
 // that keeps a Work stream open (reconnecting while the worker stays
@@ -172,7 +177,7 @@ func (c *Coordinator) workerDeleted(id string) {
 
 func (c *Coordinator) runWorkerConn(ctx context.Context, wc *workerConn) {
 	log := c.log.With().Str(logging.WorkerID, wc.id).Logger()
-	conn, err := c.cfg.Dialer(wc.registration().Addr)
+	conn, err := c.cfg.Dialer(wc.id, wc.registration().Addr)
 	if err != nil {
 		log.Error().Err(err).Msg("dial worker")
 		return
@@ -198,7 +203,17 @@ func (c *Coordinator) runWorkerConn(ctx context.Context, wc *workerConn) {
 			bo.Reset()
 		}
 		d := bo.NextBackOff()
-		log.Warn().Err(err).Dur("retry_in", d).Msg("worker stream ended")
+		if authFailure(err) {
+			// A registration this worker's certificate does not prove (a
+			// rogue entry, a foreign CA, an expired certificate): it gets
+			// no work. Logged at every retry, which backs off.
+			c.mu.Lock()
+			c.counters.UnprovenWorkers++
+			c.mu.Unlock()
+			log.Error().Err(err).Dur("retry_in", d).Msg("worker refused: its TLS identity does not prove its registration; it gets no work")
+		} else {
+			log.Warn().Err(err).Dur("retry_in", d).Msg("worker stream ended")
+		}
 		if !retry.Sleep(ctx, d) {
 			return
 		}
@@ -285,4 +300,10 @@ func (c *Coordinator) workSession(ctx context.Context, client styxv1.WorkerServi
 		}
 		c.onReport(wc.id, session, r)
 	}
+}
+
+// authFailure reports a stream that failed in the TLS handshake: the peer
+// did not prove the identity the scheduler expects of it.
+func authFailure(err error) bool {
+	return err != nil && status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), "authentication handshake failed")
 }

@@ -61,7 +61,7 @@ func newCoordinator(t *testing.T, term int64) *coordinator.Coordinator {
 		SchedulerID: "s1", Term: term, BatchSize: 8, BatchInterval: time.Millisecond,
 		Pool:        pool.Config{MaxPending: 10, MaxAge: int64(time.Hour), MaxWaiters: 1, Policy: pool.Policy{Mode: pool.ShedNewest}},
 		MaxFailures: 1, MaxSubmitBatch: 8, OutQueue: 8,
-		Dialer: func(string) (*grpc.ClientConn, error) { return nil, nil },
+		Dialer: func(string, string) (*grpc.ClientConn, error) { return nil, nil },
 	}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
