@@ -30,14 +30,14 @@ import (
 	"github.com/styx-inference/styx/clusternode/internal/threats"
 	"github.com/styx-inference/styx/clusternode/internal/uplink"
 	"github.com/styx-inference/styx/pkg/attacks"
+	"github.com/styx-inference/styx/pkg/grpcauth"
 	"github.com/styx-inference/styx/pkg/history"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/leader"
 	"github.com/styx-inference/styx/pkg/locdb"
-	"github.com/styx-inference/styx/pkg/grpcauth"
 	"github.com/styx-inference/styx/pkg/logging"
-	"github.com/styx-inference/styx/pkg/pki"
 	"github.com/styx-inference/styx/pkg/modelengine"
+	"github.com/styx-inference/styx/pkg/pki"
 	"github.com/styx-inference/styx/pkg/raven"
 	"github.com/styx-inference/styx/pkg/registration"
 	"github.com/styx-inference/styx/pkg/rollout"
@@ -310,10 +310,10 @@ type Node struct {
 	// leaseLosses counts registration leases lost while running.
 	leaseLosses prometheus.Counter
 
-	ready    chan struct{}
+	ready     chan struct{}
 	httpAddr  atomic.Pointer[string]
 	httpsAddr atomic.Pointer[string]
-	started  atomic.Bool
+	started   atomic.Bool
 
 	cliMu sync.Mutex
 	cli   *clientv3.Client // set by Run before the uplink starts

@@ -132,7 +132,7 @@ func Connect(url, name string, log zerolog.Logger, extra ...nats.Option) (*nats.
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
-		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectWait(250 * time.Millisecond),
 		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
 			if err == nil || c.IsClosed() {
 				return // closed on purpose
