@@ -129,7 +129,7 @@ func (f *Follower) apply(ctx context.Context, p keyspace.ModelPointer) {
 		f.cfg.Changed()
 	}
 	f.log.Info().Str("active", active).Float64("canary_share", p.CanaryShare).Msg("engine swapped")
-	if can == nil {
+	if can == nil && f.cfg.Lease != nil { // a cluster node writes no report, so clears none
 		f.clearReport(ctx)
 	}
 }
