@@ -30,7 +30,9 @@ import (
 	"github.com/styx-inference/styx/pkg/childproc"
 	"github.com/styx-inference/styx/pkg/embedetcd"
 	"github.com/styx-inference/styx/pkg/embednats"
+	"github.com/styx-inference/styx/pkg/grpcauth"
 	"github.com/styx-inference/styx/pkg/locdb"
+	"github.com/styx-inference/styx/pkg/pki"
 	"github.com/styx-inference/styx/pkg/retry"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
@@ -52,6 +54,10 @@ type Config struct {
 	Interval   time.Duration // between summary lines
 	Duration   time.Duration // stop after this long; 0 = until the context ends
 	StopPeriod time.Duration // how long a child may take to stop after SIGTERM
+	// Insecure runs every hop in plaintext with no authentication. By
+	// default a throwaway CA in <data-dir>/pki issues every process its
+	// identity, and every hop runs mutual TLS.
+	Insecure bool
 }
 
 // DefaultConfig is the layout the README documents.
@@ -87,6 +93,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("rate must not be negative, got %d", c.Rate)
 	case c.Interval <= 0:
 		return fmt.Errorf("interval must be positive, got %s", c.Interval)
+	case c.NATSURL != "" && !c.Insecure:
+		return errors.New("an external NATS server (--nats-url) holds no certificate of the dev CA: add --insecure, or let styx-dev embed JetStream")
 	}
 	if _, err := c.nodes(); err != nil {
 		return err
@@ -98,6 +106,9 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// workerID is the id of worker i (from 0).
+func workerID(i int) string { return "dev-worker-" + strconv.Itoa(i+1) }
 
 // devNode is one cluster node styx-dev starts.
 type devNode struct {
@@ -186,16 +197,47 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		return err
 	}
+	ids := []pki.Identity{devEtcd, devNATS, devAdmin, devTrainer, devSched}
+	for i := range cfg.Workers {
+		ids = append(ids, pki.Identity{Role: pki.Worker, ID: workerID(i)})
+	}
+	for _, n := range nodes {
+		ids = append(ids, pki.Identity{Role: pki.Node, ID: n.id})
+	}
+	var trust *devPKI
+	if !cfg.Insecure {
+		if trust, err = makePKI(filepath.Join(cfg.DataDir, "pki"), ids); err != nil {
+			return err
+		}
+	}
 	// The deferred stops run last in, first out: children, NATS, etcd.
-	etcd, err := embedetcd.Start(embedetcd.Config{Dir: filepath.Join(cfg.DataDir, "etcd"), ClientAddr: cfg.EtcdAddr})
+	ecfg := embedetcd.Config{Dir: filepath.Join(cfg.DataDir, "etcd"), ClientAddr: cfg.EtcdAddr}
+	if trust != nil {
+		ecfg.PKIDir = trust.dirs[devEtcd]
+	}
+	etcd, err := embedetcd.Start(ecfg)
 	if err != nil {
 		return fmt.Errorf("etcd on %s: %w", cfg.EtcdAddr, err)
 	}
 	defer etcd.Close()
-	fmt.Fprintf(out, "etcd        %s (embedded)\n", etcd.Endpoint())
+	if trust != nil {
+		gctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := trust.grantAll(gctx, etcd, ids)
+		cancel()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "etcd        https://%s (embedded; client certificates, each identity its own keys)\n", etcd.Endpoint())
+	} else {
+		fmt.Fprintf(out, "etcd        %s (embedded)\n", etcd.Endpoint())
+	}
 	natsURL := cfg.NATSURL
 	if natsURL == "" {
-		nats, err := embednats.Start(embednats.Config{Dir: filepath.Join(cfg.DataDir, "nats"), Addr: cfg.NATSAddr})
+		natsSrc, err := trust.source(devNATS)
+		if err != nil {
+			return err
+		}
+		nats, err := embednats.Start(embednats.Config{Dir: filepath.Join(cfg.DataDir, "nats"), Addr: cfg.NATSAddr, Source: natsSrc})
 		if err != nil {
 			return fmt.Errorf("nats on %s: %w", cfg.NATSAddr, err)
 		}
@@ -236,7 +278,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	}
 	ep := "--etcd-endpoints=" + etcd.Endpoint()
 	logURL := "--nats-url=" + natsURL
-	sched, err := start("scheduler", "styx-scheduler", "serve", "--id=dev-scheduler", ep, logURL,
+	sched, err := start("scheduler", "styx-scheduler", "serve", "--id="+devSched.ID, ep, logURL, trust.flag(devSched),
 		"--grpc-addr="+cfg.SchedGRPC, "--http-addr="+cfg.SchedHTTP)
 	if err != nil {
 		return err
@@ -246,8 +288,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "scheduler   gRPC %s, visualiser http://%s/ (log %s)\n", cfg.SchedGRPC, cfg.SchedHTTP, sched.log)
 	for i := range cfg.Workers {
-		id := "dev-worker-" + strconv.Itoa(i+1)
-		w, err := start(id, "styx-worker", "--id="+id, ep, logURL, "--listen-addr=127.0.0.1:0", "--db="+cfg.DBPath)
+		id := workerID(i)
+		w, err := start(id, "styx-worker", "--id="+id, ep, logURL, trust.flag(pki.Identity{Role: pki.Worker, ID: id}),
+			"--listen-addr=127.0.0.1:0", "--db="+cfg.DBPath)
 		if err != nil {
 			return err
 		}
@@ -256,8 +299,8 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	}
 	var bases []string
 	for _, n := range nodes {
-		c, err := start(n.name, "styx-node", "serve", "--id="+n.id, ep, logURL, "--http-addr="+n.http,
-			"--data-dir="+n.dataDir, "--db="+cfg.DBPath)
+		c, err := start(n.name, "styx-node", "serve", "--id="+n.id, ep, logURL, trust.flag(pki.Identity{Role: pki.Node, ID: n.id}),
+			"--http-addr="+n.http, "--data-dir="+n.dataDir, "--db="+cfg.DBPath)
 		if err != nil {
 			return err
 		}
@@ -280,6 +323,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	fmt.Fprintf(out, "load        %d addresses/s%s, random ones inside %d networks sampled from the location database (data only: nothing dials them)\n", cfg.Rate, spread, len(nets))
 	fmt.Fprintf(out, "data        %s\n", locdb.Attribution)
 	fmt.Fprintf(out, "try         curl 'http://%s/v2/%s?vpn=1&asn=1'\n", nodes[0].http, addrsample.In(nets[0], rng))
+	trust.printTrust(out, etcd.Endpoint(), cfg.SchedGRPC)
 	fmt.Fprintln(out, "Ctrl-C stops everything.")
 
 	if cfg.Duration > 0 {
@@ -291,7 +335,11 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); ld.run(ctx) }()
-	err = report(ctx, cfg, out, ld, children, bases)
+	adminSrc, err := trust.source(devAdmin)
+	if err != nil {
+		return err
+	}
+	err = report(ctx, cfg, adminSrc, out, ld, children, bases)
 	wg.Wait()
 	return err
 }
@@ -330,14 +378,18 @@ func tail(path string, n int) string {
 
 // report prints one summary line per interval from the scheduler's status
 // and the nodes' verdict log lag, and notes a child that exits on its own.
-func report(ctx context.Context, cfg Config, out io.Writer, ld *load, children []*child, nodes []string) error {
+func report(ctx context.Context, cfg Config, admin *pki.Source, out io.Writer, ld *load, children []*child, nodes []string) error {
 	metricsClient := &http.Client{Timeout: time.Second}
-	conn, err := grpc.NewClient(cfg.SchedGRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := grpc.WithTransportCredentials(insecure.NewCredentials())
+	if admin != nil {
+		creds = grpcauth.DialOption(admin, pki.AnyOf(pki.Scheduler))
+	}
+	conn, err := grpc.NewClient(cfg.SchedGRPC, creds)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	admin := styxv1.NewAdminServiceClient(conn)
+	adminClient := styxv1.NewAdminServiceClient(conn)
 	tick := time.NewTicker(cfg.Interval)
 	defer tick.Stop()
 	began := time.Now()
@@ -363,7 +415,7 @@ func report(ctx context.Context, cfg Config, out io.Writer, ld *load, children [
 				}
 			}
 			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			st, err := admin.Status(sctx, &styxv1.StatusRequest{})
+			st, err := adminClient.Status(sctx, &styxv1.StatusRequest{})
 			cancel()
 			if err != nil {
 				if dl, ok := ctx.Deadline(); ctx.Err() != nil || ok && !time.Now().Before(dl) {

@@ -40,7 +40,8 @@ func run() int {
 	fs.IntVar(&cfg.Rate, "rate", cfg.Rate, "addresses per second the load generator queries (0 = no load)")
 	fs.DurationVar(&cfg.Interval, "interval", cfg.Interval, "time between summary lines")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "stop after this long (0 = run until Ctrl-C)")
-	fs.Usage = envflag.Usage(fs, "STYX", "styx-dev [flags]\n\nRuns an all-in-one STYX cluster on 127.0.0.1: embedded etcd and NATS JetStream (the verdict\nlog), one scheduler, workers and -nodes cluster nodes (child processes; their logs go to\n<data-dir>/logs), and a load generator that queries the nodes for addresses sampled from the\nlocation database. Prints the URLs and, every -interval, a summary line. Ctrl-C stops everything.")
+	fs.BoolVar(&cfg.Insecure, "insecure", false, "plaintext with no authentication on every hop (default: a throwaway CA in <data-dir>/pki issues each process its certificate, and every hop runs mutual TLS)")
+	fs.Usage = envflag.Usage(fs, "STYX", "styx-dev [flags]\n\nRuns an all-in-one STYX cluster on 127.0.0.1: embedded etcd and NATS JetStream (the verdict\nlog), one scheduler, workers and -nodes cluster nodes (child processes; their logs go to\n<data-dir>/logs), and a load generator that queries the nodes for addresses sampled from the\nlocation database. Prints the URLs and, every -interval, a summary line. Ctrl-C stops everything.\n\nEvery hop runs mutual TLS: a throwaway CA in <data-dir>/pki issues each process its identity,\netcd requires client certificates with per-identity permissions, and styx-dev prints etcdctl,\ngrpcurl and styx-scheduler lines that work with the admin certificate. --insecure: plaintext.")
 	if err := envflag.Parse(fs, "STYX", os.Args[1:]); err != nil {
 		if err == flag.ErrHelp {
 			return 0
