@@ -25,6 +25,11 @@ func (s *Scheduler) httpHandler(h *api.Server) http.Handler {
 	if s.cfg.PKI != nil {
 		_ = s.cfg.PKI.Register(reg, "styx_scheduler")
 	}
+	auth := tokenGuard{Token: s.cfg.HTTPToken}
+	if auth.Token != "" {
+		auth.Limiter = newHTTPLimiter(s.log, nil)
+		reg.MustRegister(auth.Limiter.Collector(httpAuthMetrics))
+	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -64,7 +69,7 @@ func (s *Scheduler) httpHandler(h *api.Server) http.Handler {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_ = statusPage.Execute(w, st)
 	})
-	return requireToken(s.cfg.HTTPToken, mux)
+	return requireTokenWith(auth, mux)
 }
 
 var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{

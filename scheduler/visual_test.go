@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/http"
@@ -161,6 +162,13 @@ func TestVisualiserNeedsTheToken(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Errorf("GET %s with the bearer token: %d, want 200", path, resp.StatusCode)
 		}
+	}
+	// The two wrong tokens were counted; the requests with none were not.
+	resp = httpGet(t, base+"/metrics", bearer)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "\nstyx_scheduler_http_auth_failures_total 2\n") {
+		t.Errorf("metrics without styx_scheduler_http_auth_failures_total 2")
 	}
 	resp = httpGet(t, base+"/events", bearer)
 	if resp.StatusCode != http.StatusOK {

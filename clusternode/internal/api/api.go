@@ -1,7 +1,6 @@
 package api
 
 import (
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/styx-inference/styx/clusternode/internal/store"
 	"github.com/styx-inference/styx/clusternode/internal/threats"
+	"github.com/styx-inference/styx/pkg/authlimit"
 	"github.com/styx-inference/styx/pkg/locdb"
 	"github.com/styx-inference/styx/pkg/logging"
 	"github.com/styx-inference/styx/pkg/raven"
@@ -122,7 +122,8 @@ type API struct {
 	fromStore, fromEngine     prometheus.Counter
 	queryLatency, manyLatency prometheus.Observer
 
-	tokenSum       []byte // SHA-256 of the attack token; nil: endpoint disabled
+	tokenSum       []byte             // SHA-256 of the attack token; nil: endpoint disabled
+	attackLimit    *authlimit.Limiter // wrong attack tokens per source; nil: endpoint disabled
 	attackRequests *prometheus.CounterVec
 	attackReports  *prometheus.CounterVec
 }
@@ -175,9 +176,8 @@ func New(cfg Config, log zerolog.Logger) (*API, error) {
 			Help: "Attack report lines received on POST /v2/attacks, by result (new, duplicate, too_old, rejected).",
 		}, []string{"result"}),
 	}
-	if cfg.AttackToken != "" {
-		sum := sha256.Sum256([]byte(cfg.AttackToken))
-		a.tokenSum = sum[:]
+	if err := a.initAttackAuth(); err != nil {
+		return nil, err
 	}
 	if cfg.Registerer != nil {
 		for _, c := range []prometheus.Collector{a.requests, a.addresses, a.latency, a.storeErrors, a.attackRequests, a.attackReports} {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/styx-inference/styx/clusternode/internal/store"
 	"github.com/styx-inference/styx/pkg/attacks"
+	"github.com/styx-inference/styx/pkg/authlimit"
 	"github.com/styx-inference/styx/pkg/locdb"
 )
 
@@ -19,6 +20,10 @@ const AttacksPath = "/v2/attacks"
 
 // maxLineErrors bounds the line errors one answer lists.
 const maxLineErrors = 100
+
+// httpAuthMetrics prefixes the metrics of the limiter of wrong tokens:
+// styx_node_http_auth_failures_total and the others.
+const httpAuthMetrics = "styx_node_http"
 
 // AttackSink takes the reports a request carried: the node stores them
 // and forwards the new ones to the leader.
@@ -51,10 +56,27 @@ func (a *API) attacks(w http.ResponseWriter, r *http.Request) (int, object) {
 	if a.tokenSum == nil || a.cfg.Attacks == nil {
 		return fail(http.StatusForbidden, "attack reports are disabled on this node: start it with --attack-token (or STYX_ATTACK_TOKEN)")
 	}
-	if !a.authorized(r) {
+	unauthorized := func() (int, object) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="styx attack reports"`)
 		return fail(http.StatusUnauthorized, "missing or wrong token: send Authorization: Bearer <token>")
 	}
+	// A request without a token guesses nothing and costs nothing. One
+	// with a token is checked only while its source has attempts left
+	// (see pkg/authlimit), a correct token included.
+	if r.Header.Get("Authorization") == "" {
+		return unauthorized()
+	}
+	src := authlimit.Source(r.RemoteAddr)
+	if wait, ok := a.attackLimit.Allow(src); !ok {
+		after := authlimit.RetryAfter(wait)
+		w.Header().Set("Retry-After", after)
+		return fail(http.StatusTooManyRequests, "too many wrong tokens from this address: retry in %s s", after)
+	}
+	if !a.authorized(r) {
+		a.attackLimit.Failed(src)
+		return unauthorized()
+	}
+	a.attackLimit.Succeeded(src)
 
 	now := a.cfg.Now()
 	body := http.MaxBytesReader(w, r.Body, a.cfg.AttackMaxBody)
@@ -122,6 +144,28 @@ func (a *API) attacks(w http.ResponseWriter, r *http.Request) (int, object) {
 		fv("accepted", len(reports)), fv("new", res.New), fv("duplicates", res.Duplicates),
 		fv("too_old", res.TooOld), fv("rejected", rejected))
 	return http.StatusOK, errList(out)
+}
+
+// initAttackAuth sets up the check of the attack token, when there is
+// one: its digest, and the limiter of wrong tokens per source address,
+// whose metrics go to cfg.Registerer.
+func (a *API) initAttackAuth() error {
+	if a.cfg.AttackToken == "" {
+		return nil
+	}
+	sum := sha256.Sum256([]byte(a.cfg.AttackToken))
+	a.tokenSum = sum[:]
+	lim, err := authlimit.New(authlimit.Config{What: "attack token", Now: a.cfg.Now}, a.log)
+	if err != nil {
+		return fmt.Errorf("api: %w", err)
+	}
+	if a.cfg.Registerer != nil {
+		if err := a.cfg.Registerer.Register(lim.Collector(httpAuthMetrics)); err != nil {
+			return fmt.Errorf("api: register metrics: %w", err)
+		}
+	}
+	a.attackLimit = lim
+	return nil
 }
 
 // authorized reports whether r carries the attack token. The comparison

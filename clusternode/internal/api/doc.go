@@ -40,8 +40,11 @@
 //
 // Attack reports: POST /v2/attacks with "Authorization: Bearer <token>"
 // (Config.AttackToken; without one the endpoint answers 403, a missing or
-// wrong token 401). The body holds one report per line, CSV
-// "address,time,kind" or a JSON object {"address","time","kind"}, as
+// wrong token 401). Wrong tokens are limited per source address
+// (pkg/authlimit): past 5 at once, one a second, the others answered 429
+// with Retry-After and their token unchecked. The body holds one report
+// per line, CSV "address,time,kind" or a JSON object
+// {"address","time","kind"}, as
 // pkg/attacks.Scanner reads them (time RFC 3339 or Unix seconds; kind
 // login, registration, probe, forum-spam, comment-spam, ddos, form, or an
 // alias). Partial acceptance: the valid lines are taken even when others
