@@ -1,6 +1,10 @@
 // Package embednats starts a NATS server with JetStream inside the process:
 // the verdict log of `make run` (styx-dev) and of every in-process test.
 // Production runs a JetStream cluster of its own (deploy/nats).
+//
+// Given the server's identity (Config.Source, role nats), the server
+// requires mutual TLS and gives each client its role's permissions
+// (package natsauth); without one it serves plaintext to anyone.
 package embednats
 
 import (
@@ -12,6 +16,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/rs/zerolog"
+
+	"github.com/styx-inference/styx/pkg/natsauth"
+	"github.com/styx-inference/styx/pkg/pki"
 )
 
 // Config configures an embedded server.
@@ -22,6 +30,12 @@ type Config struct {
 	Addr string
 	// Logs enables the server's own logs on stderr (quiet by default).
 	Logs bool
+	// Source is the server's identity (role nats). With it, clients must
+	// connect over TLS with a certificate of its CA and get their role's
+	// permissions; without it, the server is plaintext and open.
+	Source *pki.Source
+	// Log receives the refused clients (zero value: discarded).
+	Log zerolog.Logger
 }
 
 // Validate reports a configuration error.
@@ -35,12 +49,16 @@ func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		return fmt.Errorf("embednats: client address: %w", err)
 	}
+	if c.Source != nil && c.Source.Identity().Role != pki.NATS {
+		return fmt.Errorf("embednats: server identity %s, want role %s", c.Source.Identity(), pki.NATS)
+	}
 	return nil
 }
 
 // Server is a running embedded NATS server with JetStream.
 type Server struct {
 	s    *server.Server
+	auth *natsauth.Auth
 	addr string
 	url  string
 }
@@ -61,7 +79,7 @@ func Start(cfg Config) (*Server, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("embednats: %w", err)
 	}
-	s, err := server.NewServer(&server.Options{
+	opts := &server.Options{
 		ServerName: "styx-dev",
 		Host:       host,
 		Port:       port,
@@ -69,12 +87,27 @@ func Start(cfg Config) (*Server, error) {
 		StoreDir:   cfg.Dir,
 		NoSigs:     true,
 		NoLog:      !cfg.Logs,
-	})
+	}
+	var auth *natsauth.Auth
+	if cfg.Source != nil {
+		if auth, err = natsauth.New(cfg.Source, cfg.Log); err != nil {
+			return nil, fmt.Errorf("embednats: %w", err)
+		}
+		auth.Configure(opts)
+	}
+	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embednats: %w", err)
 	}
 	if cfg.Logs {
 		s.ConfigureLogger()
+	}
+	if auth != nil {
+		var next server.Logger
+		if cfg.Logs {
+			next = s.Logger()
+		}
+		auth.SetLogger(s, next, false, false, false)
 	}
 	go s.Start()
 	if !s.ReadyForConnections(30 * time.Second) {
@@ -82,10 +115,18 @@ func Start(cfg Config) (*Server, error) {
 		s.WaitForShutdown()
 		return nil, errors.New("embednats: not ready after 30 s")
 	}
-	return &Server{s: s, addr: s.Addr().String(), url: s.ClientURL()}, nil
+	return &Server{s: s, auth: auth, addr: s.Addr().String(), url: s.ClientURL()}, nil
 }
 
-// URL is the client URL (nats://host:port).
+// Auth is the server's authority over clients (its refusal counters), or
+// nil for a plaintext server.
+func (s *Server) Auth() *natsauth.Auth { return s.auth }
+
+// TLS reports whether clients must connect with mutual TLS.
+func (s *Server) TLS() bool { return s.auth != nil }
+
+// URL is the client URL: nats://host:port, or tls://host:port when
+// clients must use TLS.
 func (s *Server) URL() string { return s.url }
 
 // Addr is the bound client address (host:port); it stays known after

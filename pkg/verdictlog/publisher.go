@@ -275,7 +275,10 @@ func (p *Publisher) round(ctx context.Context) bool {
 	var err error
 	for _, b := range batch {
 		var f jetstream.PubAckFuture
-		f, err = p.js.PublishMsgAsync(&nats.Msg{Subject: b.subject, Data: b.data}, jetstream.WithMsgID(b.id))
+		// The expected stream makes each stream refuse a message meant for
+		// the other: a reader's push consumer cannot copy one stream's
+		// messages into the other (subject permissions cannot stop it).
+		f, err = p.js.PublishMsgAsync(&nats.Msg{Subject: b.subject, Data: b.data}, jetstream.WithMsgID(b.id), jetstream.WithExpectStream(streamOf(b.subject)))
 		if err != nil {
 			break
 		}
@@ -328,4 +331,12 @@ wait:
 		p.log.Info().Msg("verdict log: publishing again")
 	}
 	return true
+}
+
+// streamOf is the stream that stores subject.
+func streamOf(subject string) string {
+	if subject == SubjectClean {
+		return StreamClean
+	}
+	return StreamProxy // SubjectProxy, SubjectAttacks
 }
