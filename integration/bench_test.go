@@ -81,7 +81,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 		// paths through STYX made from the log into its empty store, while
 		// live load goes on at make run's rate (benchLiveRate sightings/s
 		// from another node), as when a node rejoins a busy cluster.
-		heads := logHeads(b, c.nats.URL())
+		heads := logHeads(b, c.nats.URL(), c.natsOpts(b)...)
 		inLog := 2 * benchSightings
 		live := startLiveLoad(b, c, db)
 		catchUp := measure(func() {
@@ -142,7 +142,7 @@ func startE2ENode(b *testing.B, c *cluster, db *locdb.DB, id string, base int, m
 		// A node replays the log from the start of retention (here: the
 		// verdicts of the paths measured before); that is the catch-up,
 		// measured below, not this path: wait for it before measuring.
-		waitApplied(b, node, 5*time.Minute, logHeads(b, c.nats.URL()))
+		waitApplied(b, node, 5*time.Minute, logHeads(b, c.nats.URL(), c.natsOpts(b)...))
 	}
 	addrs := make([]netip.Addr, benchSightings)
 	for i := range addrs {

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"github.com/nats-io/nats.go"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -14,11 +15,16 @@ import (
 
 	"github.com/styx-inference/styx/clusternode"
 	"github.com/styx-inference/styx/pkg/embedetcd"
+	"github.com/styx-inference/styx/pkg/embedetcd/etcdtest"
 	"github.com/styx-inference/styx/pkg/embednats/natstest"
+	"github.com/styx-inference/styx/pkg/etcdauth"
 	"github.com/styx-inference/styx/pkg/locdb"
+	"github.com/styx-inference/styx/pkg/pki"
+	"github.com/styx-inference/styx/pkg/pki/pkitest"
 	"github.com/styx-inference/styx/pkg/raven"
 	"github.com/styx-inference/styx/pkg/testwait"
 	"github.com/styx-inference/styx/pkg/verdict"
+	"github.com/styx-inference/styx/pkg/verdictlog"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 	"github.com/styx-inference/styx/scheduler"
 	"github.com/styx-inference/styx/worker"
@@ -34,6 +40,9 @@ type cluster struct {
 	cli   *clientv3.Client
 	sched *scheduler.Scheduler
 	stops []func() // in start order; run in reverse by close
+	// pki, when set, runs every hop over mutual TLS: each process has its
+	// own identity, etcd its permissions (granted by cli, an admin).
+	pki *pkitest.PKI
 }
 
 func newCluster(tb testing.TB, mod func(*scheduler.Config)) *cluster {
@@ -41,6 +50,52 @@ func newCluster(tb testing.TB, mod func(*scheduler.Config)) *cluster {
 	c := newEtcdOnly(tb)
 	c.startScheduler(mod)
 	return c
+}
+
+// newSecureCluster is newCluster over mutual TLS: etcd with client
+// certificates and per-identity permissions, JetStream with certificate
+// authentication, and each scheduler, worker and node its own identity.
+func newSecureCluster(tb testing.TB, mod func(*scheduler.Config)) *cluster {
+	tb.Helper()
+	c := newSecureEtcdOnly(tb)
+	c.startScheduler(mod)
+	return c
+}
+
+// newSecureEtcdOnly is newEtcdOnly over mutual TLS.
+func newSecureEtcdOnly(tb testing.TB) *cluster {
+	tb.Helper()
+	p := pkitest.New(tb)
+	ns := natstest.StartTLS(tb, p)
+	srv, cli := etcdtest.StartSecure(tb, p)
+	c := &cluster{tb: tb, nats: ns, etcd: srv, cli: cli, pki: p}
+	tb.Cleanup(c.close)
+	return c
+}
+
+// identity issues role/id its certificate and, for etcd, its permissions;
+// nil for a plaintext cluster.
+func (c *cluster) identity(role pki.Role, id string) *pki.Source {
+	c.tb.Helper()
+	if c.pki == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := etcdauth.Grant(ctx, c.cli, pki.Identity{Role: role, ID: id}); err != nil {
+		c.tb.Fatal(err)
+	}
+	return c.pki.Source(c.tb, role, id)
+}
+
+// natsOpts connect the tests' own NATS clients: as an admin over mutual
+// TLS, or none for a plaintext cluster.
+func (c *cluster) natsOpts(tb testing.TB) []nats.Option {
+	tb.Helper()
+	if c.pki == nil {
+		return nil
+	}
+	return verdictlog.TLS(c.pki.Source(tb, pki.Admin, "cluster-test"))
 }
 
 // newEtcdOnly starts the cluster's etcd and its verdict log (JetStream),
@@ -74,6 +129,10 @@ func (c *cluster) startScheduler(mod func(*scheduler.Config)) {
 	cfg.NATSURL = c.nats.URL()
 	if mod != nil {
 		mod(&cfg)
+	}
+	if c.pki != nil {
+		cfg.Etcd, cfg.EtcdEndpoints = nil, []string{c.etcd.Endpoint()}
+		cfg.PKI = c.identity(pki.Scheduler, cfg.ID)
 	}
 	s, err := scheduler.New(cfg, quiet(tb))
 	if err != nil {
@@ -127,6 +186,10 @@ func (c *cluster) addWorkerWith(id string, mod func(*worker.Config)) *worker.Wor
 	cfg.DrainTimeout = 5 * time.Second
 	cfg.NATSURL = c.nats.URL()
 	mod(&cfg)
+	if c.pki != nil {
+		cfg.Etcd, cfg.EtcdEndpoints = nil, []string{c.etcd.Endpoint()}
+		cfg.PKI = c.identity(pki.Worker, cfg.ID)
+	}
 	w, err := worker.New(cfg, quiet(c.tb))
 	if err != nil {
 		c.tb.Fatal(err)
@@ -174,6 +237,9 @@ func (c *cluster) addNode(id string, o *outcomes, mod func(*clusternode.Config))
 	cfg.OnOutcome = o.record
 	if mod != nil {
 		mod(&cfg)
+	}
+	if c.pki != nil {
+		cfg.PKI = c.identity(pki.Node, cfg.ID)
 	}
 	n, err := clusternode.New(cfg, quiet(c.tb))
 	if err != nil {
@@ -228,7 +294,8 @@ func addrAt(i int) netip.Addr {
 
 // TestHundredThousandSightingsTwoNodesThreeWorkers is the pipeline's main
 // promise: every sighting ends in exactly one outcome at its submitter, and
-// an address both nodes saw is inferred once.
+// an address both nodes saw is inferred once. It runs over mutual TLS, as
+// production does: every process its own certificate, etcd its permissions.
 func TestHundredThousandSightingsTwoNodesThreeWorkers(t *testing.T) {
 	db := openDB(t)
 	eng := &countingEngine{Engine: raven.NewRule(db), seen: map[netip.Addr]int{}}
@@ -236,7 +303,7 @@ func TestHundredThousandSightingsTwoNodesThreeWorkers(t *testing.T) {
 	// lease can lapse, and a new term re-examines what was in flight (as it
 	// should), which this test would count as a double examination.
 	const ttl = 10 * time.Second
-	c := newCluster(t, func(cfg *scheduler.Config) { cfg.LeaseTTL = ttl })
+	c := newSecureCluster(t, func(cfg *scheduler.Config) { cfg.LeaseTTL = ttl })
 	for i := range 3 {
 		c.addWorkerWith(fmt.Sprintf("w%d", i), func(cfg *worker.Config) {
 			cfg.Engine, cfg.Capacity, cfg.LeaseTTL = eng, 4, ttl

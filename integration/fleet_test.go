@@ -21,9 +21,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/styx-inference/styx/pkg/grpcauth"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/testwait"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
@@ -82,7 +82,7 @@ func TestFleetDrainUnderLoad(t *testing.T) {
 			{standby, styxv1.SchedulerService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING},
 			{standby, styxv1.AdminService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING},
 		} {
-			if got := checkHealth(t, hc.s.grpcAddr, hc.service); got != hc.want {
+			if got := c.checkHealth(t, hc.s.grpcAddr, hc.service); got != hc.want {
 				t.Errorf("health of %q on %s: %s, want %s", hc.service, hc.s.id, got, hc.want)
 			}
 		}
@@ -296,7 +296,7 @@ func (c *procCluster) fleet(t *testing.T, args ...string) fleetRun {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(c.bin, "styx-scheduler"), append([]string{"fleet"}, args...)...)
-	cmd.Env = procEnv()
+	cmd.Env = append(procEnv(), "STYX_PKI_DIR="+c.pki.Dir(t, procAdmin.Role, procAdmin.ID))
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -400,7 +400,7 @@ func (c *procCluster) watchHealth(t *testing.T, id string) *healthWatch {
 	if err := keyspace.Decode(resp.Kvs[0].Value, &reg); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient(reg.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(reg.Addr, c.adminDial(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -446,9 +446,9 @@ func (c *procCluster) watchHealth(t *testing.T, id string) *healthWatch {
 }
 
 // checkHealth asks the gRPC health service at addr about service.
-func checkHealth(t *testing.T, addr, service string) healthpb.HealthCheckResponse_ServingStatus {
+func (c *procCluster) checkHealth(t *testing.T, addr, service string) healthpb.HealthCheckResponse_ServingStatus {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, c.adminDial(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -522,4 +522,11 @@ func (m metricsText) hasSeries(substr string) bool {
 		}
 	}
 	return false
+}
+
+// adminDial is the transport of the tests' own gRPC calls: mutual TLS with
+// the admin identity, accepting any server of the cluster's CA.
+func (c *procCluster) adminDial(t *testing.T) grpc.DialOption {
+	t.Helper()
+	return grpcauth.DialOption(c.pki.Source(t, procAdmin.Role, procAdmin.ID), nil)
 }

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"github.com/nats-io/nats.go"
 	"testing"
 	"time"
 
@@ -17,9 +18,9 @@ import (
 
 // readLog follows both streams of the verdict log from their start and
 // hands every batch to fn, until ctx ends; the channel closes then.
-func readLog(ctx context.Context, t testing.TB, url string, fn func(*styxv1.LogBatch)) <-chan struct{} {
+func readLog(ctx context.Context, t testing.TB, url string, fn func(*styxv1.LogBatch), opts ...nats.Option) <-chan struct{} {
 	t.Helper()
-	nc, err := verdictlog.Connect(url, "test reader", zerolog.Nop())
+	nc, err := verdictlog.Connect(url, "test reader", zerolog.Nop(), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,9 +53,9 @@ func readLog(ctx context.Context, t testing.TB, url string, fn func(*styxv1.LogB
 }
 
 // logHeads reads the last sequence of each stream of the log.
-func logHeads(t testing.TB, url string) map[string]uint64 {
+func logHeads(t testing.TB, url string, opts ...nats.Option) map[string]uint64 {
 	t.Helper()
-	nc, err := verdictlog.Connect(url, "test heads", zerolog.Nop())
+	nc, err := verdictlog.Connect(url, "test heads", zerolog.Nop(), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,9 +103,9 @@ func waitApplied(t testing.TB, n *clusternode.Node, d time.Duration, heads map[s
 
 // logPublisher returns a publisher to the log, as a leader has, and a
 // function that waits until it published everything and stops it.
-func logPublisher(t testing.TB, url string) (*verdictlog.Publisher, func()) {
+func logPublisher(t testing.TB, url string, opts ...nats.Option) (*verdictlog.Publisher, func()) {
 	t.Helper()
-	nc, err := verdictlog.Connect(url, "test publisher", zerolog.Nop())
+	nc, err := verdictlog.Connect(url, "test publisher", zerolog.Nop(), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/styx-inference/styx/pkg/attacks"
 	"github.com/styx-inference/styx/pkg/embedetcd"
 	"github.com/styx-inference/styx/pkg/locdb"
+	"github.com/styx-inference/styx/pkg/pki"
 	"github.com/styx-inference/styx/pkg/testwait"
 	"github.com/styx-inference/styx/pkg/verdictlog"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
@@ -74,7 +75,7 @@ func TestNodeAwayReachesParity(t *testing.T) {
 			a.checkExactlyOnce(t, addrs)
 
 			b = c.startNode("b") // on its data directory: from its cursors
-			heads := logHeads(t, c.nats.URL())
+			heads := logHeads(t, c.nats.URL(), c.natsOpts(t)...)
 			for _, n := range []*procNode{a, b, fresh} {
 				waitApplied(t, n.node, 3*time.Minute, heads)
 			}
@@ -157,18 +158,19 @@ func TestNodeKilledMidApply(t *testing.T) {
 	a.waitResolved(t, 3*time.Minute, len(addrs))
 
 	// Attack reports in 500 messages of one: 50 addresses, 10 reports each.
-	pub, stopPub := logPublisher(t, c.nats.URL())
+	pub, stopPub := logPublisher(t, c.nats.URL(), c.natsOpts(t)...)
 	base := time.Now().Add(-time.Hour).Truncate(time.Second)
 	for k := range 500 {
 		r := attacks.Report{Addr: netip.AddrFrom4([4]byte{203, 0, 113, byte(k % 50)}), Time: base.Add(time.Duration(k) * time.Second), Kind: attacks.KindLogin, Reporter: "a"}
 		pub.Attacks(1, []*styxv1.AttackReport{r.Proto()})
 	}
 	stopPub()
-	heads := logHeads(t, c.nats.URL())
+	heads := logHeads(t, c.nats.URL(), c.natsOpts(t)...)
 
 	args := []string{"serve", "--id=b", "--etcd-endpoints=" + c.etcd.Endpoint(), "--http-addr=127.0.0.1:0",
 		"--data-dir=" + filepath.Join(c.dir, "node-b"), "--db=" + locdb.DefaultPath, "--skip-verify",
-		"--nats-url=" + c.nats.URL(), "--lease-ttl=" + procTTL.String(), "--log-level=info"}
+		"--nats-url=" + c.nats.URL(), "--lease-ttl=" + procTTL.String(), "--log-level=info",
+		"--pki-dir=" + c.identity(pki.Node, "b")}
 	b := c.start("node-b", "styx-node", args...)
 	addr, _ := b.waitLog(t, 30*time.Second, "node serving")["http_addr"].(string)
 	var applied uint64
@@ -268,7 +270,7 @@ func TestEtcdBlipNodesKeepReceiving(t *testing.T) {
 	endpoint := strings.TrimPrefix(c.etcd.Endpoint(), "http://")
 	c.etcd.Close()
 	time.Sleep(10 * time.Second)
-	srv, err := embedetcd.Start(embedetcd.Config{Dir: filepath.Join(c.dir, "etcd"), ClientAddr: endpoint})
+	srv, err := embedetcd.Start(embedetcd.Config{Dir: filepath.Join(c.dir, "etcd"), ClientAddr: endpoint, PKIDir: c.pki.Dir(t, pki.Etcd, procEtcdID)})
 	if err != nil {
 		t.Fatalf("etcd again on %s: %v", endpoint, err)
 	}
@@ -281,7 +283,7 @@ func TestEtcdBlipNodesKeepReceiving(t *testing.T) {
 
 	submitChunks(t, a, addrs[n:])
 	a.waitResolved(t, 2*time.Minute, 2*n)
-	heads := logHeads(t, c.nats.URL())
+	heads := logHeads(t, c.nats.URL(), c.natsOpts(t)...)
 	waitApplied(t, b.node, time.Minute, heads)
 	if st := b.node.Stats(); st.LogVerdicts < 2*n || st.Log.Stalled {
 		t.Fatalf("node B applied %d verdicts from the log (stalled %v), want %d", st.LogVerdicts, st.Log.Stalled, 2*n)

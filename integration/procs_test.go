@@ -15,6 +15,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/nats-io/nats.go"
 	"io"
 	"net/http"
 	"net/netip"
@@ -36,10 +37,14 @@ import (
 	"github.com/styx-inference/styx/pkg/childproc"
 	"github.com/styx-inference/styx/pkg/embedetcd"
 	"github.com/styx-inference/styx/pkg/embednats/natstest"
+	"github.com/styx-inference/styx/pkg/etcdauth"
 	"github.com/styx-inference/styx/pkg/keyspace"
 	"github.com/styx-inference/styx/pkg/leader"
 	"github.com/styx-inference/styx/pkg/locdb"
+	"github.com/styx-inference/styx/pkg/pki"
+	"github.com/styx-inference/styx/pkg/pki/pkitest"
 	"github.com/styx-inference/styx/pkg/testwait"
+	"github.com/styx-inference/styx/pkg/verdictlog"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
 )
 
@@ -69,24 +74,29 @@ type procCluster struct {
 
 	children []*procChild
 	nodes    []*procNode
+
+	// Every hop runs mutual TLS: pki issues each process its identity,
+	// and cli (an admin) grants its etcd permissions.
+	pki *pkitest.PKI
 }
 
 func newProcCluster(t *testing.T) *procCluster {
 	t.Helper()
 	bin := binaries(t)
 	dir := t.TempDir()
-	ns := natstest.Start(t) // stopped after c.close, which is registered later
-	srv, err := embedetcd.Start(embedetcd.Config{Dir: filepath.Join(dir, "etcd"), ClientAddr: "127.0.0.1:0"})
+	p := pkitest.New(t)
+	ns := natstest.StartTLS(t, p) // stopped after c.close, which is registered later
+	srv, err := embedetcd.Start(embedetcd.Config{Dir: filepath.Join(dir, "etcd"), ClientAddr: "127.0.0.1:0", PKIDir: p.Dir(t, pki.Etcd, procEtcdID)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cli, err := srv.Client()
+	cli, err := procEtcdAdmin(t, srv, p)
 	if err != nil {
 		srv.Close()
 		t.Fatal(err)
 	}
 	c := &procCluster{
-		t: t, bin: bin, dir: dir, nats: ns, etcd: srv, cli: cli,
+		t: t, bin: bin, dir: dir, nats: ns, etcd: srv, cli: cli, pki: p,
 		http: &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
 	}
 	t.Cleanup(c.close)
@@ -111,6 +121,47 @@ func (c *procCluster) close() {
 	c.http.CloseIdleConnections()
 	c.cli.Close()
 	c.etcd.Close()
+}
+
+// procEtcdID is the etcd server's identity, etcd/<procEtcdID>.
+const procEtcdID = "proc-etcd"
+
+// procAdmin is the tests' own identity: etcd's root role, AdminService.
+var procAdmin = pki.Identity{Role: pki.Admin, ID: "proc-test"}
+
+// procEtcdAdmin turns etcd's authentication on (idempotent) and returns
+// the admin's client.
+func procEtcdAdmin(t *testing.T, srv *embedetcd.Server, p *pkitest.PKI) (*clientv3.Client, error) {
+	t.Helper()
+	admin, err := srv.ClientAs(p.Source(t, procAdmin.Role, procAdmin.ID))
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := etcdauth.Enable(ctx, admin, procAdmin); err != nil {
+		admin.Close()
+		return nil, err
+	}
+	return admin, nil
+}
+
+// natsOpts connect the tests' own NATS clients as the admin.
+func (c *procCluster) natsOpts(t testing.TB) []nats.Option {
+	t.Helper()
+	return verdictlog.TLS(c.pki.Source(t, procAdmin.Role, procAdmin.ID))
+}
+
+// identity issues role/id its certificate and etcd permissions and
+// returns its identity directory.
+func (c *procCluster) identity(role pki.Role, id string) string {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := etcdauth.Grant(ctx, c.cli, pki.Identity{Role: role, ID: id}); err != nil {
+		c.t.Fatal(err)
+	}
+	return c.pki.Dir(c.t, role, id)
 }
 
 // procChild is one child process. Its stdout and stderr go to logPath.
@@ -271,6 +322,7 @@ func (c *procCluster) startScheduler(id string, extra ...string) *procScheduler 
 		"--batch-size=256",
 		"--batch-interval=5ms",
 		"--nats-url=" + c.nats.URL(),
+		"--pki-dir=" + c.identity(pki.Scheduler, id),
 		"--log-level=info",
 	}, extra...)
 	ch := c.start("scheduler-"+id, "styx-scheduler", args...)
@@ -413,6 +465,7 @@ func (c *procCluster) startWorker(id string, batchDelay time.Duration, extra ...
 		"--capacity=4",
 		"--drain-timeout=5s",
 		"--nats-url=" + c.nats.URL(),
+		"--pki-dir=" + c.identity(pki.Worker, id),
 		"--log-level=info",
 	}, extra...)
 	ch := c.start("worker-"+id, "styx-worker", args...)
@@ -488,6 +541,12 @@ func (c *procCluster) startNode(id string) *procNode {
 	cfg.ReconnectMin, cfg.ReconnectMax = 20*time.Millisecond, 250*time.Millisecond
 	cfg.ShutdownTimeout = 2 * time.Second
 	cfg.OnOutcome = tally.record
+	src, err := pki.Load(c.identity(pki.Node, id), zerolog.Nop())
+	if err != nil {
+		f.Close()
+		c.t.Fatal(err)
+	}
+	cfg.PKI = src
 	n, err := clusternode.New(cfg, zerolog.New(f).Level(zerolog.InfoLevel).With().Timestamp().Logger())
 	if err != nil {
 		f.Close()
