@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -284,5 +286,25 @@ func TestFutureDatedVerdictsRefused(t *testing.T) {
 	}
 	if !logs.has("dated in the future") {
 		t.Error("no error log for the refused results")
+	}
+}
+
+// TestVisualiserOverHTTPS: with --https-addr the scheduler serves its HTTP
+// routes over TLS with its certificate too.
+func TestVisualiserOverHTTPS(t *testing.T) {
+	_, cli := startEtcd(t)
+	p := pkitest.New(t)
+	s, _ := startSecureScheduler(t, p, cli, "s1", func(c *scheduler.Config) { c.HTTPSAddr = "127.0.0.1:0" })
+	roots := x509.NewCertPool()
+	roots.AddCert(p.CA.Cert)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "localhost"}}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get("https://" + s.HTTPSAddr() + "/api/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("https /api/status: %d", resp.StatusCode)
 	}
 }
