@@ -9,8 +9,8 @@ TEST_TIMEOUT ?= 30m
 BENCH_MODEL := $(CURDIR)/.bench/raven-model
 DOCKER ?= docker
 IMAGE_TAG ?= dev
-IMAGE_ROLES := etcd nats scheduler worker node
-MUTATION_PKGS := scheduler/internal/ledger scheduler/internal/pool scheduler/internal/dispatch pkg/recent
+IMAGE_ROLES := etcd nats scheduler worker node pki
+MUTATION_PKGS := scheduler/internal/ledger scheduler/internal/pool scheduler/internal/dispatch pkg/recent pkg/authlimit
 
 .DEFAULT_GOAL := help
 
@@ -30,12 +30,12 @@ deps: ## install the system packages STYX needs (idempotent)
 .PHONY: build
 build: ## build every binary into bin/ (static, CGO_ENABLED=0)
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./scheduler/cmd/styx-scheduler ./worker/cmd/styx-worker ./clusternode/cmd/styx-node ./trainer/cmd/styx-trainer ./deploy/dev/cmd/styx-dev ./deploy/nats/cmd/styx-nats
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./scheduler/cmd/styx-scheduler ./worker/cmd/styx-worker ./clusternode/cmd/styx-node ./trainer/cmd/styx-trainer ./deploy/dev/cmd/styx-dev ./deploy/nats/cmd/styx-nats ./deploy/pki/cmd/styx-pki
 
 .PHONY: images
-images: ## build the FROM scratch images styx-{etcd,nats,scheduler,worker,node}:IMAGE_TAG (default dev) for deploy/
+images: ## build the FROM scratch images styx-{etcd,nats,scheduler,worker,node,pki}:IMAGE_TAG (default dev) for deploy/
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./scheduler/cmd/styx-scheduler ./worker/cmd/styx-worker ./clusternode/cmd/styx-node ./deploy/etcd/cmd/styx-etcd ./deploy/nats/cmd/styx-nats
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./scheduler/cmd/styx-scheduler ./worker/cmd/styx-worker ./clusternode/cmd/styx-node ./deploy/etcd/cmd/styx-etcd ./deploy/nats/cmd/styx-nats ./deploy/pki/cmd/styx-pki
 	@rm -rf $(BIN)/image && mkdir -p $(BIN)/image/empty
 	@for r in $(IMAGE_ROLES); do ln -f $(BIN)/styx-$$r $(BIN)/image/styx-$$r; done
 	@for r in $(IMAGE_ROLES); do \

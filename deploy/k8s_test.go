@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -40,6 +41,7 @@ type workload struct {
 	selector          *metav1.LabelSelector
 	tpl               corev1.PodTemplateSpec
 	claims            []corev1.PersistentVolumeClaim
+	replicas          *int32
 }
 
 // newTyped returns the API type a document of this apiVersion and kind
@@ -157,15 +159,15 @@ func TestKubernetesManifests(t *testing.T) {
 		case *corev1.Service:
 			services = append(services, v)
 		case *appsv1.Deployment:
-			workloads = append(workloads, workload{o.where, o.kind, v.Name, v.Spec.Selector, v.Spec.Template, nil})
+			workloads = append(workloads, workload{o.where, o.kind, v.Name, v.Spec.Selector, v.Spec.Template, nil, v.Spec.Replicas})
 			if v.Spec.Replicas == nil || *v.Spec.Replicas != 2 {
 				t.Errorf("%s: Deployment %s: want 2 replicas (one leads, one stands by)", o.where, v.Name)
 			}
 		case *appsv1.DaemonSet:
-			workloads = append(workloads, workload{o.where, o.kind, v.Name, v.Spec.Selector, v.Spec.Template, nil})
+			workloads = append(workloads, workload{o.where, o.kind, v.Name, v.Spec.Selector, v.Spec.Template, nil, nil})
 			checkInferenceScheduling(t, o.where, v)
 		case *appsv1.StatefulSet:
-			workloads = append(workloads, workload{o.where, o.kind, v.Name, v.Spec.Selector, v.Spec.Template, v.Spec.VolumeClaimTemplates})
+			workloads = append(workloads, workload{o.where, o.kind, v.Name, v.Spec.Selector, v.Spec.Template, v.Spec.VolumeClaimTemplates, v.Spec.Replicas})
 			statefulSets = append(statefulSets, v)
 			checkGoverningService(t, o.where, v, objs)
 		case *policyv1.PodDisruptionBudget:
@@ -247,6 +249,150 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 	checkKustomization(t, objs, namespace, images)
 	checkNATS(t, statefulSets, workloads, configMaps)
+	for _, w := range workloads {
+		checkIdentity(t, w)
+	}
+}
+
+// checkIdentity checks that every STYX container of a workload runs with
+// an identity directory (STYX_PKI_DIR, or --pki-dir for styx-nats) on a
+// read-only volume its user can read, never --insecure, and that its
+// probes do not speak gRPC (the port needs a client certificate). The
+// directory comes from a Secret (a Deployment or a StatefulSet whose pods
+// share an identity), from a projection of one Secret per pod, each into
+// the directory of the pod's name (a StatefulSet whose pods each have
+// their own), or from the host (a DaemonSet: one identity per host).
+func checkIdentity(t *testing.T, w workload) {
+	t.Helper()
+	pod := w.tpl.Spec
+	volumes := map[string]corev1.Volume{}
+	for _, v := range pod.Volumes {
+		volumes[v.Name] = v
+	}
+	for _, c := range pod.Containers {
+		where := fmt.Sprintf("%s %s container %s", w.kind, w.name, c.Name)
+		dir, podName := "", ""
+		for _, e := range c.Env {
+			switch {
+			case e.Name == "STYX_PKI_DIR":
+				dir = e.Value
+			case e.Name == "STYX_INSECURE":
+				t.Errorf("%s: STYX_INSECURE: the manifests run with identities", where)
+			case e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name":
+				podName = e.Name
+			}
+		}
+		for _, a := range append(slices.Clone(c.Command), c.Args...) {
+			if v, ok := strings.CutPrefix(a, "--pki-dir="); ok {
+				dir = v
+			}
+			if a == "--insecure" || strings.HasPrefix(a, "--insecure=") {
+				t.Errorf("%s: %s: the manifests run with identities", where, a)
+			}
+		}
+		if dir == "" {
+			t.Errorf("%s: no identity directory (STYX_PKI_DIR, or --pki-dir for styx-nats)", where)
+			continue
+		}
+		var mount *corev1.VolumeMount
+		for i, m := range c.VolumeMounts {
+			if dir == m.MountPath || strings.HasPrefix(dir, m.MountPath+"/") {
+				mount = &c.VolumeMounts[i]
+			}
+		}
+		if mount == nil {
+			t.Errorf("%s: identity directory %s is on no volume", where, dir)
+			continue
+		}
+		if !mount.ReadOnly {
+			t.Errorf("%s: the identity volume %s is mounted read-write", where, mount.Name)
+		}
+		v := volumes[mount.Name]
+		sub := strings.TrimPrefix(strings.TrimPrefix(dir, mount.MountPath), "/")
+		switch {
+		case v.Secret != nil:
+			if sub != "" || !strings.HasSuffix(v.Secret.SecretName, "-pki") || len(v.Secret.Items) != 0 {
+				t.Errorf("%s: identity from Secret %s%s: want the whole Secret <name>-pki (ca.crt, tls.crt, tls.key) as the directory", where, v.Secret.SecretName, sub)
+			}
+			checkReadable(t, where, pod, v.Secret.DefaultMode)
+		case v.Projected != nil:
+			checkProjectedIdentity(t, where, w, v.Projected, sub, podName)
+			checkReadable(t, where, pod, v.Projected.DefaultMode)
+		case v.HostPath != nil:
+			if w.kind != "DaemonSet" || sub != "" || v.HostPath.Type == nil || *v.HostPath.Type != corev1.HostPathDirectory {
+				t.Errorf("%s: identity from the host's %s: only a DaemonSet takes its identity from its host, a directory (type Directory)", where, v.HostPath.Path)
+			}
+		default:
+			t.Errorf("%s: identity volume %s is not a Secret, a projection of Secrets or a host directory", where, mount.Name)
+		}
+		for kind, pr := range map[string]*corev1.Probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe, "startup": c.StartupProbe} {
+			if pr != nil && pr.GRPC != nil {
+				t.Errorf("%s: %s probe speaks gRPC to a port that requires a client certificate", where, kind)
+			}
+		}
+	}
+}
+
+// checkProjectedIdentity checks a StatefulSet's projection of one Secret
+// per pod: <set>-<i>-pki into the directory <set>-<i>, for every replica,
+// and the container reading the directory of its own pod name.
+func checkProjectedIdentity(t *testing.T, where string, w workload, p *corev1.ProjectedVolumeSource, sub, podName string) {
+	t.Helper()
+	if w.kind != "StatefulSet" || podName == "" || sub != "$("+podName+")" {
+		t.Errorf("%s: a projected identity is for a StatefulSet, read at <mount>/$(POD NAME VARIABLE); got %q", where, sub)
+		return
+	}
+	replicas := 1
+	if w.replicas != nil {
+		replicas = int(*w.replicas)
+	}
+	got := map[string]bool{}
+	for _, src := range p.Sources {
+		if src.Secret == nil {
+			t.Errorf("%s: the identity projection holds something other than Secrets", where)
+			continue
+		}
+		pod, ok := strings.CutSuffix(src.Secret.Name, "-pki")
+		if !ok {
+			t.Errorf("%s: Secret %s: want <pod name>-pki", where, src.Secret.Name)
+			continue
+		}
+		var items []string
+		for _, it := range src.Secret.Items {
+			if it.Key != path.Base(it.Path) || path.Dir(it.Path) != pod {
+				t.Errorf("%s: Secret %s: key %s projected to %s, want %s/%s", where, src.Secret.Name, it.Key, it.Path, pod, it.Key)
+			}
+			items = append(items, it.Key)
+		}
+		slices.Sort(items)
+		if !slices.Equal(items, []string{"ca.crt", "tls.crt", "tls.key"}) {
+			t.Errorf("%s: Secret %s projects %v, want ca.crt, tls.crt, tls.key", where, src.Secret.Name, items)
+		}
+		got[pod] = true
+	}
+	for i := range replicas {
+		pod := fmt.Sprintf("%s-%d", w.name, i)
+		if !got[pod] {
+			t.Errorf("%s: no identity for pod %s (Secret %s-pki) in the projection", where, pod, pod)
+		}
+		delete(got, pod)
+	}
+	for pod := range got {
+		t.Errorf("%s: the projection holds the identity of %s, which is no pod of %d replicas", where, pod, replicas)
+	}
+}
+
+// checkReadable checks that the pod's user can read a Secret's files:
+// they belong to root and the pod's fsGroup, so they must be readable by
+// the group.
+func checkReadable(t *testing.T, where string, pod corev1.PodSpec, mode *int32) {
+	t.Helper()
+	if pod.SecurityContext == nil || pod.SecurityContext.FSGroup == nil {
+		t.Errorf("%s: the identity comes from a Secret but the pod sets no fsGroup: its user cannot read the key", where)
+	}
+	if mode == nil || *mode&0o040 == 0 || *mode&0o007 != 0 {
+		t.Errorf("%s: identity files mode %v: want readable by the group (fsGroup), not by others (0440)", where, mode)
+	}
 }
 
 // checkNATS checks the verdict log's StatefulSet: three servers in one
@@ -290,8 +436,13 @@ func checkNATS(t *testing.T, sets []*appsv1.StatefulSet, workloads []workload, c
 	if got := strings.Split(args["--routes"], ","); !slices.Equal(got, routes) {
 		t.Errorf("StatefulSet %s: --routes=%s, want %s", ss.Name, args["--routes"], strings.Join(routes, ","))
 	}
-	if args["--name"] != "$(POD_NAME)" || args["--cluster_name"] == "" || args["--http_port"] != "8222" {
-		t.Errorf("StatefulSet %s: want --name=$(POD_NAME), a --cluster_name and --http_port=8222, got %v", ss.Name, args)
+	if args["--name"] != "$(POD_NAME)" || args["--cluster_name"] == "" || args["--https_port"] != "8222" || args["--http_port"] != "" {
+		t.Errorf("StatefulSet %s: want --name=$(POD_NAME), a --cluster_name and --https_port=8222 (with an identity, monitoring is HTTPS), got %v", ss.Name, args)
+	}
+	for kind, pr := range map[string]*corev1.Probe{"startup": c.StartupProbe, "readiness": c.ReadinessProbe, "liveness": c.LivenessProbe} {
+		if pr != nil && pr.HTTPGet != nil && pr.HTTPGet.Scheme != corev1.URISchemeHTTPS {
+			t.Errorf("StatefulSet %s: %s probe over %q: the monitoring port serves HTTPS", ss.Name, kind, pr.HTTPGet.Scheme)
+		}
 	}
 	store := args["--store_dir"]
 	mounted := false

@@ -2,9 +2,11 @@ package deploy_test
 
 import (
 	"bufio"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -105,14 +107,19 @@ func TestSystemdUnits(t *testing.T) {
 		}
 		if want.role == "nats" {
 			checkNATSConf(t, filepath.Join(systemdDir, "nats.conf"), u.get("Service", "StateDirectory"))
+			checkCredentials(t, name, u, "nats")
 			continue
 		}
 		checkVars(t, path, want.role, vars)
+		checkCredentials(t, name, u, want.role)
 	}
 
 	// The example environment file holds only settings every role has.
 	envFile := filepath.Join(systemdDir, "styx.env")
 	envVars := envFileVars(t, envFile)
+	if slices.Contains(envVars, "STYX_INSECURE") {
+		t.Errorf("%s: STYX_INSECURE: the units run with identities", envFile)
+	}
 	for _, r := range []string{"scheduler", "worker", "node"} {
 		checkVars(t, envFile, r, envVars)
 	}
@@ -165,8 +172,8 @@ func TestSystemdUnits(t *testing.T) {
 
 // checkNATSConf checks the example configuration of styx-nats.service with
 // nats-server's own parser: JetStream stores in the unit's StateDirectory,
-// and the server is one of a cluster of three, with monitoring on (the
-// healthcheck's port).
+// and the server is one of a cluster of three, with monitoring on over
+// HTTPS (the healthcheck's port) and no TLS or authorization of its own.
 func checkNATSConf(t *testing.T, path, stateDir string) {
 	t.Helper()
 	opts, err := server.ProcessConfigFile(path)
@@ -181,8 +188,11 @@ func checkNATSConf(t *testing.T, path, stateDir string) {
 		t.Errorf("%s: server_name %q, cluster %q on port %d with %d routes; want a named server in a named cluster of three",
 			path, opts.ServerName, opts.Cluster.Name, opts.Cluster.Port, len(opts.Routes))
 	}
-	if opts.HTTPPort != 8222 {
-		t.Errorf("%s: monitoring port %d, want 8222 (styx-nats healthcheck's default)", path, opts.HTTPPort)
+	if opts.HTTPSPort != 8222 || opts.HTTPPort != 0 {
+		t.Errorf("%s: monitoring on HTTPS port %d and HTTP port %d, want HTTPS only on 8222 (styx-nats healthcheck's default; with an identity, styx-nats refuses plain HTTP)", path, opts.HTTPSPort, opts.HTTPPort)
+	}
+	if opts.TLSConfig != nil || opts.Cluster.TLSConfig != nil || opts.Authorization != "" || len(opts.Users) > 0 {
+		t.Errorf("%s: TLS or authorization set in the file: styx-nats sets both from its identity, and refuses others", path)
 	}
 }
 
@@ -205,4 +215,42 @@ func envFileVars(t *testing.T, path string) []string {
 		t.Errorf("%s sets no STYX_* variable", path)
 	}
 	return out
+}
+
+// checkCredentials checks that a unit hands its process its identity:
+// ca.crt, tls.crt and tls.key loaded as credentials from
+// /etc/styx/pki/<dir>/ (readable by root only is enough: systemd copies
+// them for the dynamic user), STYX_PKI_DIR set to the credentials
+// directory (%d), and no STYX_INSECURE.
+func checkCredentials(t *testing.T, name string, u unit, dir string) {
+	t.Helper()
+	got := map[string]string{}
+	for _, v := range u["Service"]["LoadCredential"] {
+		id, path, ok := strings.Cut(v, ":")
+		if !ok {
+			t.Errorf("%s: LoadCredential=%s: want ID:PATH", name, v)
+			continue
+		}
+		got[id] = path
+	}
+	want := map[string]string{}
+	for _, f := range []string{"ca.crt", "tls.crt", "tls.key"} {
+		want[f] = "/etc/styx/pki/" + dir + "/" + f
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("%s: credentials %v, want %v", name, got, want)
+	}
+	env := map[string]string{}
+	for _, line := range u["Service"]["Environment"] {
+		for _, kv := range strings.Fields(line) {
+			k, v, _ := strings.Cut(kv, "=")
+			env[k] = v
+		}
+	}
+	if env["STYX_PKI_DIR"] != "%d" {
+		t.Errorf("%s: STYX_PKI_DIR=%q, want %%d (the credentials directory)", name, env["STYX_PKI_DIR"])
+	}
+	if _, ok := env["STYX_INSECURE"]; ok {
+		t.Errorf("%s: STYX_INSECURE: the units run with identities", name)
+	}
 }

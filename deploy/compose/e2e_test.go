@@ -2,8 +2,9 @@ package compose_test
 
 // The end-to-end test of the compose deployment: it builds the images,
 // starts the stack of docker-compose.yml under a project name of its own,
-// sends sightings through both cluster nodes, scales the workers from 3 to
-// 5, kills a worker and the leading scheduler with SIGKILL, and checks that
+// every hop over mutual TLS with the certificates its pki service issues,
+// sends sightings through both cluster nodes, starts two more workers (3 to
+// 5), kills a worker and the leading scheduler with SIGKILL, and checks that
 // every sighting ended in a worker's verdict. Then, under load again, it
 // kills one of the three JetStream servers (the leader of the clean
 // stream), checks that both nodes keep applying the verdict log without a
@@ -16,7 +17,10 @@ package compose_test
 // The addresses are real ones sampled from the location database, used as
 // data only: nothing dials them (the workers run the rule engine, without
 // the probe). The test reaches the containers only through ports published
-// on 127.0.0.1.
+// on 127.0.0.1: the nodes' HTTP API, the schedulers' HTTP port (/metrics)
+// and, as the stack's admin, the schedulers' gRPC (mutual TLS) and the NATS
+// servers' monitoring (HTTPS). The admin's identity directory is copied out
+// of the pki service's volume, as an operator would.
 
 import (
 	"bytes"
@@ -42,11 +46,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/styx-inference/styx/pkg/addrsample"
+	"github.com/styx-inference/styx/pkg/grpcauth"
 	"github.com/styx-inference/styx/pkg/locdb"
+	"github.com/styx-inference/styx/pkg/pki"
 	"github.com/styx-inference/styx/pkg/testwait"
 	"github.com/styx-inference/styx/pkg/verdictlog"
 	styxv1 "github.com/styx-inference/styx/proto/styx/v1"
@@ -55,9 +61,11 @@ import (
 // override slows every batch down on the workers, so that batches are out
 // on them when the test kills one, and when it kills the leader.
 const override = `services:
-  worker:
-    environment:
-      STYX_BATCH_DELAY: 500ms
+  worker-1: {environment: {STYX_BATCH_DELAY: 500ms}}
+  worker-2: {environment: {STYX_BATCH_DELAY: 500ms}}
+  worker-3: {environment: {STYX_BATCH_DELAY: 500ms}}
+  worker-4: {environment: {STYX_BATCH_DELAY: 500ms}}
+  worker-5: {environment: {STYX_BATCH_DELAY: 500ms}}
 `
 
 // e2ePoll is how often a wait scrapes the stack's metrics again: each
@@ -66,6 +74,7 @@ const e2ePoll = 250 * time.Millisecond
 
 var (
 	schedulers  = []string{"scheduler-a", "scheduler-b"}
+	extraWorker = []string{"worker-4", "worker-5"} // profile "scale"
 	nodes       = []string{"node-a", "node-b"}
 	natsServers = []string{"nats-1", "nats-2", "nats-3"}
 	logStreams  = []string{"STYX_CLEAN", "STYX_PROXY"}
@@ -104,6 +113,8 @@ func TestCompose(t *testing.T) {
 	progress("stack up")
 
 	ctx := t.Context()
+	admin := s.adminIdentity()
+	progress("admin identity %s, valid until %s", admin.Identity(), admin.NotAfter().UTC().Format(time.RFC3339))
 	addrs := &addrSource{nets: nets, rng: rng, seen: map[netip.Addr]bool{}}
 	api := map[string]*nodeAPI{}
 	for _, n := range nodes {
@@ -113,7 +124,7 @@ func TestCompose(t *testing.T) {
 	schedulerContainers := map[string]string{}
 	for _, sc := range schedulers {
 		schedulerContainers[sc] = s.containers(sc)[0]
-		conn, err := grpc.NewClient(s.port(sc, 7070), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(s.port(sc, 7070), grpcauth.DialOption(admin, pki.AnyOf(pki.Scheduler)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -182,8 +193,9 @@ func TestCompose(t *testing.T) {
 	}
 	progress("phase 1: %d addresses, every one answered from a worker's verdict on the node that asked", total(sent))
 
-	// 3. Two more worker containers: STYX uses them without other change.
-	s.compose("up", "-d", "--no-recreate", "--scale", "worker=5")
+	// 3. Two more worker containers, each with its own certificate and etcd
+	// user: STYX uses them without other change.
+	s.compose(append([]string{"--profile", "scale", "up", "-d", "--no-recreate"}, extraWorker...)...)
 	var grown map[string]*styxv1.WorkerStatus
 	testwait.Every(t, 60*time.Second, e2ePoll, "5 ready workers", func() bool {
 		st, _ := leaderStatus(schedulers)
@@ -267,7 +279,6 @@ func TestCompose(t *testing.T) {
 	defer stop()
 
 	// Kill a worker the moment the leader reports batches out on it.
-	workerContainers := s.containers("worker")
 	var victim string
 	var before uint64
 	testwait.Every(t, 30*time.Second, e2ePoll, "a worker holding batches", func() bool {
@@ -275,7 +286,7 @@ func TestCompose(t *testing.T) {
 		for _, w := range readyWorkers(st) {
 			if w.InFlight > 0 {
 				victim, before = w.WorkerId, st.Pool.GetReassigned()
-				s.kill(workerContainer(t, workerContainers, victim))
+				s.kill(s.containers(victim)[0]) // a worker's id is its service's name
 				return true
 			}
 		}
@@ -346,7 +357,10 @@ func TestCompose(t *testing.T) {
 	// applying the log without a stall. Then start the server again.
 	js := map[string]*natsMonitor{}
 	for _, n := range natsServers {
-		js[n] = &natsMonitor{name: n, base: "http://" + s.port(n, 8222), client: &http.Client{Timeout: 5 * time.Second}}
+		js[n] = &natsMonitor{name: n, base: "https://" + s.port(n, 8222), client: &http.Client{
+			Timeout:   5 * time.Second,
+			Transport: &http.Transport{TLSClientConfig: admin.ClientConfig(pki.AnyOf(pki.NATS))},
+		}}
 	}
 	victimNATS := js[natsServers[0]].streamLeader(verdictlog.StreamClean)
 	if !slices.Contains(natsServers, victimNATS) {
@@ -434,7 +448,7 @@ func TestCompose(t *testing.T) {
 		return err == nil && strings.TrimSpace(string(out)) == "healthy"
 	})
 	// A restarted container gets another published port.
-	js[victimNATS].base = "http://" + s.port(victimNATS, 8222)
+	js[victimNATS].base = "https://" + s.port(victimNATS, 8222)
 	progress("%s started again and healthy", victimNATS)
 	time.Sleep(3 * time.Second) // some load with all three servers up again
 	stopLoad2()
@@ -510,7 +524,7 @@ func TestCompose(t *testing.T) {
 }
 
 // natsMonitor is a JetStream server's monitoring port, published on
-// 127.0.0.1.
+// 127.0.0.1 (HTTPS, its identity checked).
 type natsMonitor struct {
 	name, base string
 	client     *http.Client
@@ -620,12 +634,12 @@ func newStack(t *testing.T, cmd []string) *stack {
 	return s
 }
 
-// buildImages builds the five images under the project's tag and removes
+// buildImages builds the six images under the project's tag and removes
 // them when the test ends.
 func (s *stack) buildImages() {
 	t := s.t
 	t.Cleanup(func() {
-		for _, r := range []string{"etcd", "nats", "scheduler", "worker", "node"} {
+		for _, r := range []string{"etcd", "nats", "scheduler", "worker", "node", "pki"} {
 			if out, err := exec.Command("docker", "rmi", "styx-"+r+":"+s.project).CombinedOutput(); err != nil {
 				t.Logf("docker rmi styx-%s:%s: %v: %s", r, s.project, err, out)
 			}
@@ -642,13 +656,13 @@ func (s *stack) buildImages() {
 func (s *stack) up() {
 	t := s.t
 	t.Cleanup(func() {
-		if out, err := s.run("down", "-v", "--remove-orphans", "-t", "10"); err != nil {
+		if out, err := s.run("--profile", "scale", "down", "-v", "--remove-orphans", "-t", "10"); err != nil {
 			t.Logf("compose down: %v: %s", err, out)
 		}
 	})
 	t.Cleanup(func() {
 		if t.Failed() {
-			out, _ := s.run("logs", "--no-color", "--tail", "40")
+			out, _ := s.run("--profile", "scale", "logs", "--no-color", "--tail", "40")
 			t.Logf("compose logs (last 40 lines per container):\n%s", out)
 		}
 	})
@@ -694,19 +708,27 @@ func (s *stack) containers(service string) []string {
 	return strings.Fields(s.compose("ps", "-q", service))
 }
 
-// workerContainer is the container of a worker id among containers: the
-// worker registers as <host name>-<port>, and a container's host name is
-// its short id.
-func workerContainer(t *testing.T, containers []string, workerID string) string {
+// adminIdentity copies the admin identity out of the pki service's
+// volume (docker cp works on the exited container) and loads it.
+func (s *stack) adminIdentity() *pki.Source {
+	t := s.t
 	t.Helper()
-	host, _, _ := strings.Cut(workerID, "-")
-	for _, c := range containers {
-		if strings.HasPrefix(c, host) {
-			return c
-		}
+	dir := filepath.Join(t.TempDir(), "admin")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("no worker container for %s among %v", workerID, containers)
-	return ""
+	src := s.containers("pki")[0] + ":/var/lib/styx-pki/admin-admin/."
+	if out, err := exec.Command("docker", "cp", src, dir).CombinedOutput(); err != nil {
+		t.Fatalf("docker cp %s: %v: %s", src, err, out)
+	}
+	id, err := pki.Load(dir, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.Identity().Role != pki.Admin {
+		t.Fatalf("%s holds %s, not an admin", src, id.Identity())
+	}
+	return id
 }
 
 func (s *stack) kill(container string) {
