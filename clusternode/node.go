@@ -129,7 +129,7 @@ type Config struct {
 	// LogCheckEvery and LogStallAfter tune the verdict log follower: how
 	// often it reads the streams' heads, and how long it may be connected
 	// and behind without applying anything before it counts as stalled
-	// (defaults 2 s and 15 s, see verdictlog.FollowerConfig).
+	// (defaults 2 s and 30 s, see verdictlog.FollowerConfig).
 	LogCheckEvery, LogStallAfter time.Duration
 	// DirectWorker, when set, is a worker's gRPC address: the node sends
 	// its sightings to that one worker, speaking WorkerService as a

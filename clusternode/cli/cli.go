@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/styx-inference/styx/clusternode"
 	"github.com/styx-inference/styx/clusternode/internal/exportcmd"
@@ -87,6 +88,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.DurationVar(&cfg.CleanRetention, "clean-retention", cfg.CleanRetention, "the store keeps verdicts that found no proxy this long from their inference time, and last-seen times of addresses without a verdict (the verdict log's policy; swept every minute)")
 	fs.DurationVar(&cfg.ProxyRetention, "proxy-retention", cfg.ProxyRetention, "the store keeps proxy verdicts this long from their inference time, and attack histories from their newest report (at least --clean-retention)")
 	fs.IntVar(&cfg.ThreatsRecent, "threats-recent", cfg.ThreatsRecent, "newest proxy verdicts kept in memory for the public threats page (GET /threats, /threats.json), which shows a random sample of them (0: page off)")
+	fs.DurationVar(&cfg.LogStallAfter, "log-stall-after", 30*time.Second, "the verdict log follower is stalled (error log, styx_node_log_stalled 1, /healthz 503) when connected and behind but applying nothing this long; a JetStream stream leader failover can hold it 10 to 20 s")
 	fs.StringVar(&cfg.HTTPSAddr, "https-addr", "", "also serve the query API over HTTPS here, with the --pki-dir certificate (empty: HTTP only)")
 	var trust pkiflag.Flags
 	trust.Register(fs)

@@ -52,7 +52,8 @@ type FollowerConfig struct {
 	// (default 2 s).
 	CheckEvery time.Duration
 	// StallAfter: a follower that is connected and behind, but applied
-	// nothing for this long, is stalled (default 15 s).
+	// nothing for this long, is stalled (default 30 s: a JetStream stream
+	// leader failover can hold an ordered consumer 10 to 20 s).
 	StallAfter time.Duration
 }
 
@@ -139,7 +140,7 @@ func NewFollower(cfg FollowerConfig, log zerolog.Logger) (*Follower, error) {
 		cfg.CheckEvery = 2 * time.Second
 	}
 	if cfg.StallAfter <= 0 {
-		cfg.StallAfter = 15 * time.Second
+		cfg.StallAfter = 30 * time.Second
 	}
 	f := &Follower{cfg: cfg, log: log}
 	now := time.Now()

@@ -32,7 +32,7 @@ type Config struct {
 	// reports are kept.
 	History *history.Table
 	// MaxBurst, CheckEvery and StallAfter tune the log follower (zero:
-	// verdictlog's defaults, 64 messages, 2 s and 15 s).
+	// verdictlog's defaults, 64 messages, 2 s and 30 s).
 	MaxBurst   int
 	CheckEvery time.Duration
 	StallAfter time.Duration
