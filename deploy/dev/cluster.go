@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -237,7 +238,14 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		nats, err := embednats.Start(embednats.Config{Dir: filepath.Join(cfg.DataDir, "nats"), Addr: cfg.NATSAddr, Source: natsSrc})
+		// Refused clients are logged to logs/nats.log.
+		natsLog, err := os.Create(filepath.Join(logDir, "nats.log"))
+		if err != nil {
+			return err
+		}
+		defer natsLog.Close()
+		nats, err := embednats.Start(embednats.Config{Dir: filepath.Join(cfg.DataDir, "nats"), Addr: cfg.NATSAddr, Source: natsSrc,
+			Log: zerolog.New(natsLog).With().Timestamp().Logger()})
 		if err != nil {
 			return fmt.Errorf("nats on %s: %w", cfg.NATSAddr, err)
 		}
