@@ -10,7 +10,7 @@ BENCH_MODEL := $(CURDIR)/.bench/raven-model
 DOCKER ?= docker
 IMAGE_TAG ?= dev
 IMAGE_ROLES := etcd nats scheduler worker node pki
-MUTATION_PKGS := scheduler/internal/ledger scheduler/internal/pool scheduler/internal/dispatch pkg/recent pkg/authlimit
+MUTATION_PKGS := scheduler/internal/ledger scheduler/internal/pool scheduler/internal/dispatch pkg/recent pkg/authlimit pkg/pki
 
 .DEFAULT_GOAL := help
 

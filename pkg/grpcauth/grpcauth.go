@@ -79,10 +79,12 @@ func (g *Guard) Refuse(reason, from, what string, err error) {
 	now := time.Now()
 	quiet := now.Sub(g.lastLog[key]) < time.Second
 	if !quiet {
-		g.lastLog[key] = now
-		if len(g.lastLog) > 4096 {
+		// Forget every source when there are too many, before noting
+		// this one, so that it stays quiet for its second.
+		if len(g.lastLog) >= 4096 {
 			clear(g.lastLog)
 		}
+		g.lastLog[key] = now
 	}
 	g.mu.Unlock()
 	if quiet {
@@ -109,9 +111,11 @@ func Identity(ctx context.Context) (pki.Identity, bool) {
 	return id, true
 }
 
-func peerAddr(ctx context.Context) string {
-	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		return p.Addr.String()
+// peerHost is the peer's address without its port: a source, for the log
+// limit, that a client cannot renew by opening another connection.
+func peerHost(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok {
+		return hostOf(p.Addr)
 	}
 	return "?"
 }
@@ -128,7 +132,7 @@ func (g *Guard) authorise(ctx context.Context, fullMethod string) error {
 	id, ok := Identity(ctx)
 	if !ok {
 		err := errors.New("no verified client certificate")
-		g.Refuse(ReasonHandshake, peerAddr(ctx), fullMethod, err)
+		g.Refuse(ReasonHandshake, peerHost(ctx), fullMethod, err)
 		return status.Error(codes.Unauthenticated, "a client certificate of this cluster's CA is required")
 	}
 	roles, listed := g.rules[service(fullMethod)]
@@ -141,7 +145,7 @@ func (g *Guard) authorise(ctx context.Context, fullMethod string) error {
 	if !listed {
 		err = fmt.Errorf("%s: service %s is not open to any role", id, service(fullMethod))
 	}
-	g.Refuse(ReasonRole, id.String()+"@"+peerAddr(ctx), fullMethod, err)
+	g.Refuse(ReasonRole, id.String()+"@"+peerHost(ctx), fullMethod, err)
 	return status.Error(codes.PermissionDenied, err.Error())
 }
 

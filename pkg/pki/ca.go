@@ -104,14 +104,17 @@ func LoadCA(dir string) (*CA, error) {
 }
 
 // Save writes ca.crt (0644) and ca.key (0600) into dir, creating it. It
-// refuses to overwrite an existing key.
+// refuses when either file exists: a CA is never overwritten, and a
+// certificate whose key was lost still names the CA every identity trusts.
 func (ca *CA) Save(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
 	keyPath := filepath.Join(dir, CAKeyFile)
-	if _, err := os.Stat(keyPath); err == nil {
-		return fmt.Errorf("%s exists: a CA is never overwritten", keyPath)
+	for _, p := range []string{filepath.Join(dir, CAFile), keyPath} {
+		if _, err := os.Lstat(p); err == nil {
+			return fmt.Errorf("%s exists: a CA is never overwritten", p)
+		}
 	}
 	keyDER, err := x509.MarshalECPrivateKey(ca.Key)
 	if err != nil {

@@ -24,7 +24,9 @@ func FuzzParseURI(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if got := id.URI().String(); got != s {
+		// url.Parse lower-cases the scheme and drops an empty "#"; a
+		// certificate's URI SAN reaches ParseURI in that parsed form.
+		if got := id.URI().String(); got != u.String() {
 			t.Fatalf("%q parsed as %s, whose URI is %q", s, id, got)
 		}
 		again, err := ParseURI(id.URI())

@@ -105,7 +105,16 @@ func ParseURI(u *url.URL) (Identity, error) {
 	if len(parts) != 2 {
 		return Identity{}, fmt.Errorf("URI %v: want spiffe://%s/<role>/<id>", u, TrustDomain)
 	}
-	return NewIdentity(parts[0], parts[1])
+	id, err := NewIdentity(parts[0], parts[1])
+	if err != nil {
+		return Identity{}, err
+	}
+	// One identity has one spelling: no empty query ("...?"), no escaped
+	// letters ("w%31"), nothing url.Parse accepts but Issue never writes.
+	if u.String() != id.String() {
+		return Identity{}, fmt.Errorf("URI %v: not written as %s", u, id)
+	}
+	return id, nil
 }
 
 // FromCert reads the identity of a certificate: exactly one spiffe://styx/

@@ -1,12 +1,15 @@
 package pki
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,8 +25,8 @@ const ReloadCheck = time.Second
 // reloaded when its files change (a renewed certificate or a new CA), on
 // the next handshake at most ReloadCheck after the change. A file set that
 // does not load (half written, key and certificate mismatched, another
-// identity) is refused with an error log and counted; the previous
-// material stays in use.
+// identity, an expired certificate) is refused with an error log and
+// counted; the previous material stays in use.
 type Source struct {
 	dir string
 	log zerolog.Logger
@@ -43,6 +46,9 @@ type material struct {
 	id    Identity
 	pool  *x509.CertPool
 	stamp string
+	// caTag names the CA file the pool was read from; session tickets
+	// carry it (see ServerConfig).
+	caTag []byte
 }
 
 // Load reads an identity directory (ca.crt, tls.crt, tls.key).
@@ -123,6 +129,14 @@ func (s *Source) maybeReload() {
 			Msg("renewed certificate names another identity; refused, the previous certificate stays in use")
 		return
 	}
+	// An expired certificate (an old backup restored, a copy from the
+	// wrong host) would fail every handshake; Load refuses one too.
+	if !m.cert.Leaf.NotAfter.After(s.now()) {
+		s.reloadErrors.Add(1)
+		s.log.Error().Str("dir", s.dir).Str("identity", m.id.String()).Time("not_after", m.cert.Leaf.NotAfter).
+			Msg("renewed certificate has expired; refused, the previous certificate stays in use")
+		return
+	}
 	s.cur.Store(m)
 	s.reloads.Add(1)
 	s.log.Info().Str("identity", m.id.String()).Time("not_after", m.cert.Leaf.NotAfter).Str("dir", s.dir).Msg("identity files reloaded")
@@ -161,10 +175,16 @@ func (s *Source) load() (*material, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", certPath, err)
 	}
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: leaf.NotBefore.Add(time.Second), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		return nil, fmt.Errorf("%s is not signed by the CA in %s: %w", certPath, caPath, err)
+	// The signature only: whether the certificate is valid now is for
+	// Load and the peers to say. (Verifying at some moment of its life
+	// would also ask the CA to be valid then, and call a certificate dated
+	// before its CA unsigned.)
+	if !slices.ContainsFunc(cas, func(ca *x509.Certificate) bool { return leaf.CheckSignatureFrom(ca) == nil }) {
+		return nil, fmt.Errorf("%s is not signed by the CA in %s", certPath, caPath)
 	}
-	return &material{cert: pair, id: id, pool: pool, stamp: st}, nil
+	sum := sha256.Sum256(caPEM)
+	tag := append([]byte("styx-ca:"), sum[:]...)
+	return &material{cert: pair, id: id, pool: pool, stamp: st, caTag: tag}, nil
 }
 
 // Policy decides whether a verified peer identity may connect. Nil accepts
@@ -218,7 +238,7 @@ func (s *Source) Verify(chain []*x509.Certificate, usage x509.ExtKeyUsage) (Iden
 // current CA whose identity accept allows. It checks on every connection,
 // resumed ones included.
 func (s *Source) ServerConfig(accept Policy) *tls.Config {
-	return &tls.Config{
+	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return &s.current().cert, nil
@@ -235,6 +255,28 @@ func (s *Source) ServerConfig(accept Policy) *tls.Config {
 			return nil
 		},
 	}
+	// A session ticket carries the CA its client certificate was verified
+	// with. After a CA change the session is declined and a full handshake
+	// checks the certificates the peers hold now. Resumed, it would show
+	// the new CA the client's old certificate, be refused, and stay
+	// refused: the client sees its own handshake succeed, so it keeps the
+	// ticket and offers it again, for as long as the ticket lives.
+	cfg.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+		ss.Extra = append(ss.Extra, s.current().caTag)
+		return cfg.EncryptTicket(cs, ss)
+	}
+	cfg.UnwrapSession = func(ticket []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+		ss, err := cfg.DecryptTicket(ticket, cs)
+		if ss == nil || err != nil {
+			return nil, err
+		}
+		tag := s.current().caTag
+		if !slices.ContainsFunc(ss.Extra, func(b []byte) bool { return bytes.Equal(b, tag) }) {
+			return nil, nil // a full handshake
+		}
+		return ss, nil
+	}
+	return cfg
 }
 
 // ClientConfig is a TLS 1.3 client configuration that presents the current
