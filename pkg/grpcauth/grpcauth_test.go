@@ -430,8 +430,10 @@ func TestRefusalLogIsLimited(t *testing.T) {
 		wantCode(t, check(healthpb.NewHealthClient(cc)), codes.Unavailable, "a plaintext Check")
 		cc.Close()
 	}
-	testwait.For(t, testwait.Timeout, "every plaintext handshake counted", func() bool {
-		return s.guard.Refused()[grpcauth.ReasonHandshake] >= calls/5
+	// The server counts a refused handshake, then logs it, after its side
+	// of the handshake ends: wait for both.
+	testwait.For(t, testwait.Timeout, "every plaintext handshake counted and one logged", func() bool {
+		return s.guard.Refused()[grpcauth.ReasonHandshake] >= calls/5 && s.log.lines(`"reason":"handshake"`) >= 1
 	})
 	limit = 1 + int(time.Since(start)/time.Second)
 	if n := s.log.lines(`"reason":"handshake"`); n < 1 || n > limit {
