@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 )
 
@@ -120,10 +121,10 @@ func (ca *CA) Save(dir string) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFile(filepath.Join(dir, CAFile), ca.CertPEM, 0o644); err != nil {
+	if err := WriteFile(filepath.Join(dir, CAFile), ca.CertPEM, 0o644); err != nil {
 		return err
 	}
-	return writeFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
+	return WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
 }
 
 // IssueOptions shapes an issued certificate.
@@ -209,16 +210,20 @@ func (is *Issued) WriteDir(dir string, caPEM []byte) error {
 		return err
 	}
 	// The key first: a reader that sees the new certificate finds its key.
-	if err := writeFile(filepath.Join(dir, KeyFile), is.KeyPEM, 0o600); err != nil {
+	if err := WriteFile(filepath.Join(dir, KeyFile), is.KeyPEM, 0o600); err != nil {
 		return err
 	}
-	if err := writeFile(filepath.Join(dir, CertFile), is.CertPEM, 0o644); err != nil {
+	if err := WriteFile(filepath.Join(dir, CertFile), is.CertPEM, 0o644); err != nil {
 		return err
 	}
-	return writeFile(filepath.Join(dir, CAFile), caPEM, 0o644)
+	return WriteFile(filepath.Join(dir, CAFile), caPEM, 0o644)
 }
 
-func writeFile(path string, b []byte, mode os.FileMode) error {
+// WriteFile replaces path with b atomically (write, sync, rename): a
+// reader sees the old file or the new one, never half of it. The owner of
+// an existing file is kept where the process may (root giving identity
+// files to the service user).
+func WriteFile(path string, b []byte, mode os.FileMode) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
 		return err
@@ -231,6 +236,11 @@ func writeFile(path string, b []byte, mode os.FileMode) error {
 	if err := tmp.Chmod(mode); err != nil {
 		tmp.Close()
 		return err
+	}
+	if fi, err := os.Stat(path); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			_ = tmp.Chown(int(st.Uid), int(st.Gid)) // best effort: only root may give files away
+		}
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/styx-inference/styx/pkg/pki"
@@ -399,46 +398,15 @@ func setTrust(root string, add []string, only bool) ([]*x509.Certificate, int, e
 		if _, err := os.Stat(filepath.Join(d, pki.CertFile)); err != nil {
 			continue
 		}
-		if err := writeAtomic(filepath.Join(d, pki.CAFile), pemBytes, 0o644); err != nil {
+		if err := pki.WriteFile(filepath.Join(d, pki.CAFile), pemBytes, 0o644); err != nil {
 			return nil, 0, err
 		}
 		n++
 	}
-	if err := writeAtomic(filepath.Join(pki.CADir(root), pki.CAFile), pemBytes, 0o644); err != nil {
+	if err := pki.WriteFile(filepath.Join(pki.CADir(root), pki.CAFile), pemBytes, 0o644); err != nil {
 		return nil, 0, err
 	}
 	return kept, n, nil
-}
-
-// writeAtomic replaces path with b: a reader sees the old file or the new
-// one, never half of it. The owner of an existing file is kept.
-func writeAtomic(path string, b []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if fi, err := os.Stat(path); err == nil {
-		if uid, gid, ok := fileOwner(fi); ok {
-			_ = tmp.Chown(uid, gid) // best effort: only root may give files away
-		}
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 func noArgs(args []string) error {
@@ -449,11 +417,3 @@ func noArgs(args []string) error {
 }
 
 func serialHex(c *x509.Certificate) string { return fmt.Sprintf("%x", c.SerialNumber) }
-
-func fileOwner(fi os.FileInfo) (uid, gid int, ok bool) {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return 0, 0, false
-	}
-	return int(st.Uid), int(st.Gid), true
-}
