@@ -44,6 +44,15 @@ func (s *Scheduler) httpHandler(h *api.Server) http.Handler {
 			}
 			fmt.Fprintf(w, "verdict log: %s, %d batches queued, %d dropped\n", state, st.Queued, st.Dropped)
 		}
+		// Trust refusals this term: a registration no certificate proves,
+		// a worker sending future-dated verdicts. Named, not failed: a
+		// restart would not fix them.
+		if co := s.current.Load(); co != nil {
+			if _, ctr, _, _ := co.Stats(); ctr.UnprovenWorkers > 0 || ctr.FutureVerdicts > 0 {
+				fmt.Fprintf(w, "refused: %d worker connections whose certificate does not prove the registration, %d results with future-dated verdicts\n",
+					ctr.UnprovenWorkers, ctr.FutureVerdicts)
+			}
+		}
 	})
 	mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, r *http.Request) {
 		st, err := h.Status(r.Context(), &styxv1.StatusRequest{})

@@ -148,6 +148,9 @@ func TestRogueWorkersGetNoWork(t *testing.T) {
 	if !logs.has("its TLS identity does not prove its registration") {
 		t.Error("no error log names the refused workers")
 	}
+	if body := healthz(t, s.HTTPAddr()); !strings.Contains(body, "worker connections whose certificate does not prove") {
+		t.Errorf("/healthz does not name the refused workers: %q", body)
+	}
 }
 
 // rawTLS is a server transport that presents the certificate in dir as
@@ -293,6 +296,9 @@ func TestFutureDatedVerdictsRefused(t *testing.T) {
 	if !logs.has("dated in the future") {
 		t.Error("no error log for the refused results")
 	}
+	if body := healthz(t, s.HTTPAddr()); !strings.Contains(body, "results with future-dated verdicts") {
+		t.Errorf("/healthz does not name the refused results: %q", body)
+	}
 }
 
 // TestVisualiserOverHTTPS: with --https-addr the scheduler serves its HTTP
@@ -313,4 +319,19 @@ func TestVisualiserOverHTTPS(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("https /api/status: %d", resp.StatusCode)
 	}
+}
+
+// healthz returns the scheduler's /healthz body.
+func healthz(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
