@@ -135,6 +135,19 @@ func (f *etcdFlags) connect(ctx context.Context) (*clientv3.Client, pki.Identity
 	return cli, me, nil
 }
 
+// withClient runs fn with an etcd client authenticated as the --pki-dir
+// identity (me), within --timeout.
+func (f *etcdFlags) withClient(ctx context.Context, fn func(ctx context.Context, cli *clientv3.Client, me pki.Identity) error) error {
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	cli, me, err := f.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	return fn(ctx, cli, me)
+}
+
 func grantCmd(fs *flag.FlagSet) func(context.Context, []string, io.Writer) error {
 	f := registerEtcd(fs, true)
 	return func(ctx context.Context, args []string, stdout io.Writer) error {
@@ -142,14 +155,9 @@ func grantCmd(fs *flag.FlagSet) func(context.Context, []string, io.Writer) error
 		if err != nil {
 			return err
 		}
-		ctx, cancel := context.WithTimeout(ctx, f.timeout)
-		defer cancel()
-		cli, _, err := f.connect(ctx)
-		if err != nil {
-			return err
-		}
-		defer cli.Close()
-		return grant(ctx, cli, ids, stdout)
+		return f.withClient(ctx, func(ctx context.Context, cli *clientv3.Client, _ pki.Identity) error {
+			return grant(ctx, cli, ids, stdout)
+		})
 	}
 }
 
@@ -170,24 +178,19 @@ func revokeCmd(fs *flag.FlagSet) func(context.Context, []string, io.Writer) erro
 		if err != nil {
 			return err
 		}
-		ctx, cancel := context.WithTimeout(ctx, f.timeout)
-		defer cancel()
-		cli, me, err := f.connect(ctx)
-		if err != nil {
-			return err
-		}
-		defer cli.Close()
-		for _, id := range ids {
-			if id == me {
-				return fmt.Errorf("refusing to revoke %s: it is the identity this command runs as", id)
+		return f.withClient(ctx, func(ctx context.Context, cli *clientv3.Client, me pki.Identity) error {
+			for _, id := range ids {
+				if id == me {
+					return fmt.Errorf("refusing to revoke %s: it is the identity this command runs as", id)
+				}
+				if err := etcdauth.Revoke(ctx, cli, id); err != nil {
+					return fmt.Errorf("revoke %s: %w", id, err)
+				}
+				fmt.Fprintf(stdout, "revoked %s: etcd refuses user %s from now on\n", id, id.CommonName())
 			}
-			if err := etcdauth.Revoke(ctx, cli, id); err != nil {
-				return fmt.Errorf("revoke %s: %w", id, err)
-			}
-			fmt.Fprintf(stdout, "revoked %s: etcd refuses user %s from now on\n", id, id.CommonName())
-		}
-		fmt.Fprintln(stdout, "the certificates stay valid for gRPC and NATS until they expire (there is no revocation list); see styx-pki revoke -h")
-		return nil
+			fmt.Fprintln(stdout, "the certificates stay valid for gRPC and NATS until they expire (there is no revocation list); see styx-pki revoke -h")
+			return nil
+		})
 	}
 }
 
@@ -212,27 +215,22 @@ func enableCmd(fs *flag.FlagSet) func(context.Context, []string, io.Writer) erro
 			}
 			adm = append(adm, id)
 		}
-		ctx, cancel := context.WithTimeout(ctx, f.timeout)
-		defer cancel()
-		cli, me, err := f.connect(ctx)
-		if err != nil {
-			return err
-		}
-		defer cli.Close()
-		if !slices.Contains(adm, me) {
-			adm = append(adm, me)
-		}
-		if err := grant(ctx, cli, ids, stdout); err != nil {
-			return err
-		}
-		if err := etcdauth.Enable(ctx, cli, adm...); err != nil {
-			return fmt.Errorf("enable etcd authentication: %w", err)
-		}
-		names := make([]string, len(adm))
-		for i, a := range adm {
-			names[i] = a.CommonName()
-		}
-		fmt.Fprintf(stdout, "etcd authentication is on; admins: %s\n", strings.Join(names, ", "))
-		return nil
+		return f.withClient(ctx, func(ctx context.Context, cli *clientv3.Client, me pki.Identity) error {
+			if !slices.Contains(adm, me) {
+				adm = append(adm, me)
+			}
+			if err := grant(ctx, cli, ids, stdout); err != nil {
+				return err
+			}
+			if err := etcdauth.Enable(ctx, cli, adm...); err != nil {
+				return fmt.Errorf("enable etcd authentication: %w", err)
+			}
+			names := make([]string, len(adm))
+			for i, a := range adm {
+				names[i] = a.CommonName()
+			}
+			fmt.Fprintf(stdout, "etcd authentication is on; admins: %s\n", strings.Join(names, ", "))
+			return nil
+		})
 	}
 }
